@@ -1,0 +1,102 @@
+"""What the sandbox says about a program: a Status, per-test outcomes and a reward."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Status(str, Enum):
+    PASSED = "passed"
+    FAILED = "failed"  # ran, but at least one test failed (or fewer tests ran than expected)
+    TIMEOUT = "timeout"  # wall-clock or CPU-time limit
+    RUNTIME_ERROR = "runtime_error"  # the program raised, or its process died, before the tests could pass
+    SYNTAX_ERROR = "syntax_error"
+    MEMORY_EXCEEDED = "memory_exceeded"
+    OUTPUT_EXCEEDED = "output_exceeded"
+    SANDBOX_ERROR = "sandbox_error"  # the infrastructure failed: never a score, callers must mask it
+
+
+@dataclass
+class TestOutcome:
+    name: str  # e.g. "check" for HumanEval, "assert 0" .. for MBPP, "test_foo" for generic
+    passed: bool
+    message: str = ""  # the failing assertion's source line or "ExcType: message"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "message": self.message}
+
+
+@dataclass
+class Result:
+    status: Status
+    tests: list[TestOutcome] = field(default_factory=list)  # tests that actually ran, in order
+    expected_tests: int = 0  # how many the job defines; reward needs all of them to run and pass
+    stdout: str = ""  # truncated to Limits.keep_output_bytes
+    stderr: str = ""
+    wall_time_s: float = 0.0  # the program's own run inside the sandbox
+    cpu_time_s: float = 0.0
+    error: str = ""  # top-level exception of the program, or what went wrong in the infrastructure
+    job_id: str = ""
+
+    @property
+    def passed_tests(self) -> int:
+        return sum(t.passed for t in self.tests)
+
+    @property
+    def reward(self) -> float:
+        """1.0 iff every expected test ran and passed; a sandbox error is 0 here and must be masked by callers."""
+        ok = (
+            self.status is Status.PASSED
+            and self.expected_tests > 0
+            and len(self.tests) == self.expected_tests
+            and all(t.passed for t in self.tests)
+        )
+        return 1.0 if ok else 0.0
+
+    @property
+    def pass_fraction(self) -> float:
+        return self.passed_tests / self.expected_tests if self.expected_tests else 0.0
+
+    @property
+    def is_sandbox_error(self) -> bool:
+        return self.status is Status.SANDBOX_ERROR
+
+    @property
+    def first_failure(self) -> str:
+        for t in self.tests:
+            if not t.passed:
+                return f"{t.name}: {t.message}" if t.message else t.name
+        return self.error
+
+    def to_dict(self) -> dict:
+        return {
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "reward": self.reward,
+            "pass_fraction": self.pass_fraction,
+            "expected_tests": self.expected_tests,
+            "tests": [t.to_dict() for t in self.tests],
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "wall_time_s": self.wall_time_s,
+            "cpu_time_s": self.cpu_time_s,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Result":
+        return cls(
+            status=Status(data["status"]),
+            tests=[TestOutcome(t["name"], bool(t["passed"]), t.get("message", "")) for t in data.get("tests", [])],
+            expected_tests=int(data.get("expected_tests", 0)),
+            stdout=data.get("stdout", ""),
+            stderr=data.get("stderr", ""),
+            wall_time_s=float(data.get("wall_time_s", 0.0)),
+            cpu_time_s=float(data.get("cpu_time_s", 0.0)),
+            error=data.get("error", ""),
+            job_id=data.get("job_id", ""),
+        )
+
+    @classmethod
+    def sandbox_error(cls, error: str, job_id: str = "", expected_tests: int = 0) -> "Result":
+        return cls(status=Status.SANDBOX_ERROR, error=error, job_id=job_id, expected_tests=expected_tests)
