@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up of a fresh Debian machine (root, no systemd, no container registry):
+# Docker engine + the sandbox image built offline, PyTorch CPU, and score-code itself (editable, with test deps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- Docker engine and debootstrap (Debian packages) --------------------------------------------
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# There is no systemd here: start dockerd in the background and wait until it answers.
+if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    $SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/dockerd.log"; exit 1; }
+fi
+
+# --- Python packages ------------------------------------------------------------------------------
+# torch first and pinned: a bare `torch` would pull a multi-GB CUDA build; 2.13.0 is the CPU file on disk.
+if ! python3 -c "import torch" >/dev/null 2>&1; then
+    log "installing torch==2.13.0 (CPU)"
+    python3 -m pip install -q torch==2.13.0
+fi
+if ! python3 -c "import score_code, pytest_timeout" >/dev/null 2>&1 || [ pyproject.toml -nt .git/score-code-installed ]; then
+    log "installing score-code[dev]"
+    python3 -m pip install -q -e '.[dev]'
+    touch .git/score-code-installed 2>/dev/null || true
+fi
+
+# --- Sandbox image (offline: debootstrap + docker import; a no-op when the current tag exists) ---
+log "building the sandbox image if needed"
+sandbox build-image
+log "ready"
