@@ -1,0 +1,181 @@
+"""Rewards, advantages and losses of both SCoRe stages on hand-made tensors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from score_code import objectives as obj
+
+
+def test_shaped_reward_table_alpha_10():
+    r1 = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    r2 = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    shaped1, shaped2 = obj.shaped_rewards(r1, r2, alpha=10.0)
+    assert shaped1.tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert shaped2.tolist() == [11.0, 1.0, 0.0, -10.0]  # 0->1, 1->1, 0->0, 1->0
+
+
+def test_leave_one_out_baseline_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    valid = torch.ones(8, dtype=torch.bool)
+    adv = obj.advantages(rewards, valid, samples_per_prompt=4, baseline="rloo")
+    # prompt A: [1,0,0,1]: 1 - (0+0+1)/3 = 2/3 ; 0 - (1+0+1)/3 = -2/3
+    # prompt B: [1,1,0,0]: same numbers
+    expected = [2 / 3, -2 / 3, -2 / 3, 2 / 3, 2 / 3, 2 / 3, -2 / 3, -2 / 3]
+    assert adv.tolist() == pytest.approx(expected)
+    assert adv.view(2, 4).sum(dim=1).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_rloo_all_equal_rewards_give_zero_advantage():
+    adv = obj.advantages(torch.ones(6), torch.ones(6, dtype=torch.bool), 3, "rloo")
+    assert adv.tolist() == [0.0] * 6
+
+
+def test_sandbox_errors_are_neither_scored_nor_a_baseline():
+    rewards = torch.tensor([1.0, 0.0, 123.0, 0.0])  # 123: garbage where the sandbox failed
+    valid = torch.tensor([True, True, False, True])
+    adv = obj.advantages(rewards, valid, 4, "rloo")
+    assert adv[2] == 0.0
+    assert adv[0].item() == pytest.approx(1.0 - 0.0)  # peers 0, 0
+    assert adv[1].item() == pytest.approx(0.0 - 0.5)  # peers 1, 0
+
+
+def test_episode_without_valid_peer_gets_no_advantage():
+    adv = obj.advantages(torch.tensor([1.0, 0.0]), torch.tensor([True, False]), 2, "rloo")
+    assert adv.tolist() == [0.0, 0.0]
+
+
+def test_no_baseline_is_plain_reinforce():
+    adv = obj.advantages(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([True, True, False]), 3, "none")
+    assert adv.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_stage_advantages():
+    r1 = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    r2 = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    valid = torch.ones(4, dtype=torch.bool)
+    a1, a2 = obj.stage_advantages(1, r1, r2, valid, 4, "none", alpha=10.0)
+    assert a1.tolist() == [0.0] * 4 and a2.tolist() == [1.0, 1.0, 0.0, 0.0]
+    a1, a2 = obj.stage_advantages(2, r1, r2, valid, 4, "none", alpha=10.0)
+    assert a1.tolist() == [0.0, 1.0, 0.0, 1.0] and a2.tolist() == [11.0, 1.0, 0.0, -10.0]
+    a1, a2 = obj.stage_advantages(2, r1, r2, valid, 4, "rloo", alpha=10.0)
+    assert a2.tolist() == pytest.approx([11 - (1 + 0 - 10) / 3, 1 - (11 + 0 - 10) / 3, 0 - (11 + 1 - 10) / 3,
+                                         -10 - (11 + 1 + 0) / 3])
+
+
+def test_k3_kl_is_zero_at_reference_and_positive_elsewhere():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    assert obj.k3_kl(logp, logp).tolist() == [0.0, 0.0, 0.0]
+    kl = obj.k3_kl(logp, torch.tensor([-1.5, -1.0, -0.5]))
+    assert kl[0] > 0 and kl[1] > 0 and kl[2] == 0
+    assert kl[0].item() == pytest.approx(math.exp(-0.5) + 0.5 - 1)
+
+
+def test_token_log_probs_match_log_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    ids = torch.randint(0, 7, (2, 5))
+    out = obj.token_log_probs(logits, ids)
+    assert out.shape == (2, 5) and out[:, 0].tolist() == [0.0, 0.0]
+    expected = torch.log_softmax(logits[1, 2], -1)[ids[1, 3]]
+    assert out[1, 3].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+# One episode laid out as: prompt (0-1) | attempt 1 (2-4) | instruction (5-6) | attempt 2 (7-9) | padding (10)
+MASK1 = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]], dtype=torch.float)
+MASK2 = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0]], dtype=torch.float)
+
+
+def _logps() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    ref = -torch.rand(1, 11) - 0.1
+    logp = (ref + 0.3 * torch.randn(1, 11)).requires_grad_(True)  # away from the reference: KL has a gradient
+    return logp, ref
+
+
+def test_stage1_policy_gradient_does_not_touch_attempt1_but_beta2_does():
+    logp, ref = _logps()
+    adv1, adv2 = torch.tensor([5.0]), torch.tensor([1.0])
+    pg_only = obj.stage_loss(1, logp, ref, MASK1, MASK2, adv1, adv2, beta1=0.0, beta2=0.0)
+    (grad,) = torch.autograd.grad(pg_only.loss, logp)
+    assert grad[0, 2:5].abs().sum() == 0  # the attempt-1 advantage is ignored in stage I
+    assert (grad[0, 7:10] != 0).all()
+
+    kl_only = obj.stage_loss(1, logp, ref, MASK1, MASK2, adv1, torch.tensor([0.0]), beta1=0.0, beta2=0.25)
+    (grad,) = torch.autograd.grad(kl_only.loss, logp)
+    assert (grad[0, 2:5] != 0).all()  # beta2 anchors attempt 1 through its own log-probs
+    assert grad[0, 7:10].abs().sum() == 0
+    assert kl_only.kl1 > 0
+
+
+def test_prompt_instruction_and_padding_never_get_gradient():
+    logp, ref = _logps()
+    for stage in (1, 2):
+        for how in ("token", "sequence"):
+            terms = obj.stage_loss(stage, logp, ref, MASK1, MASK2, torch.tensor([2.0]), torch.tensor([-3.0]),
+                                   beta1=0.5, beta2=0.5, aggregation=how)
+            (grad,) = torch.autograd.grad(terms.loss, logp)
+            assert grad[0, [0, 1, 5, 6, 10]].abs().sum() == 0, (stage, how)
+            assert (grad[0, 2:5] != 0).all() and (grad[0, 7:10] != 0).all()
+
+
+def test_stage1_loss_value_by_hand():
+    logp, ref = _logps()
+    terms = obj.stage_loss(1, logp, ref, MASK1, MASK2, torch.tensor([9.0]), torch.tensor([0.5]),
+                           beta1=0.01, beta2=0.25)
+    kl = obj.k3_kl(logp, ref)
+    kl1, kl2 = kl[0, 2:5].mean(), kl[0, 7:10].mean()
+    assert terms.kl1.item() == pytest.approx(kl1.item(), rel=1e-6)
+    assert terms.loss.item() == pytest.approx(-0.5 + 0.25 * kl1.item() + 0.01 * kl2.item(), rel=1e-6)
+
+
+def test_stage2_credits_each_attempt_with_its_own_advantage():
+    logp, ref = _logps()
+    terms = obj.stage_loss(2, logp, ref, MASK1, MASK2, torch.tensor([1.0]), torch.tensor([11.0]),
+                           beta1=0.0, beta2=123.0)
+    (grad,) = torch.autograd.grad(terms.loss, logp)
+    # token mean per attempt (3 tokens each): d loss / d logp_t = -advantage / 3
+    assert grad[0, 2:5].tolist() == pytest.approx([-1 / 3] * 3)
+    assert grad[0, 7:10].tolist() == pytest.approx([-11 / 3] * 3)
+    assert terms.pg_loss.item() == pytest.approx(-12.0)
+
+
+def test_token_and_sequence_aggregation_differ_as_defined():
+    logp = torch.zeros(2, 4, requires_grad=True)
+    ref = torch.zeros(2, 4)
+    mask1 = torch.zeros(2, 4)
+    mask2 = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 0]])  # lengths 1 and 3
+    adv2 = torch.tensor([1.0, 1.0])
+    tok = obj.stage_loss(1, logp, ref, mask1, mask2, adv2, adv2, 0.0, 0.0, aggregation="token")
+    (g_tok,) = torch.autograd.grad(tok.loss, logp)
+    assert g_tok[0, 0].item() == pytest.approx(-1 / 4) and g_tok[1, 0].item() == pytest.approx(-1 / 4)
+    seq = obj.stage_loss(1, logp, ref, mask1, mask2, adv2, adv2, 0.0, 0.0, aggregation="sequence")
+    (g_seq,) = torch.autograd.grad(seq.loss, logp)
+    assert g_seq[0, 0].item() == pytest.approx(-1 / 2) and g_seq[1, 0].item() == pytest.approx(-1 / 6)
+
+
+def test_micro_batches_with_batch_normalizers_sum_to_the_batch_loss():
+    torch.manual_seed(3)
+    logp, ref = -torch.rand(4, 6), -torch.rand(4, 6)
+    mask1 = (torch.rand(4, 6) > 0.5).float()
+    mask2 = (torch.rand(4, 6) > 0.5).float() * (1 - mask1)
+    a1, a2 = torch.randn(4), torch.randn(4)
+    for how in ("token", "sequence"):
+        whole = obj.stage_loss(2, logp, ref, mask1, mask2, a1, a2, 0.1, 0.2, how).loss
+        norm = obj.Normalizers.of(mask1, mask2)
+        parts = sum(
+            obj.stage_loss(2, logp[s], ref[s], mask1[s], mask2[s], a1[s], a2[s], 0.1, 0.2, how, norm).loss
+            for s in (slice(0, 1), slice(1, 4))
+        )
+        assert parts.item() == pytest.approx(whole.item(), rel=1e-5)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="multiple of samples_per_prompt=4"):
+        obj.advantages(torch.ones(6), torch.ones(6, dtype=torch.bool), 4, "rloo")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        obj.advantages(torch.ones(4), torch.ones(4, dtype=torch.bool), 4, "mean")
+    with pytest.raises(ValueError, match="stage must be 1 or 2"):
+        obj.stage_advantages(3, torch.ones(2), torch.ones(2), torch.ones(2, dtype=torch.bool), 2, "rloo", 10.0)
