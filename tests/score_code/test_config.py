@@ -1,0 +1,85 @@
+"""Config resolution: defaults < recipe < flags; unknown keys and wrong types are errors naming the key."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from score_code import config as cfg
+
+
+def _parse(argv: list[str]) -> cfg.TrainConfig:
+    parser = argparse.ArgumentParser()
+    cfg.add_arguments(parser)
+    return cfg.from_args(parser.parse_args(argv))
+
+
+def test_paper_defaults():
+    c = cfg.TrainConfig()
+    assert (c.objective.alpha, c.objective.beta1, c.objective.beta2) == (10.0, 0.01, 0.25)
+    assert c.rollout.temperature == 1.0 and c.optim.learning_rate == 1e-5
+    assert c.stages() == [1, 2]
+
+
+def test_recipe_then_flags_override_in_order(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("beta2: 0.5\nlearning_rate: 1\nschedule: '1,2,1,2'\nlora: true\n")
+    c = _parse(["--config", str(recipe), "--beta2", "0.7", "--init-from", "ckpt", "--no-lora"])
+    assert c.objective.beta2 == 0.7  # flag beats recipe
+    assert c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)  # int accepted for float
+    assert c.stages() == [1, 2, 1, 2]
+    assert c.model.init_from == "ckpt" and c.model.lora is False
+    assert c.objective.alpha == 10.0  # untouched default
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("beta_2: 0.5\n")
+    with pytest.raises(cfg.ConfigError, match=r"bad.yaml: unknown config key 'beta_2'"):
+        _parse(["--config", str(recipe)])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("samples_per_prompt: 2.5\n", "samples_per_prompt: expected an integer"),
+    ("lora: 'yes'\n", "lora: expected true/false"),
+    ("beta1: fast\n", "beta1: expected a number"),
+    ("baseline: mean\n", r"baseline: 'mean' is not one of \['rloo', 'none'\]"),
+    ("max_steps: true\n", "max_steps: expected an integer"),
+])
+def test_type_mismatch_names_key(tmp_path, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(cfg.ConfigError, match=message):
+        _parse(["--config", str(recipe)])
+
+
+def test_cross_field_checks():
+    with pytest.raises(cfg.ConfigError, match="baseline=rloo needs samples_per_prompt >= 2"):
+        _parse(["--samples_per_prompt", "1"])
+    assert _parse(["--samples_per_prompt", "1", "--baseline", "none"]).rollout.samples_per_prompt == 1
+    with pytest.raises(cfg.ConfigError, match="schedule must be"):
+        _parse(["--schedule", "1,3"])
+
+
+def test_saved_config_json_is_a_recipe(tmp_path):
+    c = _parse(["--beta2", "0.9", "--schedule", "2"])
+    c.save_json(tmp_path / "config.json")
+    flat = json.loads((tmp_path / "config.json").read_text())
+    assert flat["beta2"] == 0.9 and set(flat) == set(cfg.FIELDS)
+    again = _parse(["--config", str(tmp_path / "config.json")])
+    assert again == c
+
+
+def test_flag_field_and_key_share_one_spelling():
+    parser = argparse.ArgumentParser()
+    cfg.add_arguments(parser)
+    flags = {opt for action in parser._actions for opt in action.option_strings}
+    for key in cfg.FIELDS:
+        assert f"--{key}" in flags
+
+
+@pytest.mark.parametrize("recipe", cfg.builtin_recipes())
+def test_builtin_recipes_load(recipe):
+    c = _parse(["--config", recipe])
+    assert c.describe().startswith("[model]")
