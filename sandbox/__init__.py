@@ -1,0 +1,117 @@
+"""sandbox: run untrusted Python programs against trusted tests and return a verdict.
+
+    from sandbox import Sandbox, Job, Limits
+    with Sandbox(backend="docker", workers=None, limits=Limits()) as sb:
+        result = sb.run(Job.humaneval(program, test, entry_point, prompt))
+        results = sb.run_batch(jobs, progress=lambda done, total, result: ...)   # input order
+        timeouts = sb.calibrate(reference_jobs, floor_s=1.0, factor=4.0)       # per-job timeouts
+
+A failing program is a Result (Status + per-test outcomes + reward), never an exception. Infrastructure
+failures are Status.SANDBOX_ERROR results (callers must mask them, never score them) or a raised SandboxError;
+SandboxUnavailable says what is missing and the command that fixes it (`sandbox build-image`, `sandbox doctor`).
+
+What is covered (backend="docker", the default):
+- A warm pool of long-lived containers (one per core by default), each running sandbox/executor.py; the executor
+  runs each program in its own process, with the trusted test code kept apart from it.
+- Per container: no network (--network none); read-only root; the only writable place is a tmpfs at /scratch
+  with size and inode limits; non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork
+  and thread bombs); memory limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that
+  reaps orphans; labels naming the owner process; --rm.
+- Per program: wall-clock and CPU-time limits, address-space limit, output caps (by the executor); the pool
+  also keeps its own deadline, kills a container that does not answer, replaces it and retries the job once.
+- A container is recycled after Limits.programs_per_container programs and after any limit violation.
+- No container outlives its owner: close()/context manager/atexit; containers of dead owners are removed when
+  a new Sandbox starts; `sandbox cleanup` removes any left after a crash.
+
+What is NOT covered:
+- Kernel or container-runtime exploits: containers share the host kernel (Docker's default seccomp and
+  AppArmor profiles apply; no gVisor or VM). Anyone who can run docker is root-equivalent on the host.
+- Timing and cache side channels, disk I/O bandwidth, and fairness beyond --cpus.
+- backend="local": only rlimits, a private temp dir and a scrubbed environment. NO network and NO filesystem
+  isolation (a RuntimeWarning says so once per process). Use it for development or trusted code only.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Iterable, Literal, Sequence
+
+from .errors import ImageBuildError, SandboxError, SandboxUnavailable
+from .jobs import Job
+from .limits import Limits, calibrated_timeout
+from .pool import Pool, Progress
+from .verdict import Result, Status, TestOutcome
+
+__all__ = ["Sandbox", "Job", "Result", "Status", "TestOutcome", "Limits", "calibrated_timeout", "SandboxError",
+           "SandboxUnavailable", "ImageBuildError"]
+
+Backend = Literal["docker", "local"]
+
+
+class Sandbox:
+    """A pool of sandbox workers behind one API; use it as a context manager (or call close())."""
+
+    def __init__(self, backend: Backend = "docker", workers: int | None = None, limits: Limits = Limits(),
+                 image: str | None = None, grace_s: float = 5.0) -> None:
+        """`workers`: parallel programs (default one per core); `grace_s`: slack past a job's timeout before
+        the pool declares its worker hung. backend="docker" never falls back to local: it raises
+        SandboxUnavailable when Docker or the image is missing."""
+        self.backend = backend
+        self.limits = limits
+        self.workers = workers or os.cpu_count() or 1
+        if backend == "docker":
+            from . import docker_backend
+
+            self.image = docker_backend.require_image(image)
+            docker_backend.cleanup_containers(all_owners=False)  # leftovers of crashed owners on this host
+            self._spawner = docker_backend.DockerSpawner(self.image, limits)
+        elif backend == "local":
+            from . import local_backend
+
+            local_backend.warn_weak_isolation()
+            self.image = None
+            self._spawner = local_backend.LocalSpawner()
+        else:
+            raise ValueError(f"unknown sandbox backend {backend!r}: expected 'docker' or 'local'")
+        try:
+            self._pool = Pool(self._spawner, self.workers, limits, grace_s=grace_s)
+        except BaseException:
+            self._spawner.remove_all()
+            raise
+        atexit.register(self.close)
+
+    def run(self, job: Job) -> Result:
+        return self._pool.run(job)
+
+    def run_batch(self, jobs: Sequence[Job], progress: Progress | None = None) -> list[Result]:
+        """Run concurrently over the workers; results in input order; progress(done, total, result) per job."""
+        return self._pool.run_batch(list(jobs), progress)
+
+    def calibrate(self, reference_jobs: Iterable[Job], floor_s: float = 1.0, factor: float = 4.0) -> list[float]:
+        """Per-job timeouts max(floor_s, factor * reference wall time), EvalPlus-style.
+
+        Run the reference (known-correct) solution of each task once under this sandbox's limits; set the
+        returned value as `Job.timeout_s` on that task's jobs. A reference that does not pass says nothing about
+        a fair runtime, so its task keeps `limits.timeout_s`."""
+        results = self.run_batch(list(reference_jobs))
+        return [calibrated_timeout(r.wall_time_s, floor_s, factor) if r.status is Status.PASSED
+                else self.limits.timeout_s for r in results]
+
+    @property
+    def replaced_workers(self) -> int:
+        """Workers replaced so far after a failure or a recycle."""
+        return self._pool.replaced
+
+    def close(self) -> None:
+        """Stop all workers and remove their containers / temp dirs. Safe to call twice."""
+        atexit.unregister(self.close)
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+        self._spawner.remove_all()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,187 @@
+"""`sandbox` command: grade | build-image | doctor | cleanup. Parsing, dispatch and printing only.
+
+    sandbox build-image [--from-dockerfile] [--force]
+    sandbox grade SAMPLES.jsonl --problems humaneval|mbpp|PATH [-o RESULTS.jsonl] [--backend docker|local]
+                  [--workers N] [--timeout S] [--overwrite]
+    sandbox doctor
+    sandbox cleanup [--all]
+
+Library errors arrive as typed exceptions and leave here as `error: <what>` / `hint: <next command>` on
+stderr with a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import SandboxError
+from .limits import Limits
+from .samples import SampleError, load_problems, pass_at_k, read_samples, write_jsonl_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sandbox", description="Grade untrusted Python programs in Docker.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("grade", help="grade a samples JSONL file against HumanEval, MBPP or your own tasks")
+    p.add_argument("samples", type=Path, help="JSONL: task_id + completion (appended to the prompt) or solution")
+    p.add_argument("--problems", required=True, help="humaneval | mbpp (reads $SCORE_CODE_MBPP) | PATH to tasks")
+    p.add_argument("-o", "--output", type=Path, help="results JSONL (default: SAMPLES with .results.jsonl)")
+    p.add_argument("--backend", choices=("docker", "local"), default="docker",
+                   help="docker (isolated, default) or local (rlimits only, no isolation)")
+    p.add_argument("--workers", type=int, default=None, help="parallel programs (default: one per core)")
+    p.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per program (default: "
+                   f"{Limits().timeout_s:g})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+
+    p = sub.add_parser("build-image", help="build the sandbox Docker image (offline by default)")
+    p.add_argument("--from-dockerfile", action="store_true",
+                   help="docker build from sandbox/image/Dockerfile (needs a registry) instead of debootstrap")
+    p.add_argument("--force", action="store_true", help="rebuild even if current (and rebuild the base rootfs)")
+
+    sub.add_parser("doctor", help="check Docker, the image and a hardened test container; say how to fix")
+
+    p = sub.add_parser("cleanup", help="remove sandbox containers left behind by crashed processes")
+    p.add_argument("--all", action="store_true", help="remove every score-sandbox container, even of live owners")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "grade":
+            return grade(args)
+        if args.command == "build-image":
+            from .build import build_image
+
+            build_image(from_dockerfile=args.from_dockerfile, force=args.force)
+            return 0
+        if args.command == "doctor":
+            return doctor()
+        from .docker_backend import cleanup_containers
+
+        removed = cleanup_containers(all_owners=args.all)
+        print(f"removed {removed} score-sandbox container(s)" + ("" if args.all else " of dead owners"))
+        return 0
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except SampleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: fix that line of the problems file (schema: `python -c 'import sandbox.samples as s; "
+              "help(s)'`)", file=sys.stderr)
+        return 1
+
+
+# --- grade -----------------------------------------------------------------------------------------------------
+def grade(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import Sandbox, Status
+
+    output = args.output or args.samples.with_suffix(".results.jsonl")
+    if output.exists() and not args.overwrite:
+        raise SandboxError(f"results file {output} already exists", hint="pass --overwrite or another -o path")
+    if not args.samples.is_file():
+        raise SandboxError(f"samples file {args.samples} not found")
+    problems = load_problems(args.problems)
+    samples, errors = read_samples(args.samples, problems)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
+    jobs = [s.problem.job(s.program, job_id=f"{s.record['task_id']}#{s.line}") for s in samples]
+    results = []
+    if jobs:
+        with Sandbox(backend=args.backend, workers=args.workers, limits=limits) as sb, \
+                tqdm(total=len(jobs), desc="grading", unit="prog", file=sys.stderr) as bar:
+            results = sb.run_batch(jobs, progress=lambda done, total, result: bar.update(1))
+    rows = []
+    for sample, result in zip(samples, results):
+        rows.append({**sample.record, "status": result.status.value, "passed": result.reward == 1.0,
+                     "reward": result.reward, "pass_fraction": result.pass_fraction,
+                     "failed_tests": [t.name for t in result.tests if not t.passed],
+                     "first_failure": result.first_failure, "duration_s": round(result.wall_time_s, 4)})
+    write_jsonl_atomic(output, rows)
+
+    statuses = collections.Counter(r.status.value for r in results)
+    per_task: dict[str, list[bool]] = collections.defaultdict(list)
+    for sample, result in zip(samples, results):
+        if result.status is not Status.SANDBOX_ERROR:  # infrastructure failures are never scored
+            per_task[sample.problem.task_id].append(result.reward == 1.0)
+    print(f"graded {len(samples)} sample(s) of {len(per_task)} task(s) from {args.samples}; "
+          f"rejected {len(errors)} line(s); results in {output}")
+    if per_task:
+        min_n = min(len(v) for v in per_task.values())
+        for k in range(1, min_n + 1):
+            score = sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task)
+            print(f"pass@{k}: {score:.4f}")
+    breakdown = ", ".join(f"{name} {count}" for name, count in statuses.most_common())
+    print(f"status: {breakdown or 'none'}" + (f", rejected {len(errors)}" if errors else ""))
+    if statuses.get(Status.SANDBOX_ERROR.value):
+        print(f"warning: {statuses[Status.SANDBOX_ERROR.value]} sandbox error(s) left out of pass@k; "
+              "see `sandbox doctor`", file=sys.stderr)
+    return 1 if errors else 0
+
+
+# --- doctor ----------------------------------------------------------------------------------------------------
+def doctor() -> int:
+    """Check each layer in order and say in plain words what is wrong and how to fix it."""
+    from . import docker_backend as db
+    from . import Job, Sandbox, Status
+
+    def report(ok: bool, what: str, fix: str = "") -> bool:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+        if not ok and fix:
+            print(f"     fix: {fix}")
+        return ok
+
+    if not report(shutil.which("docker") is not None, "docker CLI on PATH",
+                  "install Docker (Debian/Ubuntu: `sudo apt-get install docker.io`)"):
+        return 1
+    try:
+        version = db.require_engine()
+    except SandboxError as exc:
+        report(False, f"Docker engine reachable: {exc}", exc.hint)
+        return 1
+    report(True, f"Docker engine reachable (server {version})")
+    tag = db.image_tag()
+    if not report(db.image_exists(tag), f"image {tag} present and built from this executor",
+                  "run `sandbox build-image`"):
+        return 1
+    try:
+        with Sandbox(backend="docker", workers=1) as sb:
+            result = sb.run(Job.generic("def add(a, b):\n    return a + b\n", "assert add(2, 3) == 5\n",
+                                        job_id="doctor"))
+            problems = _hardening_problems(db, sb._spawner.owner)
+    except SandboxError as exc:
+        report(False, f"a sandbox container starts: {exc}", exc.hint or "see the error above")
+        return 1
+    ok = report(not problems, "the container runs with the hardening flags",
+                "; ".join(problems) + " (is this an old or patched Docker engine?)")
+    ok &= report(result.status is Status.PASSED, f"a trivial program passes (got {result.status.value}"
+                 f"{': ' + result.first_failure if result.first_failure else ''})",
+                 "run `sandbox build-image --force`; if it persists, the executor is broken")
+    return 0 if ok else 1
+
+
+def _hardening_problems(db, owner: str) -> list[str]:
+    """Compare `docker inspect` of a live worker with the flags we asked for."""
+    import json
+
+    rows = db.list_containers(owner=owner)
+    if not rows:
+        return ["no running worker container found to inspect"]
+    host = json.loads(db.docker_cli(["inspect", rows[0]["id"]]).stdout)[0]["HostConfig"]
+    expected = {"NetworkMode": "none", "ReadonlyRootfs": True, "CapDrop": ["ALL"], "Init": True,
+                "SecurityOpt": ["no-new-privileges"]}
+    problems = [f"{key} is {host.get(key)!r}, expected {value!r}" for key, value in expected.items()
+                if host.get(key) != value]
+    if not host.get("PidsLimit") or not host.get("Memory") or host.get("MemorySwap") != host.get("Memory"):
+        problems.append("pids/memory/swap limits are not set as requested")
+    return problems
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The Docker backend: the docker CLI (no SDK), the hardened `docker run -i` line, image naming and stale cleanup.
+
+Every container runs the executor as one long-lived worker (see pool.py) with all of these, taken from Limits:
+no network, read-only root, a size- and inode-limited tmpfs at /scratch as the only writable place, a non-root
+uid, no capabilities, no-new-privileges, pids/memory(no swap)/cpus limits, nofile/fsize ulimits, an init
+process as PID 1, owner labels and --rm.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from .errors import SandboxError, SandboxUnavailable
+from .limits import Limits
+from .pool import WorkerProcess
+
+IMAGE_REPO = "score-sandbox"
+IMAGE_LAYOUT_VERSION = "1"  # bump when the image layout (paths, user, env) changes without an executor change
+EXECUTOR_IN_IMAGE = "/opt/score-sandbox/executor.py"
+SANDBOX_UID = 10001  # non-root and matching no host account
+LABEL = "score-sandbox"  # every container carries score-sandbox=1
+OWNER_LABEL = "score-sandbox.owner"  # <host>:<pid>:<uuid> of the process that started it
+STARTED_LABEL = "score-sandbox.started"  # unix time (s) the container was started
+HASH_LABEL = "score-sandbox.executor-sha256"  # on the image: which executor it carries
+DOCKER_HINT = "start the engine (e.g. `sudo systemctl start docker`, or `sudo dockerd &`), then run `sandbox doctor`"
+
+
+def executor_path() -> Path:
+    """sandbox/executor.py: the program baked into the image and run by the local backend."""
+    return Path(__file__).with_name("executor.py")
+
+
+def executor_sha256(path: Path | None = None) -> str:
+    path = path or executor_path()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SandboxUnavailable(f"the executor {path} is missing from the sandbox package",
+                                 hint="reinstall score-code (pip install -e .)") from None
+    return hashlib.sha256(IMAGE_LAYOUT_VERSION.encode() + b"\0" + data).hexdigest()
+
+
+def image_tag(path: Path | None = None) -> str:
+    """score-sandbox:<hash12>: a changed executor gets a new tag, so a stale image is never used by mistake."""
+    return f"{IMAGE_REPO}:{executor_sha256(path)[:12]}"
+
+
+def docker_cli(args: list[str], *, timeout_s: float = 120.0, input_bytes: bytes | None = None,
+               check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `docker ARGS`; typed errors for a missing CLI, a hang, or (with check) a non-zero exit."""
+    try:
+        proc = subprocess.run(["docker", *args], input=input_bytes, capture_output=True, timeout=timeout_s,
+                              env=env)
+    except FileNotFoundError:
+        raise SandboxUnavailable("the docker CLI was not found on PATH",
+                                 hint="install Docker (Debian/Ubuntu: `sudo apt-get install docker.io`)") from None
+    except subprocess.TimeoutExpired:
+        raise SandboxError(f"`docker {' '.join(args[:3])}` did not answer within {timeout_s:.0f} s",
+                           hint=DOCKER_HINT) from None
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        if "Cannot connect to the Docker daemon" in err or "permission denied" in err.lower():
+            raise SandboxUnavailable(f"the Docker engine is not reachable: {err}", hint=DOCKER_HINT)
+        raise SandboxError(f"`docker {' '.join(args[:3])}` failed (exit {proc.returncode}): {err}")
+    return proc
+
+
+def require_engine() -> str:
+    """Return the engine version, or raise SandboxUnavailable saying why Docker cannot be used."""
+    proc = docker_cli(["version", "--format", "{{.Server.Version}}"], timeout_s=30, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise SandboxUnavailable(f"the Docker engine is not reachable: {err}", hint=DOCKER_HINT)
+    return proc.stdout.decode().strip()
+
+
+def image_exists(image: str) -> bool:
+    return docker_cli(["image", "inspect", image], timeout_s=30, check=False).returncode == 0
+
+
+def require_image(image: str | None = None) -> str:
+    """The image to run: `image` if given and present, else the tag matching this package's executor."""
+    require_engine()
+    if image is not None:
+        if not image_exists(image):
+            raise SandboxUnavailable(f"sandbox image {image} not found", hint=f"docker pull/build {image}, "
+                                     "or drop image= to use the image `sandbox build-image` makes")
+        return image
+    tag = image_tag()
+    if image_exists(tag):
+        return tag
+    older = docker_cli(["image", "ls", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}"], timeout_s=30,
+                       check=False).stdout.decode().split()
+    why = f" (found {', '.join(older)}, built for another executor version)" if older else ""
+    raise SandboxUnavailable(f"sandbox image {tag} not found{why}", hint="run `sandbox build-image`")
+
+
+def new_owner() -> str:
+    """<host>:<pid>:<uuid>: who started a container, so a later process can tell whether that owner is dead."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def run_argv(image: str, limits: Limits, name: str, owner: str) -> list[str]:
+    """The full hardened `docker run -i` command line for one worker container."""
+    scratch = f"/scratch:rw,nosuid,nodev,size={limits.scratch_mb}m,nr_inodes={limits.scratch_inodes},mode=1777"
+    fsize_bytes = limits.file_size_mb * 1024 * 1024
+    return [
+        "docker", "run", "-i", "--rm", "--init",
+        "--name", name,
+        "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner}", "--label", f"{STARTED_LABEL}={time.time():.3f}",
+        "--network", "none",
+        "--read-only", "--tmpfs", scratch, "--workdir", "/scratch",
+        "--user", f"{SANDBOX_UID}:{SANDBOX_UID}",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--pids-limit", str(limits.pids),
+        "--memory", f"{limits.memory_mb}m", "--memory-swap", f"{limits.memory_mb}m",
+        "--cpus", str(limits.cpus),
+        "--ulimit", f"nofile={limits.open_files}:{limits.open_files}",
+        "--ulimit", f"fsize={fsize_bytes}:{fsize_bytes}",
+        "--env", "HOME=/scratch", "--env", "TMPDIR=/scratch", "--env", "PYTHONDONTWRITEBYTECODE=1",
+        "--log-driver", "none",  # the executor's stdout is our protocol channel; nothing to keep on disk
+        image, "python3", "-u", EXECUTOR_IN_IMAGE, "--mode", "container", "--scratch", "/scratch",
+    ]
+
+
+class DockerSpawner:
+    """Starts warm worker containers for one Sandbox; all share one owner label."""
+
+    def __init__(self, image: str, limits: Limits) -> None:
+        self.image = image
+        self.limits = limits
+        self.owner = new_owner()
+        self._count = 0
+
+    def __call__(self) -> WorkerProcess:
+        self._count += 1
+        pid, tag = self.owner.split(":")[1:]
+        name = f"score-sandbox-{pid}-{tag[:6]}-{self._count}"
+        return WorkerProcess(run_argv(self.image, self.limits, name, self.owner), name=name,
+                             kill=lambda: _docker_kill(name))
+
+    def remove_all(self) -> None:
+        """Force-remove any container of this owner that is still around (after the workers were closed)."""
+        remove_containers(list_containers(owner=self.owner))
+
+
+def _docker_kill(name: str) -> None:
+    docker_cli(["kill", name], timeout_s=30, check=False)
+
+
+def list_containers(owner: str | None = None) -> list[dict[str, str]]:
+    """Containers labelled score-sandbox=1 (optionally of one owner): id, name, owner, started."""
+    label = f"{OWNER_LABEL}={owner}" if owner else f"{LABEL}=1"
+    fmt = "{{.ID}}\t{{.Names}}\t{{.Label \"%s\"}}\t{{.Label \"%s\"}}" % (OWNER_LABEL, STARTED_LABEL)
+    out = docker_cli(["ps", "-a", "--filter", f"label={label}", "--format", fmt], timeout_s=30).stdout.decode()
+    rows = []
+    for line in out.splitlines():
+        cid, name, own, started = (line.split("\t") + ["", "", ""])[:4]
+        rows.append({"id": cid, "name": name, "owner": own, "started": started})
+    return rows
+
+
+def remove_containers(rows: list[dict[str, str]]) -> int:
+    if rows:
+        docker_cli(["rm", "-f", *[r["id"] for r in rows]], timeout_s=120, check=False)
+    return len(rows)
+
+
+def owner_is_dead(owner: str, started: str) -> bool:
+    """True if the owner process is on this host and gone (or its pid now belongs to a younger process)."""
+    try:
+        host, pid_s, _ = owner.split(":")
+        pid = int(pid_s)
+    except ValueError:
+        return True  # unparseable owner: not one of ours to keep alive
+    if host != socket.gethostname():
+        return False  # another host sharing the engine: we cannot tell, leave it to `sandbox cleanup --all`
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by another user
+    proc_start_s = _process_start_time(pid)
+    try:
+        started_s = float(started)
+    except ValueError:
+        return False
+    return proc_start_s is not None and proc_start_s > started_s + 1.0  # pid reused after the owner died
+
+
+def _process_start_time(pid: int) -> float | None:
+    """Unix time a process started (Linux /proc), or None when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot_s = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                      if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cleanup_containers(all_owners: bool = False) -> int:
+    """Remove score-sandbox containers whose owner died (or all of them); returns how many were removed."""
+    rows = list_containers()
+    if not all_owners:
+        rows = [r for r in rows if owner_is_dead(r["owner"], r["started"])]
+    return remove_containers(rows)
