@@ -1,0 +1,197 @@
+"""Two-attempt episodes for training: sample y1, append the instruction p1, sample y2, grade both in one batch.
+
+Token-in, token-out: an episode's `token_ids` are the exact ids the model saw and sampled, prompt1 + y1 +
+instruction + y2, never re-tokenized (the generator appends only the new turn's tokens; `_check_prefix` fails
+loudly if a backend does not). Loss masks select y1 and y2; the prompt and the instruction are never trained on.
+
+The reward is injectable: any callable `(tasks, completions) -> list[float | None]` (None = the grader failed,
+the episode is left out of the loss and counted). `SandboxReward` is the real one: extract the program, build
+the task's sandbox job, `Sandbox.run_batch` all of them concurrently.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
+from benchmarks.tasks import Task
+
+RewardFn = Callable[[Sequence[Task], Sequence[str]], "list[float | None]"]
+
+
+class RolloutError(RuntimeError):
+    """A generation backend broke the token-in/token-out contract."""
+
+
+class _BatchSandbox(Protocol):
+    def run_batch(self, jobs: list) -> list: ...
+
+
+class SandboxReward:
+    """Binary reward from the sandbox: 1.0 iff the extracted program passes every test; None on sandbox error."""
+
+    def __init__(self, sandbox: _BatchSandbox) -> None:
+        self.sandbox = sandbox
+
+    def __call__(self, tasks: Sequence[Task], completions: Sequence[str]) -> list[float | None]:
+        from benchmarks.extract import extract_code
+
+        jobs = [
+            task.to_job(extract_code(text, task.entry_point, task.prompt), job_id=f"{task.task_id}#{i}")
+            for i, (task, text) in enumerate(zip(tasks, completions))
+        ]
+        results = self.sandbox.run_batch(jobs)
+        return [None if r.is_sandbox_error else r.reward for r in results]
+
+
+@dataclass
+class Episode:
+    task_id: str
+    sample_index: int  # 0..k-1 within its task
+    token_ids: list[int]  # prompt1 + y1 + instruction + y2
+    attempt1_span: tuple[int, int]  # [start, end) of y1 in token_ids
+    attempt2_span: tuple[int, int]  # [start, end) of y2
+    text1: str
+    text2: str
+    finish_reason1: str
+    finish_reason2: str
+    reward1: float | None = None
+    reward2: float | None = None
+    offline_attempt1: bool = False  # y1 was sampled once from the reference: not trained on
+
+    @property
+    def valid(self) -> bool:
+        """Both rewards known (no sandbox error): only valid episodes enter the loss."""
+        return self.reward1 is not None and self.reward2 is not None
+
+
+@dataclass
+class RolloutTimes:
+    generation_s: float = 0.0
+    grading_s: float = 0.0
+
+
+@dataclass
+class Rollouts:
+    episodes: list[Episode]
+    times: RolloutTimes = field(default_factory=RolloutTimes)
+
+    @property
+    def sandbox_errors(self) -> int:
+        return sum((e.reward1 is None) + (e.reward2 is None) for e in self.episodes)
+
+
+def _check_prefix(first: Generation, second: Generation, task_id: str) -> None:
+    expected = list(first.prompt_token_ids) + list(first.token_ids)
+    got = list(second.prompt_token_ids[: len(expected)])
+    if got != expected:
+        at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+        raise RolloutError(
+            f"{task_id}: attempt 2's input does not start with attempt 1's prompt + completion token ids "
+            f"(first difference at position {at} of {len(expected)}); the generator must append, not re-tokenize"
+        )
+
+
+def generate_rollouts(
+    generator: Generator,
+    tasks: Sequence[Task],
+    first_dialogues: Callable[[Task], Dialogue],
+    instruction: str,
+    samples_per_prompt: int,
+    params1: SamplingParams,
+    params2: SamplingParams,
+    reward_fn: RewardFn,
+    offline_first: dict[int, Generation] | None = None,
+) -> Rollouts:
+    """k episodes per task, in task order (the k samples of a task consecutive, as objectives.advantages expects).
+
+    `offline_first` maps an episode index to a stored attempt-1 Generation to use instead of sampling one.
+    """
+    offline_first = offline_first or {}
+    episode_tasks = [task for task in tasks for _ in range(samples_per_prompt)]
+    times = RolloutTimes()
+
+    start = time.perf_counter()
+    to_sample = [i for i in range(len(episode_tasks)) if i not in offline_first]
+    sampled = generator.generate([first_dialogues(episode_tasks[i]) for i in to_sample], params1) if to_sample else []
+    firsts: list[Generation] = [None] * len(episode_tasks)  # type: ignore[list-item]
+    for i, gen in zip(to_sample, sampled):
+        firsts[i] = gen
+    for i, gen in offline_first.items():
+        firsts[i] = gen
+
+    second_dialogues = []
+    for gen in firsts:
+        d = gen.dialogue
+        second_dialogues.append(Dialogue(
+            messages=[*d.messages, {"role": "user", "content": instruction}],
+            token_ids=list(d.token_ids) if d.token_ids is not None else None,
+            encoded_messages=d.encoded_messages,
+        ))
+    seconds = generator.generate(second_dialogues, params2)
+    times.generation_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rewards = reward_fn(episode_tasks * 2, [g.text for g in firsts] + [g.text for g in seconds])
+    times.grading_s = time.perf_counter() - start
+    if len(rewards) != 2 * len(episode_tasks):
+        raise RolloutError(f"reward function returned {len(rewards)} rewards for {2 * len(episode_tasks)} completions")
+
+    episodes = []
+    n = len(episode_tasks)
+    for i, (task, first, second) in enumerate(zip(episode_tasks, firsts, seconds)):
+        _check_prefix(first, second, task.task_id)
+        start1 = len(first.prompt_token_ids)
+        end1 = start1 + len(first.token_ids)
+        start2 = len(second.prompt_token_ids)
+        episodes.append(Episode(
+            task_id=task.task_id,
+            sample_index=i % samples_per_prompt,
+            token_ids=list(second.prompt_token_ids) + list(second.token_ids),
+            attempt1_span=(start1, end1),
+            attempt2_span=(start2, start2 + len(second.token_ids)),
+            text1=first.text,
+            text2=second.text,
+            finish_reason1=first.finish_reason,
+            finish_reason2=second.finish_reason,
+            reward1=None if rewards[i] is None else float(rewards[i]),
+            reward2=None if rewards[n + i] is None else float(rewards[n + i]),
+            offline_attempt1=i in offline_first,
+        ))
+    return Rollouts(episodes=episodes, times=times)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) right-padded
+    attention_mask: torch.Tensor  # (B, T) 1 on real tokens
+    mask1: torch.Tensor  # (B, T) 1 on trained attempt-1 tokens
+    mask2: torch.Tensor  # (B, T) 1 on attempt-2 tokens
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.mask1, self.mask2)))
+
+    def __getitem__(self, rows: slice) -> "Batch":
+        return Batch(self.input_ids[rows], self.attention_mask[rows], self.mask1[rows], self.mask2[rows])
+
+
+def collate(episodes: Sequence[Episode], pad_token_id: int) -> Batch:
+    """Right-padded tensors and loss masks. Invalid episodes (sandbox error) and offline first attempts get a
+    zero mask where they must not be trained; the prompt, the instruction and padding are always 0."""
+    width = max(len(e.token_ids) for e in episodes)
+    input_ids = torch.full((len(episodes), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(episodes), width), dtype=torch.long)
+    mask1 = torch.zeros((len(episodes), width))
+    mask2 = torch.zeros((len(episodes), width))
+    for row, e in enumerate(episodes):
+        input_ids[row, : len(e.token_ids)] = torch.tensor(e.token_ids, dtype=torch.long)
+        attention[row, : len(e.token_ids)] = 1
+        if not e.valid:
+            continue
+        if not e.offline_attempt1:
+            mask1[row, e.attempt1_span[0]: e.attempt1_span[1]] = 1.0
+        mask2[row, e.attempt2_span[0]: e.attempt2_span[1]] = 1.0
+    return Batch(input_ids, attention, mask1, mask2)

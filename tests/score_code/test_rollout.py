@@ -1,0 +1,139 @@
+"""Episodes: token bookkeeping, masks, one grading batch for both attempts, sandbox errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.generation import Dialogue, Generation, SamplingParams
+from benchmarks.tasks import Task
+from score_code.rollout import Episode, RolloutError, SandboxReward, collate, generate_rollouts
+
+
+class CharGenerator:
+    """Token-in/token-out fake: one id per character (ord), user turns rendered as '<text>|', answers canned."""
+
+    def __init__(self, answers: list[str], retokenize: bool = False) -> None:
+        self.answers = answers
+        self.calls = 0
+        self.retokenize = retokenize
+
+    def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
+        out = []
+        for d in dialogues:
+            ids = list(d.token_ids or [])
+            for m in d.messages[d.encoded_messages:]:
+                ids += [ord(c) for c in m["content"] + ("|" if m["role"] == "user" else "")]
+            if self.retokenize:
+                ids = [i + 1 for i in ids]
+            text = self.answers[self.calls % len(self.answers)]
+            self.calls += 1
+            completion = [ord(c) for c in text]
+            dialogue = Dialogue(messages=[*d.messages, {"role": "assistant", "content": text}],
+                                token_ids=ids + completion, encoded_messages=len(d.messages) + 1)
+            out.append(Generation(text=text, token_ids=completion, prompt_token_ids=ids, finish_reason="stop",
+                                  dialogue=dialogue))
+        return out
+
+
+TASKS = [
+    Task(task_id=f"t{i}", prompt=f"P{i}", entry_point="f", tests=("assert f() == 1",), test_format="mbpp")
+    for i in range(2)
+]
+
+
+def first_dialogue(task: Task) -> Dialogue:
+    return Dialogue(messages=[{"role": "user", "content": task.prompt}])
+
+
+def test_episode_layout_masks_and_one_grading_call():
+    graded: list[tuple[list[str], list[str]]] = []
+
+    def reward(tasks, completions):
+        graded.append(([t.task_id for t in tasks], list(completions)))
+        return [1.0 if "ok" in c else 0.0 for c in completions]
+
+    gen = CharGenerator(["a1", "b2", "c3", "d4", "ok", "x", "ok", "y"])
+    out = generate_rollouts(gen, TASKS, first_dialogue, "FIX", 2, SamplingParams(), SamplingParams(), reward)
+    assert len(graded) == 1  # both attempts of every episode in one batch
+    assert graded[0][0] == ["t0", "t0", "t1", "t1"] * 2
+    eps = out.episodes
+    assert [(e.task_id, e.sample_index) for e in eps] == [("t0", 0), ("t0", 1), ("t1", 0), ("t1", 1)]
+    e = eps[0]
+    text = "".join(chr(i) for i in e.token_ids)
+    assert text == "P0|a1FIX|ok"  # prompt1 + y1 + instruction + y2, ids kept verbatim
+    assert text[slice(*e.attempt1_span)] == "a1" and text[slice(*e.attempt2_span)] == "ok"
+    assert (e.reward1, e.reward2) == (0.0, 1.0) and eps[1].reward2 == 0.0
+
+    batch = collate(eps, pad_token_id=0)
+    assert batch.input_ids.shape == (4, len("P0|a1FIX|ok"))
+    row = batch.mask1[0].tolist()
+    assert row == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert batch.mask2[0].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    assert (batch.mask1 * batch.mask2).sum() == 0
+
+
+def test_sandbox_errors_zero_the_masks_and_are_counted():
+    def reward(tasks, completions):
+        return [None if c == "b2" else 0.0 for c in completions]
+
+    gen = CharGenerator(["a1", "b2", "c3", "d4", "e", "f", "g", "h"])
+    out = generate_rollouts(gen, TASKS, first_dialogue, "FIX", 2, SamplingParams(), SamplingParams(), reward)
+    assert out.sandbox_errors == 1
+    assert [e.valid for e in out.episodes] == [True, False, True, True]
+    batch = collate(out.episodes, pad_token_id=0)
+    assert batch.mask1[1].sum() == 0 and batch.mask2[1].sum() == 0
+    assert batch.mask1[0].sum() > 0
+
+
+def test_offline_first_attempts_are_reused_and_not_trained():
+    gen = CharGenerator(["zz"])
+    stored = CharGenerator(["OFF"]).generate([first_dialogue(TASKS[0])], SamplingParams())[0]
+    out = generate_rollouts(gen, TASKS[:1], first_dialogue, "FIX", 2, SamplingParams(), SamplingParams(),
+                            lambda t, c: [0.0] * len(c), offline_first={1: stored})
+    assert gen.calls == 3  # one first attempt sampled, two second attempts
+    assert out.episodes[1].text1 == "OFF" and out.episodes[1].offline_attempt1
+    batch = collate(out.episodes, pad_token_id=0)
+    assert batch.mask1[1].sum() == 0 and batch.mask2[1].sum() == 2
+
+
+def test_retokenizing_backend_is_refused():
+    gen = CharGenerator(["a"], retokenize=True)
+    with pytest.raises(RolloutError, match="t0: attempt 2's input does not start with"):
+        generate_rollouts(gen, TASKS[:1], first_dialogue, "FIX", 2, SamplingParams(), SamplingParams(),
+                          lambda t, c: [0.0] * len(c))
+
+
+def test_reward_count_mismatch_is_an_error():
+    gen = CharGenerator(["a"])
+    with pytest.raises(RolloutError, match="returned 1 rewards for 4 completions"):
+        generate_rollouts(gen, TASKS[:1], first_dialogue, "FIX", 2, SamplingParams(), SamplingParams(),
+                          lambda t, c: [0.0])
+
+
+def test_sandbox_reward_extracts_and_masks_sandbox_errors():
+    from sandbox.verdict import Result, Status
+
+    class FakeSandbox:
+        def __init__(self):
+            self.jobs = []
+
+        def run_batch(self, jobs):
+            self.jobs = jobs
+            return [Result(status=Status.PASSED, tests=[], expected_tests=0),
+                    Result.sandbox_error("docker died")]
+
+    box = FakeSandbox()
+    rewards = SandboxReward(box)(TASKS, ["```python\ndef f():\n    return 1\n```", "def f(): pass"])
+    assert rewards == [0.0, None]
+    assert "return 1" in box.jobs[0].program and "```" not in box.jobs[0].program
+    assert box.jobs[0].tests == TASKS[0].tests
+
+
+def test_collate_pads_right():
+    eps = [Episode("t", 0, [5, 6, 7, 8], (1, 2), (3, 4), "", "", "stop", "stop", 1.0, 0.0),
+           Episode("t", 1, [5, 6], (1, 1), (1, 2), "", "", "stop", "stop", 1.0, 0.0)]
+    batch = collate(eps, pad_token_id=99)
+    assert batch.input_ids[1].tolist() == [5, 6, 99, 99]
+    assert batch.attention_mask[1].tolist() == [1, 1, 0, 0]
+    assert batch.mask2[1].tolist() == [0, 1, 0, 0]
+    assert torch.equal(batch[0:1].input_ids, batch.input_ids[:1])
