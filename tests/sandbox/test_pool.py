@@ -1,0 +1,268 @@
+"""The warm pool: order, concurrency, recycling, hung/dead workers, stale containers, nothing left after close.
+
+Unit tests drive the pool with a protocol-compatible fake executor (job.program is a command, not Python), so
+they test the pool alone and take seconds. The `docker` tests use the real image and the real executor.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import Job, Limits, Sandbox, SandboxError, Status
+from sandbox.pool import Pool, WorkerProcess
+
+FAKE_EXECUTOR = r'''
+import json, os, sys, time
+print(json.dumps({"ready": True, "version": "fake", "pid": os.getpid()}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    cmd = req["job"]["program"]
+    status, out = "passed", ""
+    if cmd.startswith("sleep:"):
+        time.sleep(float(cmd.split(":", 1)[1]))
+    elif cmd == "hang":
+        time.sleep(3600)
+    elif cmd == "die":
+        os._exit(3)
+    elif cmd.startswith("die-once:"):  # dies the first time (leaves a flag file), passes on the retry
+        flag = cmd.split(":", 1)[1]
+        if not os.path.exists(flag):
+            open(flag, "w").close()
+            os._exit(3)
+    elif cmd == "garbage":
+        print("this is not json", flush=True)
+        continue
+    elif cmd == "timeout":
+        status = "timeout"
+    out = str(os.getpid())
+    print(json.dumps({"id": req["id"], "status": status, "expected_tests": 1, "stdout": out,
+                      "tests": [{"name": "check", "passed": status == "passed"}]}), flush=True)
+'''
+
+
+@pytest.fixture
+def fake_spawn(tmp_path: Path):
+    script = tmp_path / "fake_executor.py"
+    script.write_text(FAKE_EXECUTOR)
+    return lambda: WorkerProcess([sys.executable, "-u", str(script)], name="fake")
+
+
+def make_pool(spawn, size: int = 2, **limits) -> Pool:
+    return Pool(spawn, size, Limits(**{"timeout_s": 1.0, **limits}), grace_s=0.5)
+
+
+def job(cmd: str, job_id: str = "") -> Job:
+    return Job.generic(cmd, "unused by the fake executor", job_id=job_id)
+
+
+def test_batch_results_come_back_in_input_order(fake_spawn):
+    pool = make_pool(fake_spawn)
+    try:
+        jobs = [job(f"sleep:{d}", job_id=str(i)) for i, d in enumerate([0.3, 0.0, 0.2, 0.0, 0.1])]
+        results = pool.run_batch(jobs)
+    finally:
+        pool.close()
+    assert [r.job_id for r in results] == ["0", "1", "2", "3", "4"]
+    assert all(r.status is Status.PASSED for r in results)
+
+
+def test_batch_runs_concurrently_over_workers(fake_spawn):
+    pool = make_pool(fake_spawn, size=2)
+    try:
+        start = time.monotonic()
+        pool.run_batch([job("sleep:0.4")] * 4)
+        elapsed_s = time.monotonic() - start
+    finally:
+        pool.close()
+    assert elapsed_s < 1.4, f"4 x 0.4 s on 2 workers took {elapsed_s:.2f} s: not concurrent"
+
+
+def test_progress_is_called_once_per_job(fake_spawn):
+    pool = make_pool(fake_spawn)
+    calls = []
+    try:
+        pool.run_batch([job("sleep:0")] * 5, progress=lambda done, total, r: calls.append((done, total)))
+    finally:
+        pool.close()
+    assert calls == [(i, 5) for i in range(1, 6)]
+
+
+def test_worker_is_recycled_after_programs_per_container(fake_spawn):
+    pool = make_pool(fake_spawn, size=1, programs_per_container=3)
+    try:
+        pids = [pool.run(job("pid")).stdout for _ in range(7)]
+    finally:
+        pool.close()
+    assert [pids.count(p) for p in dict.fromkeys(pids)] == [3, 3, 1]
+
+
+def test_worker_is_recycled_after_a_limit_violation(fake_spawn):
+    pool = make_pool(fake_spawn, size=1)
+    try:
+        first = pool.run(job("timeout"))
+        second = pool.run(job("pid"))
+    finally:
+        pool.close()
+    assert first.status is Status.TIMEOUT
+    assert first.stdout != second.stdout, "the worker that hit a limit served the next program"
+
+
+def test_hung_worker_gives_sandbox_error_after_one_retry(fake_spawn):
+    pool = make_pool(fake_spawn, size=2)
+    try:
+        start = time.monotonic()
+        result = pool.run(job("hang"))
+        elapsed_s = time.monotonic() - start
+    finally:
+        pool.close()
+    assert result.status is Status.SANDBOX_ERROR
+    assert result.error.count("did not answer before the deadline") == 2, result.error
+    assert elapsed_s < 2 * (1.0 + 0.5) + 1.5, f"took {elapsed_s:.1f} s"
+
+
+def test_pool_keeps_serving_after_hung_and_dead_workers(fake_spawn):
+    pool = make_pool(fake_spawn, size=2)
+    try:
+        assert pool.run(job("hang")).status is Status.SANDBOX_ERROR
+        assert pool.run(job("die")).status is Status.SANDBOX_ERROR
+        results = pool.run_batch([job("sleep:0")] * 6)
+    finally:
+        pool.close()
+    assert [r.status for r in results] == [Status.PASSED] * 6
+    assert pool.replaced >= 4
+
+
+def test_worker_dying_mid_program_is_replaced_and_job_retried(fake_spawn, tmp_path):
+    pool = make_pool(fake_spawn, size=1)
+    try:
+        result = pool.run(job(f"die-once:{tmp_path / 'flag'}"))
+    finally:
+        pool.close()
+    assert result.status is Status.PASSED
+    assert pool.replaced == 1
+
+
+def test_unreadable_response_counts_as_worker_failure(fake_spawn):
+    pool = make_pool(fake_spawn, size=1)
+    try:
+        result = pool.run(job("garbage"))
+        after = pool.run(job("sleep:0"))
+    finally:
+        pool.close()
+    assert result.status is Status.SANDBOX_ERROR and "unreadable response" in result.error
+    assert after.status is Status.PASSED
+
+
+def test_worker_that_never_becomes_ready_fails_pool_start_with_its_stderr():
+    def spawn() -> WorkerProcess:
+        return WorkerProcess([sys.executable, "-c", "import sys; sys.stderr.write('no executor here'); sys.exit(2)"],
+                             name="broken")
+
+    with pytest.raises(SandboxError, match="no executor here"):
+        Pool(spawn, 1, Limits())
+
+
+def test_close_stops_every_worker_process(fake_spawn):
+    pool = make_pool(fake_spawn, size=2)
+    procs = [w.proc for w in pool._workers]
+    pool.close()
+    assert all(p.poll() is not None for p in procs)
+
+
+# --- Docker ------------------------------------------------------------------------------------------------------
+ADD = "def add(a, b):\n    return a + b\n"
+ADD_TEST = "assert add(2, 3) == 5\n"
+
+
+def containers(label: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split()
+
+
+@pytest.fixture
+def own_docker_sandbox(docker_sandbox):
+    """A private 2-worker Docker sandbox (after docker_sandbox proved Docker and the image are there)."""
+    with Sandbox(backend="docker", workers=2, limits=Limits(programs_per_container=3)) as sb:
+        yield sb
+
+
+@pytest.mark.docker
+def test_docker_batch_in_order_and_all_pass(docker_sandbox):
+    jobs = [Job.generic(ADD, f"assert add({i}, 1) == {i + 1}\n", job_id=str(i)) for i in range(8)]
+    results = docker_sandbox.run_batch(jobs)
+    assert [r.job_id for r in results] == [str(i) for i in range(8)]
+    assert [r.status for r in results] == [Status.PASSED] * 8
+
+
+@pytest.mark.docker
+def test_docker_container_recycled_after_programs_per_container(own_docker_sandbox):
+    before = own_docker_sandbox.replaced_workers
+    results = own_docker_sandbox.run_batch([Job.generic(ADD, ADD_TEST)] * 8)
+    assert all(r.status is Status.PASSED for r in results)
+    assert own_docker_sandbox.replaced_workers - before >= 2  # 8 programs, 3 per container
+
+
+@pytest.mark.docker
+def test_docker_container_killed_mid_program_is_replaced_and_job_retried(own_docker_sandbox):
+    owner = own_docker_sandbox._spawner.owner
+    program = "import time\ntime.sleep(1.5)\n" + ADD
+    killer = threading.Timer(0.7, lambda: subprocess.run(
+        ["docker", "kill", *containers(f"score-sandbox.owner={owner}")], capture_output=True))
+    killer.start()
+    result = own_docker_sandbox.run(Job.generic(program, ADD_TEST, timeout_s=5))
+    killer.join()
+    assert result.status is Status.PASSED, result.error
+    assert own_docker_sandbox.replaced_workers >= 1
+    assert own_docker_sandbox.run(Job.generic(ADD, ADD_TEST)).status is Status.PASSED
+
+
+@pytest.mark.docker
+def test_no_container_left_after_close(docker_sandbox):
+    sb = Sandbox(backend="docker", workers=2)
+    owner = sb._spawner.owner
+    assert len(containers(f"score-sandbox.owner={owner}")) == 2
+    sb.run(Job.generic(ADD, ADD_TEST))
+    sb.close()
+    assert containers(f"score-sandbox.owner={owner}") == []
+
+
+@pytest.mark.docker
+def test_stale_container_of_dead_owner_is_removed_at_start(docker_sandbox):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owner = f"{os.uname().nodename}:{dead.pid}:stale{dead.pid}"
+    live_owner = f"{os.uname().nodename}:{os.getpid()}:liveowner"
+    started = []
+    for label in (owner, live_owner):
+        started.append(subprocess.run(
+            ["docker", "run", "-d", "--rm", "--network", "none", "--label", "score-sandbox=1",
+             "--label", f"score-sandbox.owner={label}", "--label", f"score-sandbox.started={time.time() - 5:.3f}",
+             docker_sandbox.image, "sleep", "300"], capture_output=True, text=True, check=True).stdout.strip())
+    try:
+        with Sandbox(backend="docker", workers=1):
+            assert containers(f"score-sandbox.owner={owner}") == []
+            assert len(containers(f"score-sandbox.owner={live_owner}")) == 1, "a live owner's container was removed"
+    finally:
+        subprocess.run(["docker", "rm", "-f", *started], capture_output=True)
+
+
+@pytest.mark.docker
+def test_missing_image_raises_sandbox_unavailable_with_hint(docker_sandbox):
+    from sandbox import SandboxUnavailable
+
+    with pytest.raises(SandboxUnavailable) as info:
+        Sandbox(backend="docker", workers=1, image="score-sandbox:does-not-exist")
+    assert "not found" in str(info.value) and info.value.hint
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown sandbox backend"):
+        Sandbox(backend="podman")  # type: ignore[arg-type]
+
