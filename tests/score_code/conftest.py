@@ -1,0 +1,70 @@
+"""Shared fixtures for score_code tests: the real SmolLM2 tokenizer and a tiny random Llama built on it.
+
+The tokenizer comes from the cached conversion of the embedded GGUF default (converted once, about a minute, on
+a fresh machine; seconds afterwards). The tiny model has the real vocabulary and chat template, so prompts,
+token-in/token-out bookkeeping and stop strings behave as with the real model, while a forward pass costs
+milliseconds.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+
+import torch  # noqa: E402
+
+from score_code.models import load_tokenizer  # noqa: E402
+
+TINY_SEED = 0
+
+
+def build_tiny_model(tokenizer, seed: int = TINY_SEED):
+    """A fresh 2-layer, 64-wide LlamaForCausalLM over `tokenizer`'s vocabulary, deterministic for a seed."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer with its chat template (shared: do not mutate)."""
+    return load_tokenizer(None)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A fresh seeded tiny Llama per test (tests may train or mutate it)."""
+    return build_tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer, tmp_path_factory) -> Path:
+    """A saved HF checkpoint directory (tiny model + real tokenizer) for CLI and loading tests."""
+    out_dir = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(tokenizer).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
