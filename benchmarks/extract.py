@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+import warnings
 from dataclasses import dataclass
 
 PYTHON_FENCE_LANGS = {"", "python", "py", "python3", "py3"}
@@ -63,9 +64,16 @@ def _fenced_blocks(text: str) -> list[tuple[str, _Block]]:
     return blocks
 
 
+def _parse(code: str) -> ast.Module:
+    """ast.parse without the SyntaxWarnings (invalid escapes, ...) that model code is full of."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(code)
+
+
 def _parses(code: str) -> bool:
     try:
-        ast.parse(code)
+        _parse(code)
     except (SyntaxError, ValueError):  # ValueError: null bytes
         return False
     return True
@@ -165,7 +173,7 @@ def _source_of(node: ast.stmt, lines: list[str]) -> str:
 def _sanitize(code: str, entry_point: str) -> str:
     """Keep imports and the top-level definitions entry_point needs (transitively); drop the rest."""
     try:
-        tree = ast.parse(code)
+        tree = _parse(code)
     except (SyntaxError, ValueError):
         return code
     defs: dict[str, list[int]] = {}
@@ -193,7 +201,7 @@ def _sanitize(code: str, entry_point: str) -> str:
 def _add_missing_context(code: str, sources: list[str]) -> str:
     """Prepend imports and helpers from `sources` that `code` uses but does not bind itself."""
     try:
-        tree = ast.parse(code)
+        tree = _parse(code)
     except (SyntaxError, ValueError):
         return code
     bound = set().union(*(_bound_names(n) for n in tree.body)) if tree.body else set()
@@ -203,7 +211,7 @@ def _add_missing_context(code: str, sources: list[str]) -> str:
     parsed = []
     for source in sources:
         try:
-            parsed.append((ast.parse(source).body, source.split("\n")))
+            parsed.append((_parse(source).body, source.split("\n")))
         except (SyntaxError, ValueError):
             continue
     changed = True

@@ -22,6 +22,7 @@ import builtins
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -130,7 +131,10 @@ def mbpp_entry_point(first_assert: str, reference_code: str = "", where: str = "
     called = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     defined: set[str] = set()
     try:
-        defined = {n.name for n in ast.parse(reference_code).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        with warnings.catch_warnings():  # old references hold invalid escapes like '\d'; irrelevant here
+            warnings.simplefilter("ignore")
+            body = ast.parse(reference_code).body
+        defined = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     except SyntaxError:
         pass
     for name in called:
