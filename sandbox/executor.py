@@ -1,0 +1,1332 @@
+#!/usr/bin/env python3
+"""Grades untrusted programs against trusted tests; runs inside each sandbox container (or as a local subprocess).
+
+Standard library only, Python >= 3.9: this file is copied alone into the sandbox image.
+
+Protocol (this process's stdout is the protocol channel; no other process ever holds it):
+    start     python3 -u executor.py --mode container|local [--scratch DIR]
+    ready     {"ready": true, "version": EXECUTOR_VERSION, "pid": <pid>}
+    request   {"id": ..., "job": <Job.to_dict()>, "limits": <Limits.to_dict()>}
+    answer    <Result.to_dict()> plus "id", one line per request, requests handled one at a time
+    ping      {"op": "ping"} -> {"op": "pong"};   EOF on stdin -> exit 0
+
+Why the program cannot forge its verdict. Per request this process (E) starts two processes:
+  - U, untrusted: forked from a zygote Z that E forked before it read any request, so U's memory never held test
+    code or expected values. U runs the program in a fresh __main__ under rlimits, a seccomp filter (it cannot
+    signal E, Z, T or PID 1, ptrace, or read other processes' memory) and no capabilities, then answers calls from T
+    with plain data only (exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset); anything else
+    stays in U behind an opaque handle.
+  - T, trusted: forked from E, runs the dataset's test code with the program's names bound to RPC proxies, so
+    every comparison happens in T between plain values, and reports each test outcome to E over a pipe U never holds.
+  An always-true __eq__, a str subclass, stack walking, SkipTest, sys.exit/os._exit/atexit/excepthook tricks and
+  fake protocol lines therefore cannot produce "passed": T only counts tests that ran to completion in T.
+After each request every process U started is killed (E is a child subreaper, so double-forked daemons come back to
+it) and the scratch directory is wiped.
+
+Not covered here (the container provides it): file system isolation, network isolation, fork bombs (pids limit),
+total memory. In local mode the program can still read and write the user's files, use the network, and signal
+other processes of the user that are not E, Z, T, E's parent or PID 1.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import ctypes
+import io
+import itertools
+import json
+import os
+import platform
+import random
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import types
+
+EXECUTOR_VERSION = "1"
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # one RPC answer from the program; larger answers fail the test
+MAX_CODEC_DEPTH = 100  # deeper containers become opaque handles (and so never equal anything)
+MAX_ITER_ITEMS = 1_000_000  # iterating a program object in T materialises at most this many items
+MAX_TEXT_CHARS = 2000  # exception messages and failure lines
+SWEEP_TIMEOUT_S = 2.0  # killing everything a program started must finish within this
+REQUIRED_LIMITS = ("timeout_s", "cpu_s", "program_memory_mb", "output_bytes", "keep_output_bytes", "file_size_mb",
+                   "open_files")
+# Pre-imported before forking so programs and tests do not pay for these imports.
+WARM_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "functools", "heapq", "bisect", "typing",
+                "statistics", "fractions", "decimal", "operator", "copy", "datetime", "array", "hashlib",
+                "unittest", "dataclasses", "enum", "textwrap", "random", "json")
+STDLIB_FALLBACK = frozenset(WARM_MODULES) | {"sys", "os", "time", "itertools", "regex"}
+
+
+class SandboxError(Exception):
+    """An infrastructure failure: the request gets status sandbox_error, never a score."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plain-data codec. Raw JSON for None/bool/str/float/small int; one-key tagged objects for everything else.
+# ---------------------------------------------------------------------------------------------------------------
+_JSON_SAFE_INT = 2 ** 53
+
+
+class CodecError(Exception):
+    """A message that is not well-formed plain data."""
+
+
+def encode(value, handle_of, depth: int = 0):
+    """Encode exact plain types; every other object (or one nested too deeply) becomes handle_of(value)."""
+    t = type(value)
+    if value is None or t is bool or t is str or t is float:
+        return value
+    if t is int:
+        return value if -_JSON_SAFE_INT < value < _JSON_SAFE_INT else {"i": format(value, "x")}
+    if depth >= MAX_CODEC_DEPTH:
+        return handle_of(value)
+    d = depth + 1
+    if t is list:
+        return {"l": [encode(v, handle_of, d) for v in value]}
+    if t is tuple:
+        return {"t": [encode(v, handle_of, d) for v in value]}
+    if t is dict:
+        return {"d": [[encode(k, handle_of, d), encode(v, handle_of, d)] for k, v in value.items()]}
+    if t is set:
+        return {"s": [encode(v, handle_of, d) for v in value]}
+    if t is frozenset:
+        return {"f": [encode(v, handle_of, d) for v in value]}
+    if t is bytes:
+        return {"b": value.hex()}
+    if t is complex:
+        return {"c": [value.real, value.imag]}
+    return handle_of(value)
+
+
+def decode(data, ref_of, depth: int = 0):
+    """Inverse of encode; handles become ref_of(handle_id, type_name). Raises CodecError on anything malformed."""
+    t = type(data)
+    if data is None or t is bool or t is str or t is float or t is int:
+        return data
+    if t is not dict or len(data) != 1 or depth >= MAX_CODEC_DEPTH + 1:
+        raise CodecError(f"not plain data: {type(data).__name__}")
+    (tag, v), = data.items()
+    d = depth + 1
+    try:
+        if tag == "i" and type(v) is str and len(v) <= 1_000_000:
+            return int(v, 16)
+        if tag == "b" and type(v) is str:
+            return bytes.fromhex(v)
+        if tag == "c" and type(v) is list and len(v) == 2:
+            return complex(float(v[0]), float(v[1]))
+        if tag == "h" and type(v) is int:
+            return ref_of(v, "")
+        if tag == "h" and type(v) is list and len(v) == 2 and type(v[0]) is int and type(v[1]) is str:
+            return ref_of(v[0], v[1])
+        if type(v) is not list:
+            raise CodecError(f"tag {tag!r} needs a list")
+        if tag == "l":
+            return [decode(x, ref_of, d) for x in v]
+        if tag == "t":
+            return tuple(decode(x, ref_of, d) for x in v)
+        if tag == "s":
+            return {decode(x, ref_of, d) for x in v}
+        if tag == "f":
+            return frozenset(decode(x, ref_of, d) for x in v)
+        if tag == "d":
+            return {decode(k, ref_of, d): decode(x, ref_of, d) for k, x in v}
+    except CodecError:
+        raise
+    except (TypeError, ValueError, RecursionError, OverflowError) as exc:
+        raise CodecError(f"malformed {tag!r} value: {type(exc).__name__}: {exc}") from None
+    raise CodecError(f"unknown tag {tag!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pipes: newline-delimited JSON over raw fds (no file objects, so no finaliser ever touches a reused fd number).
+# ---------------------------------------------------------------------------------------------------------------
+class MessageTooLarge(Exception):
+    """A line longer than the reader's cap; the stream cannot be resynchronised."""
+
+
+class LineReader:
+    def __init__(self, fd: int, max_bytes: int) -> None:
+        self.fd, self.max_bytes, self.buf, self.scanned = fd, max_bytes, bytearray(), 0
+
+    def readline(self) -> bytes | None:
+        """Next line without its newline, or None at EOF (a partial last line is dropped)."""
+        while True:
+            line = self.pop_line()
+            if line is not None:
+                return line
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def pop_line(self) -> bytes | None:
+        i = self.buf.find(b"\n", self.scanned)
+        if i < 0:
+            self.scanned = len(self.buf)
+            if len(self.buf) > self.max_bytes:
+                raise MessageTooLarge(f"message longer than {self.max_bytes} bytes")
+            return None
+        line = bytes(self.buf[:i])
+        del self.buf[:i + 1]
+        self.scanned = 0
+        return line
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_json_line(fd: int, obj) -> None:
+    write_all(fd, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """'ExcType: message' without ever letting a hostile __str__ escape."""
+    try:
+        msg = str(exc)
+        if type(msg) is not str:
+            msg = "<message is not a str>"
+    except BaseException:  # noqa: BLE001 - a program's exception may raise anything from __str__
+        msg = "<unprintable message>"
+    name = type(exc).__name__
+    name = name if type(name) is str else "Exception"
+    return clip(f"{name}: {msg}" if msg else name)
+
+
+def move_fds(mapping: dict[int, int]) -> None:
+    """Make each target fd (key) a copy of its source fd (value) and close every other fd above the targets."""
+    temp = {target: os.dup(source) for target, source in mapping.items()}  # dup first: sources may be targets
+    for target, copy in temp.items():
+        os.dup2(copy, target, inheritable=True)
+    os.closerange(max(mapping) + 1, 1 << 20)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Linux hardening through ctypes: prctl, capabilities, seccomp.
+# ---------------------------------------------------------------------------------------------------------------
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 4, 38, 22, 36
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+EPERM = 1
+F_SETOWN, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP = 8, 15, 0x8901, 0x8902
+# Syscalls the program may not use against other processes, per architecture (audit arch, numbers).
+SECCOMP_ARCHES = {
+    "x86_64": (0xC000003E, {
+        "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
+        "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 72, "ioctl": 16, "capset": 126}),
+    "aarch64": (0xC00000B7, {
+        "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
+        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
+        "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 25, "ioctl": 29, "capset": 91}),
+}
+SIGNAL_SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+DENIED_SYSCALLS = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_send_signal",
+                   "pidfd_getfd")
+
+_libc = None
+
+
+def libc():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return _libc
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    if libc().prctl(option, arg2, arg3, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}) failed: {os.strerror(err)}")
+
+
+def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[tuple[int, int, int, int]]:
+    """BPF that returns EPERM for signals aimed at blocked pids, -1 or foreign groups, and for cross-process access."""
+    audit_arch, nr = SECCOMP_ARCHES[arch]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    prog: list[tuple] = [  # (code, jump-if-true label, jump-if-false label, k); label 0 = next instruction
+        (ld, 0, 0, 4), (jeq, 0, "deny", audit_arch),  # foreign ABIs (i386 on x86_64) are refused outright
+        (ld, 0, 0, 0), (jge, "deny", 0, 0x40000000),  # x32 syscall numbers
+    ]
+    prog += [(jeq, "pid", 0, nr[name]) for name in SIGNAL_SYSCALLS]
+    prog += [(jeq, "deny", 0, nr[name]) for name in DENIED_SYSCALLS]
+    prog += [(jeq, "fcntl", 0, nr["fcntl"]), (jeq, "ioctl", 0, nr["ioctl"]), (ret, 0, 0, SECCOMP_RET_ALLOW)]
+    labels = {"pid": len(prog)}
+    prog += [(ld, 0, 0, 16)]  # low 32 bits of arg0: the target pid (or -pgid)
+    prog += [(jeq, "deny", 0, pid & 0xFFFFFFFF) for pid in sorted(set(blocked_pids) | {1})]
+    prog += [(jeq, "allow", 0, (-own_pgid) & 0xFFFFFFFF), (jge, "deny", "allow", 0x80000000)]
+    labels["fcntl"] = len(prog)
+    prog += [(ld, 0, 0, 24), (jeq, "deny", 0, F_SETOWN), (jeq, "deny", 0, F_SETOWN_EX), (ret, 0, 0, SECCOMP_RET_ALLOW)]
+    labels["ioctl"] = len(prog)
+    prog += [(ld, 0, 0, 24), (jeq, "deny", 0, FIOSETOWN), (jeq, "deny", 0, SIOCSPGRP)]
+    labels["allow"] = len(prog)
+    prog += [(ret, 0, 0, SECCOMP_RET_ALLOW)]
+    labels["deny"] = len(prog)
+    prog += [(ret, 0, 0, SECCOMP_RET_ERRNO | EPERM)]
+
+    def rel(at: int, label) -> int:
+        return 0 if label == 0 else labels[label] - at - 1
+
+    return [(code, rel(i, jt), rel(i, jf), k) for i, (code, jt, jf, k) in enumerate(prog)]
+
+
+def install_seccomp(blocked_pids: list[int], own_pgid: int) -> str:
+    """Install the filter in this process (inherited by its children); returns '' or why it was not installed."""
+    arch = platform.machine()
+    if arch not in SECCOMP_ARCHES:
+        return f"seccomp filter skipped: unknown architecture {arch!r}"
+    prog = seccomp_program(arch, blocked_pids, own_pgid)
+    raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.addressof(buf))
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+    return ""
+
+
+def drop_capabilities() -> None:
+    """Clear effective/permitted/inheritable capabilities (matters when running as root: no CAP_SYS_PTRACE etc.)."""
+    arch = platform.machine()
+    if arch not in SECCOMP_ARCHES:
+        return
+    header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    hbuf = ctypes.create_string_buffer(header, len(header))
+    dbuf = ctypes.create_string_buffer(24)  # two zeroed {effective, permitted, inheritable} u32 triples
+    if libc().syscall(SECCOMP_ARCHES[arch][1]["capset"], hbuf, dbuf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset failed: {os.strerror(err)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# U: the untrusted side. Everything below runs in the forked child that holds the program.
+# ---------------------------------------------------------------------------------------------------------------
+U_RPC_IN, U_RPC_OUT = 3, 4  # fds of the RPC pipes inside U
+
+
+def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
+    """Become U: harden this fresh fork, run the program, then serve T's calls. Never returns."""
+    code = 70
+    try:
+        os.setsid()
+        move_fds(fds)
+        for sig in range(1, signal.NSIG):  # undo E's ignored signals: the program gets Python's usual handlers
+            if sig in (signal.SIGKILL, signal.SIGSTOP, 32, 33):
+                continue
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        scratch = spec["scratch"]
+        os.chdir(scratch)
+        os.environ.clear()
+        os.environ.update({"PATH": spec["path"], "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
+                           "SCORE_SANDBOX_RUN": spec["nonce"]})
+        tempfile.tempdir = None
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:  # the OOM killer picks untrusted processes first
+                f.write("1000")
+        except OSError:
+            pass
+        mb = 1024 * 1024
+        lim = spec["limits"]
+        resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (lim["program_memory_mb"] * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
+        drop_capabilities()
+        install_seccomp(spec["blocked_pids"], os.getpgid(0))
+        random.seed()
+        sys.argv = ["program.py"]
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16),
+                                      errors="backslashreplace")
+        sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False), 1 << 16),
+                                      errors="backslashreplace")
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - report any hardening failure as a sandbox error, then die
+        try:
+            write_json_line(U_RPC_OUT, {"load": "sandbox_error", "error": "hardening U: " + describe_exception(exc)})
+        finally:
+            os._exit(code)
+    try:
+        load = unsafe_load(spec, main.__dict__)
+        flush_std()
+        write_json_line(U_RPC_OUT, load)
+        if load["load"] == "ok":
+            unsafe_serve(main.__dict__)
+        flush_std()
+    finally:
+        os._exit(0)
+
+
+def flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the program may have replaced or broken its streams
+            pass
+
+
+def unsafe_load(spec: dict, ns: dict) -> dict:
+    """Run the job's setup (HumanEval prompt) then the program; report how the load went."""
+    ns.update({"__builtins__": builtins, "__name__": "__main__", "__doc__": None})
+    if spec["setup_code"]:
+        try:
+            exec(compile(spec["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
+        except BaseException as exc:  # noqa: BLE001
+            return {"load": "setup_error", "error": "setup: " + describe_exception(exc)}
+    try:
+        code = compile(spec["program"], "<program>", "exec", dont_inherit=True)
+    except MemoryError as exc:
+        return {"load": "memory_exceeded", "error": describe_exception(exc)}
+    except SyntaxError as exc:
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        return {"load": "syntax_error", "error": clip(f"{type(exc).__name__}: {exc.msg}{where}")}
+    except BaseException as exc:  # noqa: BLE001 - null bytes (ValueError), too deep (RecursionError), ...
+        return {"load": "syntax_error", "error": describe_exception(exc)}
+    try:
+        exec(code, ns)
+    except MemoryError as exc:
+        return {"load": "memory_exceeded", "error": describe_exception(exc)}
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the program did not load
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+        return {"load": "runtime_error", "error": describe_exception(exc)}
+    return {"load": "ok"}
+
+
+def unsafe_serve(ns: dict) -> None:
+    """Answer T's requests until T closes the pipe. Results go back as plain data or opaque handles."""
+    handles: dict[int, object] = {}
+
+    def handle_of(obj) -> dict:
+        hid = len(handles) + 1
+        handles[hid] = obj
+        name = type(obj).__name__
+        return {"h": [hid, name[:80] if type(name) is str else "?"]}
+
+    def ref_of(hid: int, _name: str):
+        return handles[hid]
+
+    reader = LineReader(U_RPC_IN, MAX_MESSAGE_BYTES)
+    while True:
+        line = reader.readline()
+        if line is None:
+            return
+        msg = json.loads(line)
+        seq = msg["q"]
+        try:
+            reply = {"q": seq, "ok": unsafe_answer(msg, ns, handle_of, ref_of)}
+            data = json.dumps(reply, separators=(",", ":")).encode()
+            if len(data) >= MAX_MESSAGE_BYTES:
+                raise OverflowError(f"the answer is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed")
+        except BaseException as exc:  # noqa: BLE001 - SkipTest, SystemExit, ... are just failures to T
+            data = json.dumps({"q": seq, "exc": [type(exc).__name__[:100], describe_exception(exc)]}).encode()
+        flush_std()
+        write_all(U_RPC_OUT, data + b"\n")
+
+
+def unsafe_answer(msg: dict, ns: dict, handle_of, ref_of):
+    op = msg["op"]
+    if op == "resolve":  # the program's globals that the tests use; missing names are simply absent
+        found = {name: encode(ns[name], handle_of) for name in msg["names"] if name in ns}
+        return {"d": [[name, value] for name, value in found.items()]}
+    target = decode(msg["h"], ref_of)
+    if op == "call":
+        args = decode(msg["a"], ref_of)
+        kwargs = decode(msg["k"], ref_of)
+        result = target(*args, **kwargs)
+    elif op == "getattr":
+        result = getattr(target, msg["n"])
+    elif op == "setattr":
+        setattr(target, msg["n"], decode(msg["v"], ref_of))
+        result = None
+    elif op == "str":
+        result = str(target)
+    elif op == "len":
+        result = len(target)
+    elif op == "iter":
+        result = list(itertools.islice(iter(target), MAX_ITER_ITEMS + 1))
+        if len(result) > MAX_ITER_ITEMS:
+            raise OverflowError(f"iterating the object gave more than {MAX_ITER_ITEMS} items")
+    elif op == "getitem":
+        result = target[decode(msg["k"], ref_of)]
+    elif op == "contains":
+        result = decode(msg["k"], ref_of) in target
+    else:
+        raise ValueError(f"unknown op {op!r}")
+    return encode(result, handle_of)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# T: the trusted side. Runs the dataset's tests; the program is only reachable through RemoteRef / Channel.
+# ---------------------------------------------------------------------------------------------------------------
+class RemoteError(Exception):
+    """An exception raised by the program, re-raised in T as 'ExcType: message' (never the program's own class)."""
+
+    def __init__(self, type_name: str, text: str) -> None:
+        super().__init__(text)
+        self.type_name, self.text = type_name, text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ProgramGone(BaseException):
+    """The program's process stopped answering (exited, killed, or sent garbage). BaseException: tests cannot
+    swallow it with `except Exception`."""
+
+
+_REMOTE_CLASSES: dict[str, type] = {}
+
+
+def remote_exception(type_name: str, text: str) -> RemoteError:
+    """A RemoteError that is also an instance of the builtin exception of that name (so `except ValueError` in
+    trusted test code behaves as usual); unknown names stay plain RemoteError."""
+    cls = _REMOTE_CLASSES.get(type_name)
+    if cls is None:
+        base = getattr(builtins, type_name, None)
+        cls = RemoteError
+        if (isinstance(base, type) and issubclass(base, Exception) and not issubclass(base, (StopIteration,
+                StopAsyncIteration, UnicodeError))):
+            try:
+                cls = type(type_name, (RemoteError, base), {})
+                cls("probe", "probe")
+            except TypeError:
+                cls = RemoteError
+        _REMOTE_CLASSES[type_name] = cls
+    return cls(type_name, text)
+
+
+class Channel:
+    """T's end of the RPC pipes to U. Every answer is untrusted: decoded into plain values or RemoteRefs only."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.reader, self.wfd, self.seq, self.dead = LineReader(rfd, MAX_MESSAGE_BYTES), wfd, 0, ""
+        self.refs: dict[int, RemoteRef] = {}
+
+    def ref(self, hid: int, type_name: str) -> "RemoteRef":
+        ref = self.refs.get(hid)
+        if ref is None:
+            ref = self.refs[hid] = RemoteRef(self, hid, type_name)
+        return ref
+
+    def handle_of(self, value):
+        if type(value) is RemoteRef and value._channel is self:
+            return {"h": value._id}
+        raise TypeError(f"a {type(value).__name__} cannot be passed to the program (plain data only)")
+
+    def encode_arg(self, value):
+        return encode(value, self.handle_of)
+
+    def read_message(self) -> dict:
+        if self.dead:
+            raise ProgramGone(self.dead)
+        try:
+            line = self.reader.readline()
+        except MessageTooLarge as exc:
+            self.dead = f"the program's answer was too large ({exc})"
+            raise ProgramGone(self.dead) from None
+        if line is None:
+            self.dead = "the program's process exited"
+            raise ProgramGone(self.dead)
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            msg = None
+        if type(msg) is not dict:
+            self.dead = "the program's process sent a malformed answer"
+            raise ProgramGone(self.dead)
+        return msg
+
+    def request(self, op: str, **fields):
+        if self.dead:
+            raise ProgramGone(self.dead)
+        self.seq += 1
+        try:
+            write_json_line(self.wfd, {"q": self.seq, "op": op, **fields})
+        except OSError:
+            self.dead = "the program's process exited"
+            raise ProgramGone(self.dead) from None
+        msg = self.read_message()
+        if msg.get("q") != self.seq:
+            self.dead = "the program's process answered out of turn"
+            raise ProgramGone(self.dead)
+        if "exc" in msg:
+            exc = msg["exc"]
+            if type(exc) is not list or len(exc) != 2 or not all(type(x) is str for x in exc):
+                self.dead = "the program's process sent a malformed exception"
+                raise ProgramGone(self.dead)
+            raise remote_exception(exc[0][:100], clip(exc[1]))
+        try:
+            return decode(msg.get("ok"), self.ref)
+        except (CodecError, RecursionError) as exc:
+            raise RemoteError("CodecError", f"the program returned something that is not plain data: {exc}") from None
+
+
+class RemoteRef:
+    """An object that lives in the program's process. Equal only to itself, with no truth value: whatever the
+    object's class claims, a test can only learn plain data from it through calls, attributes, str, len, iteration."""
+
+    __slots__ = ("_channel", "_id", "_type")
+
+    def __init__(self, channel: Channel, hid: int, type_name: str) -> None:
+        object.__setattr__(self, "_channel", channel)
+        object.__setattr__(self, "_id", hid)
+        object.__setattr__(self, "_type", type_name)
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    def __ne__(self, other) -> bool:
+        return self is not other
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"a {self._type} object returned by the program has no trusted truth value")
+
+    def __repr__(self) -> str:
+        return f"<program {self._type} object #{self._id}>"
+
+    def __call__(self, *args, **kwargs):
+        ch = self._channel
+        return ch.request("call", h={"h": self._id}, a=ch.encode_arg(list(args)), k=ch.encode_arg(dict(kwargs)))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._channel.request("getattr", h={"h": self._id}, n=name)
+
+    def __setattr__(self, name: str, value) -> None:
+        ch = self._channel
+        ch.request("setattr", h={"h": self._id}, n=name, v=ch.encode_arg(value))
+
+    def __str__(self) -> str:
+        text = self._channel.request("str", h={"h": self._id})
+        if type(text) is not str:
+            raise TypeError("the program's __str__ did not return a str")
+        return text
+
+    def __len__(self) -> int:
+        n = self._channel.request("len", h={"h": self._id})
+        if type(n) is not int:
+            raise TypeError("the program's __len__ did not return an int")
+        return n
+
+    def __iter__(self):
+        items = self._channel.request("iter", h={"h": self._id})
+        return iter(items)
+
+    def __getitem__(self, key):
+        ch = self._channel
+        return ch.request("getitem", h={"h": self._id}, k=ch.encode_arg(key))
+
+    def __contains__(self, key) -> bool:
+        ch = self._channel
+        result = ch.request("contains", h={"h": self._id}, k=ch.encode_arg(key))
+        if type(result) is not bool:
+            raise TypeError("the program's __contains__ did not return a bool")
+        return result
+
+
+def failure_message(exc: BaseException, sources: dict[str, list[str]]) -> str:
+    """The failing assertion's source line (deepest frame in trusted test code), else 'ExcType: message'."""
+    if isinstance(exc, (RemoteError, ProgramGone)):
+        return clip(str(exc))
+    if isinstance(exc, AssertionError):
+        line = ""
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):
+            lines = sources.get(frame.f_code.co_filename)
+            if lines and 0 < lineno <= len(lines):
+                line = lines[lineno - 1].strip()
+        if line:
+            return clip(line)
+    return describe_exception(exc)
+
+
+def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int) -> None:
+    """Become T: run the plan's tests against the program in U and report each outcome to E. Never returns."""
+    try:
+        move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
+                  2: os.open(os.devnull, os.O_WRONLY), 3: rpc_in, 4: rpc_out, 5: report})
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        random.seed()
+        trusted_run(plan, Channel(3, 4), 5)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            write_json_line(5, {"error": "trusted test process: " + describe_exception(exc)})
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(0)
+
+
+def trusted_run(plan: "Plan", ch: Channel, report: int) -> None:
+    try:
+        load = ch.read_message()
+    except ProgramGone:
+        load = {"load": "died"}
+    if load.get("load") != "ok":
+        write_json_line(report, {"load": str(load.get("load"))[:40], "error": clip(str(load.get("error", "")))})
+        write_json_line(report, {"done": True})
+        return
+    write_json_line(report, {"load": "ok"})
+    ns: dict = {"__builtins__": builtins, "__name__": "__test__"}
+    for name in plan.modules:
+        ns[name] = __import__(name)
+    setup_error = ""
+    try:
+        found = ch.request("resolve", names=sorted(plan.proxied)) if plan.proxied else {}
+        if type(found) is not dict or not all(type(k) is str for k in found):
+            raise RemoteError("CodecError", "the program's globals did not resolve to a dict")
+        if plan.format != "humaneval":  # HumanEval's check reaches the program only through `candidate`
+            ns.update(found)
+        if plan.setup is not None:
+            exec(plan.setup, ns)
+    except BaseException as exc:  # noqa: BLE001 - ProgramGone too: every test then fails with the reason
+        setup_error = "setup: " + failure_message(exc, plan.sources)
+        if plan.format == "humaneval" and not isinstance(exc, (RemoteError, ProgramGone)):
+            write_json_line(report, {"error": "the HumanEval prompt failed in the trusted process: " + setup_error})
+            write_json_line(report, {"done": True})
+            return
+    for unit in plan.units:
+        unit_error = setup_error
+        if plan.format == "humaneval" and not unit_error:
+            if plan.entry_point not in found:
+                unit_error = f"NameError: the program does not define {plan.entry_point!r}"
+            candidate = found.get(plan.entry_point)
+            unit_error = unit_error or run_test(report, ch, plan, "", lambda: exec(unit.code, ns), silent=True)
+            run_test(report, ch, plan, "check", lambda: ns["check"](candidate), unit_error)
+        elif unit.functions:
+            unit_error = unit_error or run_test(report, ch, plan, "", lambda: exec(unit.code, ns), silent=True)
+            for function in unit.functions:
+                run_test(report, ch, plan, function, lambda: ns[function](), unit_error)
+        else:
+            run_test(report, ch, plan, unit.name, lambda: exec(unit.code, ns), unit_error)
+    write_json_line(report, {"done": True})
+
+
+def run_test(report: int, ch: Channel, plan: "Plan", name: str, body, error: str = "", silent: bool = False) -> str:
+    """Run one test body (or fail it with `error` without running) and report it; returns its failure message."""
+    outcome = {"name": name, "passed": False, "message": error}
+    if not error:
+        gone_before = bool(ch.dead)
+        try:
+            body()
+            outcome["passed"] = True
+        except BaseException as exc:  # noqa: BLE001 - a test fails on anything, SkipTest included
+            outcome["message"] = failure_message(exc, plan.sources)
+            outcome["memory"] = isinstance(exc, MemoryError) or (
+                isinstance(exc, RemoteError) and exc.type_name == "MemoryError")
+        if ch.dead and not gone_before:  # the program died during this test: it cannot count as passed
+            outcome["passed"] = False
+            outcome["message"] = outcome["message"] or ch.dead
+            outcome["program_gone"] = True
+    if silent:
+        if not outcome["passed"] and (outcome.get("memory") or outcome.get("program_gone")):
+            write_json_line(report, {"flags": {k: True for k in ("memory", "program_gone") if outcome.get(k)}})
+        return "" if outcome["passed"] else outcome["message"]
+    write_json_line(report, {"test": outcome})
+    return "" if outcome["passed"] else outcome["message"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# E: plans (trusted code compiled once), the per-request run, the sweep, the protocol loop.
+# ---------------------------------------------------------------------------------------------------------------
+class Unit:
+    """One compiled piece of trusted test code: itself a test (`name`), or the module defining `functions`."""
+
+    __slots__ = ("name", "code", "functions")
+
+    def __init__(self, name: str, code, functions: list[str]) -> None:
+        self.name, self.code, self.functions = name, code, functions
+
+
+class Plan:
+    """Everything T needs, derived in E from the trusted parts of the job before any fork."""
+
+    def __init__(self, fmt: str, setup, units: list[Unit], proxied: set[str], modules: set[str],
+                 entry_point: str, sources: dict[str, list[str]]) -> None:
+        self.format, self.setup, self.units, self.proxied = fmt, setup, units, proxied
+        self.modules, self.entry_point, self.sources = modules, entry_point, sources
+
+    @property
+    def expected_tests(self) -> int:
+        return 1 if self.format == "humaneval" else sum(len(u.functions) or 1 for u in self.units)
+
+
+def bound_and_loaded_names(trees: list[ast.AST]) -> tuple[set[str], set[str]]:
+    loaded, bound = set(), set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.arg):
+                bound.add(node.arg)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                bound.add(node.name)
+    return loaded, bound
+
+
+def infer_mbpp_entry_point(first_assert: ast.AST) -> str:
+    """The function an MBPP assert exercises: the first called name that is not a builtin (else the first called)."""
+    called = [n.func.id for n in ast.walk(first_assert) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    for name in called:
+        if not hasattr(builtins, name):
+            return name
+    return called[0] if called else ""
+
+
+def make_plan(job: dict) -> Plan:
+    """Compile the trusted code and decide which names the tests take from the program (E, before any fork).
+
+    humaneval: only `entry_point` comes from the program (as `candidate`). mbpp and generic: every name the setup
+    and tests use but do not define, except builtins and standard modules (T imports those itself, so a program
+    cannot replace `math.isclose` or `len`); the entry point always comes from the program, even `sum` (MBPP 126).
+    """
+    fmt, tests, setup_code = job["format"], job["tests"], job.get("setup_code") or ""
+    entry = job.get("entry_point") or ""
+    if fmt not in ("humaneval", "mbpp", "generic"):
+        raise SandboxError(f"job format {fmt!r} is not humaneval, mbpp or generic")
+    if type(tests) is not list or not tests or not all(type(t) is str for t in tests):
+        raise SandboxError("job tests must be a non-empty list of strings")
+    sources: dict[str, list[str]] = {}
+
+    def parse(source: str, filename: str) -> tuple[ast.AST, object]:
+        try:
+            tree = ast.parse(source, filename)
+            code = compile(tree, filename, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            raise SandboxError(f"trusted code {filename} does not compile: {describe_exception(exc)}") from None
+        sources[filename] = source.splitlines()
+        return tree, code
+
+    setup, trees = None, []
+    if setup_code.strip():
+        setup_tree, setup = parse(setup_code, "<setup>")
+        trees.append(setup_tree)
+    if fmt == "humaneval":
+        if not entry:
+            raise SandboxError("a humaneval job needs entry_point")
+        if len(tests) != 1:
+            raise SandboxError(f"a humaneval job has one test source, got {len(tests)}")
+        _, code = parse(tests[0], "<test>")
+        return Plan(fmt, setup, [Unit("check", code, [])], {entry}, set(), entry, sources)
+    units, test_trees = [], []
+    for i, source in enumerate(tests):
+        name = f"assert {i}" if fmt == "mbpp" else ("test" if len(tests) == 1 else f"test {i}")
+        tree, code = parse(source, f"<{name}>")
+        test_trees.append(tree)
+        functions = [n.name for n in tree.body if fmt == "generic" and isinstance(n, ast.FunctionDef)
+                     and n.name.startswith("test_")]
+        units.append(Unit(name, code, functions))
+    if fmt == "mbpp" and not entry:
+        entry = infer_mbpp_entry_point(test_trees[0])
+    loaded, bound = bound_and_loaded_names(trees + test_trees)
+    free = loaded - bound
+    stdlib = getattr(sys, "stdlib_module_names", STDLIB_FALLBACK)
+    modules = {n for n in free if n in stdlib and not hasattr(builtins, n) and n != entry}
+    proxied = {n for n in free if not hasattr(builtins, n) and n not in modules}
+    if entry:
+        proxied.add(entry)
+    return Plan(fmt, setup, units, proxied, modules, entry, sources)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Z: the zygote. Forked before the first request, so the U processes it forks never saw any test code.
+# ---------------------------------------------------------------------------------------------------------------
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("peer closed the socket")
+        data += chunk
+    return bytes(data)
+
+
+def zygote_main(sock: socket.socket) -> None:
+    """Serve spawn requests from E: fork twice so U is re-parented to E (a child subreaper). Never returns."""
+    try:
+        while True:
+            header, fds, _, _ = socket.recv_fds(sock, 8, 8)
+            if not header:
+                break
+            header += recv_exact(sock, 8 - len(header))
+            spec = json.loads(recv_exact(sock, struct.unpack("=q", header)[0]))
+            r, w = os.pipe()
+            middle = os.fork()
+            if middle == 0:
+                os.close(r)
+                u_pid = os.fork()
+                if u_pid == 0:
+                    sock.close()
+                    os.close(w)
+                    devnull = os.open(os.devnull, os.O_RDONLY)
+                    unsafe_child(spec, {0: devnull, 1: fds[0], 2: fds[1], U_RPC_IN: fds[2], U_RPC_OUT: fds[3]})
+                os.write(w, str(u_pid).encode())
+                os._exit(0)
+            os.close(w)
+            for fd in fds:
+                os.close(fd)
+            u_pid = int(os.read(r, 32) or b"0")
+            os.close(r)
+            os.waitpid(middle, 0)  # after this, U's parent is E
+            sock.sendall(struct.pack("=q", u_pid))
+    except BaseException:  # noqa: BLE001 - E sees EOF on the socket and reports a sandbox error
+        pass
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# E: the per-request run, the sweep, the protocol loop.
+# ---------------------------------------------------------------------------------------------------------------
+class Capture:
+    """Counts everything a stream produced and keeps the first keep_bytes of it."""
+
+    def __init__(self, keep_bytes: int) -> None:
+        self.keep_bytes, self.kept, self.total = keep_bytes, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.keep_bytes - len(self.kept)
+        if room > 0:
+            self.kept += chunk[:room]
+
+    def text(self) -> str:
+        return self.kept.decode("utf-8", errors="replace")
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def wipe(path: str) -> None:
+    """Remove a scratch dir even when the program made parts of it read-only."""
+    def fix(func, target, _exc) -> None:
+        for p in (os.path.dirname(target), target):
+            try:
+                os.chmod(p, 0o700)
+            except OSError:
+                pass
+        try:
+            func(target)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            shutil.rmtree(target, onerror=fix)
+    if os.path.lexists(path):
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        shutil.rmtree(path, onerror=fix)
+
+
+def read_oom_kills() -> int:
+    """The container cgroup's oom_kill counter (cgroup v2, then v1); -1 when unavailable."""
+    for path, key in (("/sys/fs/cgroup/memory.events", "oom_kill"), ("/sys/fs/cgroup/memory/memory.oom_control",
+                                                                       "oom_kill")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return -1
+
+
+class Run:
+    """What E learns while one request runs."""
+
+    def __init__(self) -> None:
+        self.load, self.load_error, self.trusted_error, self.timeout_s = "", "", "", 0.0
+        self.tests: list[dict] = []
+        self.done = self.timed_out = self.output_exceeded = self.memory = self.program_gone = False
+
+    def on_report(self, line: bytes) -> None:
+        msg = json.loads(line)
+        if "load" in msg:
+            self.load, self.load_error = msg["load"], msg.get("error", "")
+        elif "test" in msg:
+            t = msg["test"]
+            self.tests.append({"name": t["name"], "passed": bool(t["passed"]), "message": t.get("message", "")})
+            self.memory |= bool(t.get("memory"))
+            self.program_gone |= bool(t.get("program_gone"))
+        elif "flags" in msg:
+            self.memory |= bool(msg["flags"].get("memory"))
+            self.program_gone |= bool(msg["flags"].get("program_gone"))
+        elif "error" in msg:
+            self.trusted_error = msg["error"]
+        elif msg.get("done"):
+            self.done = True
+
+
+class Executor:
+    def __init__(self, mode: str, scratch_base: str) -> None:
+        self.mode, self.scratch_base, self.pid, self.runs, self.fatal = mode, scratch_base, os.getpid(), 0, ""
+        self.path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.zygote_pid = os.fork()
+        if self.zygote_pid == 0:
+            self.zsock.close()
+            move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
+                      2: os.open(os.devnull, os.O_WRONLY), 3: zsock_child.fileno()})
+            zygote_main(socket.socket(fileno=3))
+        zsock_child.close()
+
+    # --- one request ---------------------------------------------------------------------------------------------
+    def handle(self, request: dict) -> dict:
+        job = request.get("job") if type(request) is dict else None
+        job_id = str(job.get("job_id", "")) if type(job) is dict else ""
+        expected = 0
+        try:
+            if type(job) is not dict or type(request.get("limits")) is not dict:
+                raise SandboxError("a request needs a 'job' object and a 'limits' object")
+            plan = make_plan(job)
+            expected = plan.expected_tests
+            limits = request["limits"]
+            missing = [k for k in REQUIRED_LIMITS if k not in limits]
+            if missing:
+                raise SandboxError(f"request limits lack {missing}")
+            result = self.run(job, limits, plan)
+        except SandboxError as exc:
+            result = {"status": "sandbox_error", "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - an executor bug must still answer, as a sandbox error
+            result = {"status": "sandbox_error", "error": "executor: " + describe_exception(exc)}
+        out = {"job_id": job_id, "status": "sandbox_error", "reward": 0.0, "pass_fraction": 0.0,
+               "expected_tests": expected, "tests": [], "stdout": "", "stderr": "", "wall_time_s": 0.0,
+               "cpu_time_s": 0.0, "error": ""}
+        out.update(result)
+        passed = sum(t["passed"] for t in out["tests"])
+        out["pass_fraction"] = passed / expected if expected else 0.0
+        out["reward"] = 1.0 if (out["status"] == "passed" and expected > 0 and len(out["tests"]) == expected
+                                and passed == expected) else 0.0
+        return out
+
+    def run(self, job: dict, limits: dict, plan: Plan) -> dict:
+        timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
+        self.runs += 1
+        scratch = os.path.join(self.scratch_base, f"run-{self.runs}")
+        os.mkdir(scratch, 0o700)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        req_r, req_w = os.pipe()  # T -> U
+        resp_r, resp_w = os.pipe()  # U -> T
+        rep_r, rep_w = os.pipe()  # T -> E
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        oom0 = read_oom_kills() if self.mode == "container" else -1
+        run, u_pid, t_pid, sweep_error = Run(), 0, 0, ""
+        run.timeout_s = timeout_s
+        try:
+            t_pid = os.fork()
+            if t_pid == 0:
+                trusted_child(plan, resp_r, req_w, rep_w)
+            for fd in (resp_r, req_w, rep_w):
+                os.close(fd)
+            spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
+                    "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
+                    "path": self.path, "blocked_pids": [self.pid, self.zygote_pid, t_pid, os.getppid()]}
+            t0 = time.monotonic()
+            try:
+                u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
+            finally:
+                for fd in (out_w, err_w, req_r, resp_w):
+                    os.close(fd)
+            captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
+            self.collect(run, captures, rep_r, t0 + timeout_s, limits["output_bytes"])
+            wall_time_s = time.monotonic() - t0
+        finally:
+            statuses, sweep_error = self.sweep(u_pid, t_pid)
+            for fd in (out_r, err_r):
+                if 'captures' in locals() and not run.output_exceeded:
+                    self.drain(fd, captures[fd], limits["output_bytes"], run)
+            for fd in (out_r, err_r, rep_r):
+                os.close(fd)
+            wipe(scratch)
+        usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t_usage = statuses.get(t_pid, (0, None))[1]
+        cpu_s = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+        if t_usage is not None:
+            cpu_s -= t_usage.ru_utime + t_usage.ru_stime
+        oom1 = read_oom_kills() if oom0 >= 0 else -1
+        status, error = self.verdict(run, statuses.get(u_pid, (None, None))[0], max(cpu_s, 0.0), limits,
+                                     oom1 > oom0 >= 0, plan)
+        if sweep_error:
+            status, error = "sandbox_error", sweep_error
+        return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
+                "stderr": captures[err_r].text(), "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
+
+    def spawn(self, spec: dict, fds: list[int]) -> int:
+        """Ask the zygote for a U with these pipe ends; returns U's pid (already re-parented to E)."""
+        body = json.dumps(spec).encode()
+        try:
+            socket.send_fds(self.zsock, [struct.pack("=q", len(body))], fds)
+            self.zsock.sendall(body)
+            u_pid = struct.unpack("=q", recv_exact(self.zsock, 8))[0]
+        except (OSError, EOFError) as exc:
+            self.fatal = f"the zygote process is gone ({exc}); restart the executor"
+            raise SandboxError(self.fatal) from None
+        if u_pid <= 0:
+            raise SandboxError("the zygote could not fork the program's process")
+        return u_pid
+
+    def collect(self, run: Run, captures: dict[int, Capture], rep_r: int, deadline: float, cap_bytes: int) -> None:
+        """Drain U's stdout/stderr and T's reports until T is done, the deadline passes or output exceeds the cap."""
+        poller = select.poll()
+        for fd in (*captures, rep_r):
+            poller.register(fd, select.POLLIN)
+        reports = LineReader(rep_r, MAX_MESSAGE_BYTES)
+        while not run.done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                run.timed_out = True
+                return
+            for fd, _ in poller.poll(max(1, int(remaining * 1000 + 0.999))):
+                chunk = os.read(fd, 1 << 16)
+                if fd == rep_r:
+                    if not chunk:
+                        if not run.done:
+                            run.trusted_error = run.trusted_error or "the trusted test process died"
+                        return
+                    reports.buf += chunk
+                    line = reports.pop_line()
+                    while line is not None:
+                        run.on_report(line)
+                        line = reports.pop_line()
+                elif not chunk:
+                    poller.unregister(fd)
+                else:
+                    captures[fd].add(chunk)
+                    if captures[fd].total > cap_bytes:
+                        run.output_exceeded = True
+                        return
+
+    def drain(self, fd: int, capture: Capture, cap_bytes: int, run: Run) -> None:
+        """Read what the killed processes left in a pipe (all writers are dead, so this ends at EOF)."""
+        os.set_blocking(fd, False)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.001)
+                continue
+            if not chunk:
+                return
+            capture.add(chunk)
+            if capture.total > cap_bytes:
+                run.output_exceeded = True
+                return
+
+    def verdict(self, run: Run, u_status, cpu_s: float, limits: dict, oom_killed: bool, plan: Plan) -> tuple[str, str]:
+        died = ""
+        if u_status is not None and (run.load == "died" or run.program_gone):
+            if os.WIFSIGNALED(u_status):
+                died = signal_name(os.WTERMSIG(u_status))
+            elif os.WIFEXITED(u_status):
+                died = f"exit code {os.WEXITSTATUS(u_status)}"
+        if run.output_exceeded:
+            return "output_exceeded", f"the program wrote more than {limits['output_bytes']} bytes to stdout or stderr"
+        if run.timed_out or died == "SIGXCPU" or (died == "SIGKILL" and cpu_s >= limits["cpu_s"]):
+            return "timeout", (f"wall-clock limit of {run.timeout_s:g} s" if run.timed_out else
+                               f"CPU limit of {limits['cpu_s']} s")
+        if run.trusted_error:
+            return "sandbox_error", run.trusted_error
+        if run.load == "sandbox_error" or run.load == "setup_error":
+            return "sandbox_error", run.load_error
+        if oom_killed or run.load == "memory_exceeded" or run.memory or died == "SIGKILL":
+            return "memory_exceeded", run.load_error or f"memory limit of {limits['program_memory_mb']} MB"
+        if run.load == "syntax_error":
+            return "syntax_error", run.load_error
+        if run.load == "runtime_error":
+            return "runtime_error", run.load_error
+        if run.load == "died":
+            return "runtime_error", f"the program's process ended ({died or 'unknown status'}) before the tests ran"
+        if run.load != "ok" or not run.done:
+            return "sandbox_error", f"the trusted test process ended without a verdict (load={run.load!r})"
+        if run.program_gone:
+            return "runtime_error", f"the program's process ended ({died or 'unknown status'}) during the tests"
+        ok = len(run.tests) == plan.expected_tests and all(t["passed"] for t in run.tests)
+        if ok:
+            return "passed", ""
+        if len(run.tests) != plan.expected_tests:
+            return "failed", f"{len(run.tests)} of {plan.expected_tests} tests ran"
+        return "failed", ""
+
+    # --- killing everything a program started ----------------------------------------------------------------------
+    def children(self) -> set[int]:
+        try:
+            with open(f"/proc/self/task/{self.pid}/children") as f:
+                return {int(p) for p in f.read().split()}
+        except OSError:
+            kids = set()
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        with open(f"/proc/{entry}/stat") as f:
+                            if int(f.read().rsplit(")", 1)[1].split()[1]) == self.pid:
+                                kids.add(int(entry))
+                    except (OSError, ValueError, IndexError):
+                        continue
+            return kids
+
+    def strays(self) -> set[int]:
+        """Container mode: every live process of ours in the PID namespace except init, E and the zygote."""
+        keep, found, uid = {1, self.pid, self.zygote_pid}, set(), os.getuid()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in keep:
+                try:
+                    if os.stat(f"/proc/{entry}").st_uid != uid:
+                        continue
+                    with open(f"/proc/{entry}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.add(int(entry))
+                except (OSError, IndexError):
+                    continue
+        return found
+
+    def sweep(self, u_pid: int, t_pid: int) -> tuple[dict[int, tuple], str]:
+        """SIGKILL U's session and every descendant (they all come back to E, a child subreaper), reap them all.
+
+        Container mode also kills anything else of ours in the PID namespace (the effect of kill(-1), sparing the
+        zygote). Local mode never signals anything that is not E's descendant."""
+        reaped: dict[int, tuple] = {}
+        if u_pid > 0:
+            try:
+                os.killpg(u_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        end = time.monotonic() + SWEEP_TIMEOUT_S
+        while True:
+            targets = self.children() - {self.zygote_pid}
+            if self.mode == "container":
+                targets |= self.strays()
+            for pid in targets:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            while True:
+                try:
+                    pid, status, usage = os.wait4(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid == self.zygote_pid:
+                    self.fatal = "the zygote process died; restart the executor"
+                reaped[pid] = (status, usage)
+            if not targets:
+                return reaped, ""
+            if time.monotonic() > end:
+                return reaped, f"could not kill the program's processes within {SWEEP_TIMEOUT_S} s: {sorted(targets)}"
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        self.zsock.close()
+        try:
+            os.waitpid(self.zygote_pid, 0)
+        except ChildProcessError:
+            pass
+
+
+IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGIO",
+                   "SIGPROF", "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Grade programs sent as JSON lines on stdin (see module docstring).")
+    parser.add_argument("--mode", choices=("container", "local"), required=True,
+                        help="container: alone in a PID namespace, kill every stray process; local: only descendants")
+    parser.add_argument("--scratch", default="", help="base dir for per-program scratch dirs (default: a temp dir)")
+    args = parser.parse_args(argv)
+    proto_out = os.dup(1)  # the protocol channel; fd 1 itself now points at stderr so stray prints cannot reach it
+    os.dup2(2, 1)
+    prctl(PR_SET_DUMPABLE, 0)  # the program cannot open /proc/<E>/fd or ptrace E (same uid)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of the program are re-parented here, so the sweep finds them
+    for name in IGNORED_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for module in WARM_MODULES:
+        __import__(module)
+    import gc
+    gc.freeze()  # keep the warm heap shared between forks
+    own_scratch = not args.scratch
+    scratch_base = tempfile.mkdtemp(prefix="score-sandbox-") if own_scratch else args.scratch
+    executor = Executor(args.mode, scratch_base)
+    write_json_line(proto_out, {"ready": True, "version": EXECUTOR_VERSION, "pid": os.getpid()})
+    reader = LineReader(0, 1 << 30)
+    code = 0
+    try:
+        while True:
+            line = reader.readline()
+            if line is None:
+                break
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except ValueError as exc:
+                request = {"op": "malformed", "error": describe_exception(exc)}
+            if type(request) is dict and request.get("op") == "ping":
+                write_json_line(proto_out, {"op": "pong"})
+                continue
+            if type(request) is dict and request.get("op") == "malformed":
+                answer = {"status": "sandbox_error", "reward": 0.0, "error": "request is not JSON: " + request["error"]}
+            else:
+                answer = executor.handle(request)
+            answer["id"] = request.get("id") if type(request) is dict else None
+            write_json_line(proto_out, answer)
+            if executor.fatal:
+                code = 3
+                break
+    finally:
+        executor.close()
+        if own_scratch:
+            wipe(scratch_base)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
