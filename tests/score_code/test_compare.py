@@ -1,0 +1,53 @@
+"""`compare` on hand-made metrics.json files (fixtures/baselines_compare_*)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from score_code.compare import CompareError, compare, load_runs, table_rows
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BASE = FIXTURES / "baselines_compare_base"  # Acc 50.0 -> 52.5, i->c 7.5, c->i 5.0, model "" (embedded default)
+STAR = FIXTURES / "baselines_compare_star"  # Acc 55.0 -> 65.0, i->c 12.5, c->i 2.5, model runs/star/checkpoint-30
+BASE_REPAIR = FIXTURES / "baselines_compare_base_repair"  # repair_accuracy 0.35, model ""
+
+
+def test_two_evaluations_give_the_paper_table(tmp_path):
+    text = compare([BASE, STAR], tmp_path, labels=["Self-Refine", "STaR"])
+    assert "| method | Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |" in text
+    assert "| Self-Refine | 50.0 | 52.5 | 2.5 | 7.5 | 5.0 |" in text
+    assert "| STaR | 55.0 | 65.0 | 10.0 | 12.5 | 2.5 |" in text
+    assert "MBPP-R" not in text
+    assert (tmp_path / "comparison.md").read_text() == text
+    png = (tmp_path / "comparison.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_labels_come_from_the_run_config_and_repair_runs_join_their_method_row(tmp_path):
+    text = compare([BASE, BASE_REPAIR, STAR], tmp_path)
+    header, rows = table_rows(load_runs([BASE, BASE_REPAIR, STAR]))
+    assert header == ["method", "MBPP-R", "Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δ i→c", "Δ c→i"]
+    assert rows == [
+        ["base model", "35.0", "50.0", "52.5", "2.5", "7.5", "5.0"],
+        ["star/checkpoint-30", "-", "55.0", "65.0", "10.0", "12.5", "2.5"],
+    ]
+    assert "| base model | 35.0 | 50.0 | 52.5 | 2.5 | 7.5 | 5.0 |" in text
+    assert f"`{BASE_REPAIR}` (repair," in text
+
+
+def test_existing_output_is_refused_unless_forced(tmp_path):
+    compare([BASE], tmp_path)
+    with pytest.raises(CompareError, match="--force"):
+        compare([BASE], tmp_path)
+    compare([BASE, STAR], tmp_path, force=True)
+    assert "star/checkpoint-30" in (tmp_path / "comparison.md").read_text()
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    with pytest.raises(CompareError, match="2 labels for 1 run"):
+        load_runs([BASE], labels=["a", "b"])
+    with pytest.raises(CompareError, match="no metrics.json"):
+        load_runs([tmp_path])
+    with pytest.raises(CompareError, match="give distinct --labels"):
+        table_rows(load_runs([BASE, STAR], labels=["same", "same"]))
