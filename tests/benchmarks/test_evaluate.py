@@ -1,0 +1,244 @@
+"""The harness end to end with a scripted generator and a fake sandbox; one run through the real Docker sandbox."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.evaluate import ConfigMismatchError, EvalConfig, EvalError, evaluate
+from benchmarks.generation import Dialogue, Generation, SamplingParams
+from benchmarks.prompts import SELF_CORRECTION_INSTRUCTION
+from benchmarks.tasks import Task, load_humaneval
+from sandbox.jobs import Job
+from sandbox.verdict import Result, Status
+from sandbox.verdict import TestOutcome as Outcome  # not collected by pytest as a test class
+
+RIGHT = "```python\ndef f():\n    return 'right'\n```\nThis returns the right value."
+WRONG = "def f():\n    return 'wrong'\nI think this is correct."
+BOOM = "```python\ndef f():\n    return 'BOOM'\n```"  # the fake sandbox fails on this one (infrastructure error)
+
+
+def make_tasks(n: int) -> list[Task]:
+    return [Task(f"T{i}", f"[T{i}] Write f().", "f", ("assert f() == 'right'",), "generic") for i in range(n)]
+
+
+class ScriptedGenerator:
+    """Answers from a script {(task_id, attempt): text}; appends to the dialogue like a real backend would."""
+
+    def __init__(self, script: dict[tuple[str, int], str], fail_on_call: int | None = None) -> None:
+        self.script = script
+        self.fail_on_call = fail_on_call
+        self.calls: list[tuple[list[Dialogue], SamplingParams]] = []
+        self.returned: list[Dialogue] = []
+
+    def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
+        if self.fail_on_call is not None and len(self.calls) + 1 == self.fail_on_call:
+            raise KeyboardInterrupt("simulated kill")
+        self.calls.append((dialogues, params))
+        out = []
+        for d in dialogues:
+            task_id = re.match(r"\[(\w+)\]", d.messages[0]["content"]).group(1)
+            attempt = 1 + sum(m["role"] == "assistant" for m in d.messages)
+            text = self.script[(task_id, attempt)]
+            prompt_ids = (d.token_ids or []) + [7] * (len(d.messages) - d.encoded_messages)
+            completion_ids = [1] * len(text.split())
+            d.messages.append({"role": "assistant", "content": text})
+            d.token_ids, d.encoded_messages = prompt_ids + completion_ids, len(d.messages)
+            out.append(Generation(text, completion_ids, prompt_ids, "stop", d))
+            self.returned.append(d)
+        return out
+
+
+class FakeSandbox:
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def run_batch(self, jobs: list[Job]) -> list[Result]:
+        self.jobs.extend(jobs)
+        results = []
+        for job in jobs:
+            if "BOOM" in job.program:
+                results.append(Result.sandbox_error("worker died", job_id=job.job_id, expected_tests=1))
+            elif "'right'" in job.program:
+                results.append(Result(Status.PASSED, [Outcome("test 0", True)], 1, job_id=job.job_id, wall_time_s=0.01))
+            else:
+                results.append(Result(Status.FAILED, [Outcome("test 0", False, "assert f() == 'right'")], 1,
+                                      job_id=job.job_id, wall_time_s=0.01))
+        return results
+
+
+# T0 c->c, T1 i->c, T2 c->i, T3 i->i, T4 sandbox error at attempt 2
+SCRIPT = {("T0", 1): RIGHT, ("T0", 2): RIGHT, ("T1", 1): WRONG, ("T1", 2): RIGHT, ("T2", 1): RIGHT,
+          ("T2", 2): WRONG, ("T3", 1): WRONG, ("T3", 2): WRONG, ("T4", 1): WRONG, ("T4", 2): BOOM}
+
+
+def config(**kw) -> EvalConfig:
+    return EvalConfig(**{"model": "scripted", "dataset": "fake", "batch_size": 2, **kw})
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_end_to_end_files_and_metrics(tmp_path: Path) -> None:
+    gen, sb = ScriptedGenerator(SCRIPT), FakeSandbox()
+    metrics = evaluate(gen, make_tasks(5), sb, tmp_path, config(), progress=False)
+
+    assert metrics["accuracy"] == {"t1": 0.5, "t2": 0.5}
+    tr = metrics["transitions"]["t1->t2"]
+    assert (tr["i_to_c"], tr["c_to_i"], tr["delta"]) == (0.25, 0.25, 0.0)
+    assert metrics["excluded"] == {"samples": 1, "tasks": 1, "sandbox_errors": 1}
+
+    samples = read_lines(tmp_path / "samples.jsonl")
+    assert [(s["task_id"], s["attempt"]) for s in samples[:4]] == [("T0", 1), ("T1", 1), ("T0", 2), ("T1", 2)]
+    t1 = next(s for s in samples if s["task_id"] == "T1" and s["attempt"] == 1)
+    assert t1["solution"] == "def f():\n    return 'wrong'\n"  # prose after the code is gone
+    assert t1["raw"] == WRONG and t1["finish_reason"] == "stop" and t1["n_tokens"] == len(WRONG.split())
+    results = read_lines(tmp_path / "results.jsonl")
+    assert len(results) == 10
+    failed = next(r for r in results if r["task_id"] == "T3")
+    assert failed["status"] == "failed" and failed["passed"] is False and failed["reward"] == 0.0
+    assert failed["failed_tests"] == [{"name": "test 0", "message": "assert f() == 'right'"}]
+    assert failed["first_failure"] == "test 0: assert f() == 'right'" and failed["duration_s"] == 0.01
+    boom = next(r for r in results if r["task_id"] == "T4" and r["attempt"] == 2)
+    assert boom["status"] == "sandbox_error" and boom["error"] == "worker died"
+
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["schema_version"] == 1 and saved["metrics"] == metrics
+    assert saved["dataset"]["name"] == "fake" and len(saved["dataset"]["hash"]) == 64
+    assert saved["config"]["attempts"] == 2 and saved["config"]["dataset_hash"] == saved["dataset"]["hash"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |" in report
+    assert "| 50.0 | 50.0 | 0.0 | 25.0 | 25.0 |" in report and "excluded: 1 samples" in report
+    assert "scripted" in report and "transitions.png" in report
+    assert (tmp_path / "transitions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_second_attempt_extends_the_same_dialogue_with_p1(tmp_path: Path) -> None:
+    gen = ScriptedGenerator(SCRIPT)
+    evaluate(gen, make_tasks(2), FakeSandbox(), tmp_path, config(), progress=False)
+    (first, p1_params), (second, p2_params) = gen.calls
+    assert [d is r for d, r in zip(second, gen.returned[:2])] == [True, True]  # token-in, token-out
+    d = second[0]
+    assert [m["role"] for m in d.messages] == ["user", "assistant", "user", "assistant"]
+    assert d.messages[2]["content"] == SELF_CORRECTION_INSTRUCTION
+    assert d is first[0]  # the attempt-1 dialogue object itself, now one turn longer
+    assert p1_params.temperature == 0.0 and p1_params.stop == ("\n```\n",) and p1_params.seed != p2_params.seed
+
+
+def test_feedback_mode_shows_the_first_failure(tmp_path: Path) -> None:
+    gen = ScriptedGenerator(SCRIPT)
+    evaluate(gen, make_tasks(2), FakeSandbox(), tmp_path, config(feedback="tests"), progress=False)
+    second = gen.calls[1][0]
+    assert second[0].messages[2]["content"].startswith("The code above passed all the tests.")
+    assert "failed a test:\ntest 0: assert f() == 'right'" in second[1].messages[2]["content"]
+
+
+def test_resume_skips_finished_tasks_and_tolerates_a_partial_line(tmp_path: Path, caplog) -> None:
+    tasks = make_tasks(5)
+    crashing = ScriptedGenerator(SCRIPT, fail_on_call=4)  # dies in batch 2's second attempt
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(crashing, tasks, FakeSandbox(), tmp_path, config(), progress=False)
+    assert len(read_lines(tmp_path / "results.jsonl")) == 4  # batch 1 only: T0, T1 x 2 attempts
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"task_id": "T2", "sample_id": 0, "att')  # what a kill during a write leaves
+
+    resumed, sb = ScriptedGenerator(SCRIPT), FakeSandbox()
+    with caplog.at_level(logging.INFO, logger="benchmarks.evaluate"):
+        metrics = evaluate(resumed, tasks, sb, tmp_path, config(), progress=False)
+    assert "results.jsonl:5: dropped a partial last line" in caplog.text
+    assert "3 of 5" not in caplog.text and "2 of 5" in caplog.text
+    generated = {re.match(r"\[(\w+)\]", d.messages[0]["content"]).group(1) for d in resumed.returned}
+    assert generated == {"T2", "T3", "T4"}
+    results = read_lines(tmp_path / "results.jsonl")
+    assert sorted((r["task_id"], r["attempt"]) for r in results) == sorted(
+        (f"T{i}", a) for i in range(5) for a in (1, 2))
+    assert len(read_lines(tmp_path / "samples.jsonl")) == 10
+    assert metrics["accuracy"] == {"t1": 0.5, "t2": 0.5}
+
+    again = ScriptedGenerator(SCRIPT)
+    assert evaluate(again, tasks, FakeSandbox(), tmp_path, config(batch_size=3), progress=False) == metrics
+    assert again.calls == []  # batch_size does not change results: nothing to redo
+
+
+@pytest.mark.parametrize("change,field", [({"temperature": 0.7}, "temperature"), ({"model": "other"}, "model"),
+                                          ({"attempts": 3}, "attempts"), ({"feedback": "tests"}, "feedback")])
+def test_changed_config_is_refused(tmp_path: Path, change: dict, field: str) -> None:
+    evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(), progress=False)
+    before = (tmp_path / "results.jsonl").read_text()
+    with pytest.raises(ConfigMismatchError, match=rf"{field}: .* there, .* now"):
+        evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(**change), progress=False)
+    assert (tmp_path / "results.jsonl").read_text() == before
+
+
+def test_changed_tasks_are_refused(tmp_path: Path) -> None:
+    evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(), progress=False)
+    with pytest.raises(ConfigMismatchError, match="dataset_hash"):
+        evaluate(ScriptedGenerator(SCRIPT), make_tasks(3), FakeSandbox(), tmp_path, config(), progress=False)
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    mbpp = Task("Mbpp/11", "Write f.", "f", ("assert f()",), "mbpp")
+    with pytest.raises(EvalError, match="3-shot"):
+        evaluate(ScriptedGenerator({}), [mbpp], FakeSandbox(), tmp_path / "a", config(), progress=False)
+    with pytest.raises(EvalError, match="appears twice"):
+        evaluate(ScriptedGenerator({}), make_tasks(1) * 2, FakeSandbox(), tmp_path / "b", config(), progress=False)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        EvalConfig(samples=4)
+
+    class Short(ScriptedGenerator):
+        def generate(self, dialogues, params):
+            return super().generate(dialogues, params)[:-1]
+
+    with pytest.raises(EvalError, match="returned 1 generations for 2 dialogues"):
+        evaluate(Short(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path / "c", config(), progress=False)
+
+
+def test_several_samples_and_three_attempts(tmp_path: Path) -> None:
+    script = {(t, a): RIGHT if a == 3 or t == "T0" else WRONG for t in ("T0", "T1") for a in (1, 2, 3)}
+    m = evaluate(ScriptedGenerator(script), make_tasks(2), FakeSandbox(), tmp_path,
+                 config(samples=3, temperature=0.8, attempts=3, k_values=(1, 2)), progress=False)
+    assert m["n_samples"] == 6 and m["accuracy"] == {"t1": 0.5, "t2": 0.5, "t3": 1.0}
+    assert m["pass_at_k"]["t3"] == {"1": 1.0, "2": 1.0}
+    assert m["transitions"]["t2->t3"]["i_to_c"] == 0.5
+    assert "## Every attempt" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.docker
+def test_real_docker_sandbox_on_three_humaneval_tasks(tmp_path: Path, docker_sandbox) -> None:
+    tasks = load_humaneval()[:3]
+    body = {t.task_id: t.reference_solution[len(t.prompt):] for t in tasks}
+    script = {
+        # HumanEval/0: a base-model style body continuing the prompt, right both times
+        ("0", 1): body["HumanEval/0"], ("0", 2): body["HumanEval/0"],
+        # HumanEval/1: wrong first, then the full function in a fence
+        ("1", 1): "    return []\n", ("1", 2): f"Fixed:\n```python\n{tasks[1].reference_solution}```\nDone.",
+        # HumanEval/2: right first, broken second (a syntax error)
+        ("2", 1): body["HumanEval/2"], ("2", 2): "```python\ndef truncate_number(number: float) -> float:\n    return (\n```",
+    }
+
+    class ByNumber(ScriptedGenerator):
+        def generate(self, dialogues, params):
+            out = []
+            for d in dialogues:
+                number = re.search(r"def (\w+)", d.messages[0]["content"]).group(1)
+                task_id = str(next(i for i, t in enumerate(tasks) if t.entry_point == number))
+                attempt = 1 + sum(m["role"] == "assistant" for m in d.messages)
+                text = self.script[(task_id, attempt)]
+                d.messages.append({"role": "assistant", "content": text})
+                out.append(Generation(text, [1], [1], "stop", d))
+            return out
+
+    m = evaluate(ByNumber(script), tasks, docker_sandbox, tmp_path, config(chat=False, batch_size=3), progress=False)
+    results = {(r["task_id"], r["attempt"]): r for r in read_lines(tmp_path / "results.jsonl")}
+    assert results[("HumanEval/0", 1)]["status"] == "passed"
+    assert results[("HumanEval/1", 1)]["status"] == "failed"
+    assert results[("HumanEval/1", 2)]["status"] == "passed"
+    assert results[("HumanEval/2", 2)]["status"] == "syntax_error"
+    assert m["accuracy"]["t1"] == pytest.approx(2 / 3) and m["accuracy"]["t2"] == pytest.approx(2 / 3)
+    assert m["transitions"]["t1->t2"]["counts"] == {"i->i": 0, "i->c": 1, "c->i": 1, "c->c": 1}
+    assert m["excluded"]["sandbox_errors"] == 0
