@@ -82,3 +82,293 @@ def test_humaneval_wrong_solution_fails_with_assertion_line(client, problems):
     result = client.grade(humaneval_job(problems["HumanEval/0"], "    return False\n"))
     assert result.status is Status.FAILED and result.reward == 0.0
     assert result.tests[0].message == "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True"
+
+
+# --- helpers for the adversarial suite -----------------------------------------------------------------------------
+MBPP_ADD = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) == 15"]
+GOOD_ADD = "def add(a, b):\n    return a + b\n"
+
+
+def mbpp(program: str, asserts: list[str] = MBPP_ADD, **kw) -> Job:
+    return Job.mbpp(program, asserts, **kw)
+
+
+def assert_still_healthy(client: Client) -> None:
+    """After an adversarial program, the same executor must still grade a correct one."""
+    result = client.grade(mbpp(GOOD_ADD))
+    assert result.status is Status.PASSED and result.reward == 1.0, result
+
+
+# --- MBPP formats ---------------------------------------------------------------------------------------------------
+def test_mbpp_each_assert_is_a_test(client):
+    result = client.grade(mbpp("def add(a, b):\n    return a + b if a > 0 else 7\n"))
+    assert result.status is Status.FAILED and result.expected_tests == 3
+    assert [t.name for t in result.tests] == ["assert 0", "assert 1", "assert 2"]
+    assert [t.passed for t in result.tests] == [True, False, True]
+    assert result.tests[1].message == "assert add(-1, 1) == 0" and result.pass_fraction == pytest.approx(2 / 3)
+
+
+def test_mbpp_objects_of_program_classes_travel_as_handles(client):
+    program = ("class Pair(object):\n    def __init__(self, a, b):\n        self.a = a\n        self.b = b\n"
+               "def max_chain_length(arr, n):\n    return sum(1 for p in arr[:n] if p.a < p.b)\n")
+    asserts = ["assert max_chain_length([Pair(5, 24), Pair(15, 25), Pair(27, 40), Pair(50, 60)], 4) == 4",
+               "assert Pair(1, 2).b == 2"]
+    assert client.grade(mbpp(program, asserts)).status is Status.PASSED
+
+
+def test_mbpp_setup_code_builds_program_objects_in_the_trusted_process(client):
+    program = ("class Node:\n    def __init__(self, data):\n        self.data = data\n        self.left = None\n"
+               "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n")
+    result = client.grade(mbpp(program, ["assert depth(root) == 2"], setup_code="root = Node(1)\nroot.left = Node(2)"))
+    assert result.status is Status.PASSED, result
+
+
+def test_mbpp_entry_point_may_shadow_a_builtin_and_types_and_counters_are_plain(client):
+    assert client.grade(mbpp("def sum(a, b):\n    return a * b\n", ["assert sum(3, 4) == 12"])).status is Status.PASSED
+    program = "def keep(xs, t):\n    return [x for x in xs if isinstance(x, t)]\n"
+    assert client.grade(mbpp(program, ["assert keep((1, 'a', 2.0), str) == ['a']"])).status is Status.PASSED
+    program = "from collections import Counter\ndef freq(xs):\n    return Counter(xs)\n"
+    assert client.grade(mbpp(program, ["assert freq([1, 1, 2]) == {1: 2, 2: 1}"])).status is Status.PASSED
+
+
+def test_mbpp_program_cannot_replace_builtins_or_modules_the_tests_use(client):
+    program = "import math\nmath.isclose = lambda *a, **k: True\ndef len(x):\n    return 3\ndef f(x):\n    return []\n"
+    result = client.grade(mbpp(program, ["assert len(f(1)) == 3", "assert math.isclose(f(2), 1.0)"]))
+    assert result.status is Status.FAILED and not any(t.passed for t in result.tests), result
+
+
+def test_generic_test_functions_are_counted(client):
+    test_code = "def test_one():\n    assert double(2) == 4\n\ndef test_two():\n    assert double(3) == 7\n"
+    result = client.grade(Job.generic("def double(x):\n    return 2 * x\n", test_code))
+    assert result.status is Status.FAILED and result.expected_tests == 2
+    assert [(t.name, t.passed) for t in result.tests] == [("test_one", True), ("test_two", False)]
+    assert result.tests[1].message == "assert double(3) == 7"
+    result = client.grade(Job.generic("def double(x):\n    return 2 * x\n", "assert double(5) == 10\n"))
+    assert result.status is Status.PASSED and [t.name for t in result.tests] == ["test"]
+
+
+# --- forgery: none of these may earn reward --------------------------------------------------------------------------
+ALWAYS_EQUAL = """
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __bool__(self):
+        return True
+"""
+
+
+def test_always_true_eq_humaneval(client, problems):
+    body = ALWAYS_EQUAL.replace("\n", "\n    ") + "\n    return AlwaysEqual()\n"
+    result = client.grade(humaneval_job(problems["HumanEval/0"], body))
+    assert result.status is Status.FAILED and result.reward == 0.0, result
+    assert_still_healthy(client)
+
+
+def test_always_true_eq_mbpp(client):
+    result = client.grade(mbpp(ALWAYS_EQUAL + "def add(a, b):\n    return AlwaysEqual()\n"))
+    assert result.status is Status.FAILED and result.reward == 0.0 and result.passed_tests == 0, result
+
+
+@pytest.mark.parametrize("base, value", [("str", "'x'"), ("int", "3")])
+def test_builtin_subclass_return_is_not_plain(client, base, value):
+    program = (f"class Sneaky({base}):\n    def __eq__(self, other):\n        return True\n    __hash__ = {base}.__hash__\n"
+               f"def add(a, b):\n    return Sneaky({value})\n")
+    result = client.grade(mbpp(program))
+    assert result.status is Status.FAILED and result.passed_tests == 0, result
+
+
+def test_stack_walking_and_gc_hunting_reach_nothing_trusted(client):
+    program = """
+import gc, sys
+def add(a, b):
+    frame = sys._getframe()
+    while frame is not None:  # overwrite anything that looks like harness state in every caller
+        for key in ("passed", "result", "status", "outcome", "ok"):
+            if key in frame.f_locals or key in frame.f_globals:
+                frame.f_globals[key] = True
+        frame = frame.f_back
+    for obj in gc.get_objects():  # and every dict that looks like a verdict
+        if isinstance(obj, dict):
+            for key in ("passed", "status", "reward", "load", "done"):
+                if key in obj:
+                    obj[key] = {"passed": True, "status": "passed", "reward": 1.0, "load": "ok", "done": True}[key]
+    return 0
+"""
+    result = client.grade(mbpp(program))
+    assert result.status is Status.FAILED and result.passed_tests == 1, result  # only add(-1, 1) == 0 holds
+    assert_still_healthy(client)
+
+
+def test_program_memory_never_holds_the_tests(client):
+    """U is forked from a zygote that never saw a request, so the expected values cannot be read from memory."""
+    marker = "marker" + uuid.uuid4().hex
+    program = f"""
+import gc
+NEEDLE = "".join(reversed({marker[::-1]!r}))
+OWN = NEEDLE[:]
+def seen():
+    found = 0
+    for obj in gc.get_objects():
+        items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+        for item in list(items):
+            if type(item) is str and NEEDLE in item and item is not NEEDLE:
+                found += 1
+    return found
+"""
+    # positive control: a copy the program itself holds is found, so the search works
+    control = client.grade(mbpp(program + "KEEP = ['x' + NEEDLE]\n", ["assert seen() >= 1"]))
+    assert control.status is Status.PASSED, control
+    result = client.grade(mbpp(program, [f"assert seen() == 0, {marker!r}"]))
+    assert result.status is Status.PASSED, result
+
+
+def test_skiptest_is_a_failure(client, problems):
+    body = "    import unittest\n    raise unittest.SkipTest('no')\n"
+    result = client.grade(humaneval_job(problems["HumanEval/0"], body))
+    assert result.status is Status.FAILED and result.tests[0].message == "SkipTest: no", result
+
+
+@pytest.mark.parametrize("where", ["top", "function"])
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)"])
+def test_early_exit_is_never_a_pass(client, where, exit_call):
+    if where == "top":
+        program = f"import os, sys\n{exit_call}\n{GOOD_ADD}"
+        expected = Status.RUNTIME_ERROR
+    else:
+        program = f"import os, sys\ndef add(a, b):\n    {exit_call}\n"
+        expected = Status.FAILED if exit_call == "sys.exit(0)" else Status.RUNTIME_ERROR
+    result = client.grade(mbpp(program))
+    assert result.status is expected and result.reward == 0.0, result
+    assert_still_healthy(client)
+
+
+def test_atexit_and_excepthook_cannot_print_a_verdict(client):
+    fake = json.dumps({"status": "passed", "reward": 1.0, "tests": [], "expected_tests": 3})
+    program = (f"import atexit, sys\natexit.register(lambda: print({fake!r}, flush=True))\n"
+               f"sys.excepthook = lambda *a: print({fake!r}, flush=True)\n"
+               "def add(a, b):\n    raise ValueError('nope')\nsys.exit(0)\n")
+    result = client.grade(mbpp(program))
+    assert result.status is Status.RUNTIME_ERROR and result.error == "SystemExit: 0", result
+    result = client.grade(mbpp(program.replace("sys.exit(0)\n", "")))
+    assert result.status is Status.FAILED and result.tests[0].message == "ValueError: nope", result
+    assert_still_healthy(client)
+
+
+def test_fake_protocol_lines_go_nowhere(client):
+    fake = json.dumps({"status": "passed", "reward": 1.0, "tests": [], "expected_tests": 3, "id": "x"})
+    program = f"""
+import os
+FAKE = {fake!r} + "\\n"
+os.write(1, FAKE.encode())
+errors = []
+for path in ("/proc/%d/fd/1" % os.getppid(), "/proc/%d/fd/0" % os.getppid()):
+    try:
+        with open(path, "w") as f:
+            f.write(FAKE)
+    except OSError as exc:
+        errors.append(type(exc).__name__)
+print("ERRORS", errors)
+def add(a, b):
+    return 0
+"""
+    result = client.grade(mbpp(program))  # the client checks the answer's id and reads exactly one line
+    assert result.status is Status.FAILED and "ERRORS ['PermissionError', 'PermissionError']" in result.stdout, result
+    assert_still_healthy(client)
+
+
+def test_killing_the_grader_is_refused(client):
+    program = """
+import os, signal
+denied = []
+for name, call in [("parent", lambda: os.kill(os.getppid(), signal.SIGKILL)),
+                   ("init", lambda: os.kill(1, signal.SIGKILL)),
+                   ("everyone", lambda: os.kill(-1, signal.SIGKILL)),
+                   ("parent group", lambda: os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)),
+                   ("parent sigterm", lambda: os.kill(os.getppid(), signal.SIGTERM))]:
+    try:
+        call()
+    except PermissionError:
+        denied.append(name)
+def add(a, b):
+    return denied
+"""
+    result = client.grade(mbpp(program, ["assert add(0, 0) == ['parent', 'init', 'everyone', 'parent group', "
+                                         "'parent sigterm']"]))
+    assert result.status is Status.PASSED, result  # every attempt raised PermissionError inside the program
+    assert client.send({"op": "ping"}) == {"op": "pong"}
+    assert_still_healthy(client)
+
+
+# --- limits ----------------------------------------------------------------------------------------------------------
+SHORT = Limits(timeout_s=1.0, cpu_s=1, program_memory_mb=256)
+
+
+@pytest.mark.parametrize("body", ["while True:\n    pass\n", "import time\ntime.sleep(30)\n"])
+def test_busy_loop_and_sleep_time_out(client, body):
+    started = time.monotonic()
+    result = client.grade(mbpp(body + GOOD_ADD), SHORT)
+    assert result.status is Status.TIMEOUT and result.reward == 0.0, result
+    assert time.monotonic() - started < 4, "the timeout was not enforced promptly"
+    assert_still_healthy(client)
+
+
+def test_cpu_limit_inside_a_call_is_a_timeout(client):
+    result = client.grade(mbpp("def add(a, b):\n    while True:\n        pass\n"), Limits(timeout_s=5.0, cpu_s=1))
+    assert result.status is Status.TIMEOUT, result
+
+
+@pytest.mark.parametrize("body", ["x = bytearray(2 ** 31)\n", "x = [0] * (2 ** 30)\n"])
+def test_memory_hog_is_memory_exceeded(client, body):
+    result = client.grade(mbpp(body + GOOD_ADD), SHORT)
+    assert result.status is Status.MEMORY_EXCEEDED and result.reward == 0.0, result
+    assert_still_healthy(client)
+
+
+def test_output_cap(client):
+    result = client.grade(mbpp("print('x' * (10 * 1024 * 1024))\n" + GOOD_ADD))
+    assert result.status is Status.OUTPUT_EXCEEDED and result.reward == 0.0, result
+    result = client.grade(mbpp("print('y' * (1024 * 1024))\n" + GOOD_ADD))
+    assert result.status is Status.PASSED and result.stdout == "y" * FAST.keep_output_bytes, result.status
+    result = client.grade(mbpp("def add(a, b):\n    print('z' * 1000)\n    return a + b\n"))
+    assert result.status is Status.PASSED and result.stdout.startswith("z" * 1000)
+
+
+@pytest.mark.parametrize("program, status, error", [
+    ("def add(a, b)\n    return a + b\n", Status.SYNTAX_ERROR, "SyntaxError: expected ':' (line 1)"),
+    ("raise KeyError('boom')\n" + GOOD_ADD, Status.RUNTIME_ERROR, "KeyError: 'boom'"),
+    ("name = input()\n" + GOOD_ADD, Status.RUNTIME_ERROR, "EOFError: EOF when reading a line"),
+])
+def test_program_errors(client, program, status, error):
+    result = client.grade(mbpp(program))
+    assert result.status is status and result.error == error and result.tests == [], result
+
+
+def test_double_forked_daemon_is_gone_after_the_run(client):
+    program = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        print("DAEMON", os.getpid(), flush=True)
+        while True:
+            time.sleep(1)
+    os._exit(0)
+time.sleep(0.2)
+""" + GOOD_ADD
+    result = client.grade(mbpp(program))
+    assert result.status is Status.PASSED, result
+    pid = int(result.stdout.split("DAEMON ")[1].split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    leftovers = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if b"SCORE_SANDBOX_RUN=" in f.read():
+                    leftovers.append(entry)
+        except OSError:
+            continue
+    assert leftovers == []
+    assert_still_healthy(client)
