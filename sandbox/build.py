@@ -22,7 +22,8 @@ from .docker_backend import (EXECUTOR_IN_IMAGE, HASH_LABEL, SANDBOX_UID, docker_
                              executor_sha256, image_exists, image_tag, require_engine)
 from .errors import ImageBuildError, SandboxError
 
-BASE_IMAGE = "score-sandbox-base:bookworm"
+BASE_LAYOUT_VERSION = "2"  # bump when _prepare_rootfs changes, so a stale cached base is not reused
+BASE_IMAGE = f"score-sandbox-base:bookworm-{BASE_LAYOUT_VERSION}"
 DOCKERFILE = Path(__file__).with_name("image") / "Dockerfile"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Large, unused by graded programs: dropped from the rootfs to keep the image small (about 260 MB -> 130 MB).
@@ -47,8 +48,18 @@ def build_image(from_dockerfile: bool = False, force: bool = False, log: Log = p
             log(f"reusing base image {BASE_IMAGE} (pass --force to rebuild it)")
         _add_executor(tag, log)
     _smoke_test(tag)
+    _remove_older_tags(tag, log)
     log(f"built {tag}")
     return tag
+
+
+def _remove_older_tags(tag: str, log: Log) -> None:
+    """Images for older executors are dead weight; ones still used by a running container stay (rmi refuses)."""
+    listed = docker_cli(["image", "ls", tag.split(":")[0], "--format", "{{.Repository}}:{{.Tag}}"], check=False)
+    older = [t for t in listed.stdout.decode().split() if t != tag]
+    if older:
+        docker_cli(["rmi", *older], check=False)
+        log(f"removed older image tag(s): {', '.join(older)}")
 
 
 def build_base(log: Log = print) -> None:
@@ -88,7 +99,9 @@ def _prepare_rootfs(rootfs: Path) -> None:
         f.write(f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:score sandbox:/scratch:/usr/sbin/nologin\n")
     with open(rootfs / "etc/group", "a") as f:
         f.write(f"sandbox:x:{SANDBOX_UID}:\n")
-    (rootfs / "scratch").mkdir(mode=0o1777, exist_ok=True)
+    # Docker copies the mount point's mode onto the tmpfs, so /scratch itself must be world-writable + sticky.
+    (rootfs / "scratch").mkdir(exist_ok=True)
+    (rootfs / "scratch").chmod(0o1777)
     (rootfs / "opt/score-sandbox").mkdir(parents=True, exist_ok=True)
 
 

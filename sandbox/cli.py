@@ -156,7 +156,8 @@ def doctor() -> int:
                                         job_id="doctor"))
             problems = _hardening_problems(db, sb._spawner.owner)
     except SandboxError as exc:
-        report(False, f"a sandbox container starts: {exc}", exc.hint or "see the error above")
+        report(False, f"a sandbox container starts and answers: {exc}",
+               "run `sandbox build-image --force`; if it persists, the worker's stderr above says why")
         return 1
     ok = report(not problems, "the container runs with the hardening flags",
                 "; ".join(problems) + " (is this an old or patched Docker engine?)")

@@ -20,7 +20,7 @@ from .limits import Limits
 from .pool import WorkerProcess
 
 IMAGE_REPO = "score-sandbox"
-IMAGE_LAYOUT_VERSION = "1"  # bump when the image layout (paths, user, env) changes without an executor change
+IMAGE_LAYOUT_VERSION = "2"  # bump when the image layout (paths, user, env) changes without an executor change
 EXECUTOR_IN_IMAGE = "/opt/score-sandbox/executor.py"
 SANDBOX_UID = 10001  # non-root and matching no host account
 LABEL = "score-sandbox"  # every container carries score-sandbox=1

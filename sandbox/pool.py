@@ -51,7 +51,8 @@ class WorkerProcess:
         os.set_blocking(self._in_fd, False)
         self._buf = bytearray()
         self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=16)
-        threading.Thread(target=self._drain_stderr, name=f"{name}-stderr", daemon=True).start()
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, name=f"{name}-stderr", daemon=True)
+        self._stderr_thread.start()
 
     def _drain_stderr(self) -> None:
         fd = self.proc.stderr.fileno()
@@ -62,6 +63,8 @@ class WorkerProcess:
             pass  # closed under us by kill(): nothing more to keep
 
     def stderr_tail(self) -> str:
+        if self.proc.poll() is not None:
+            self._stderr_thread.join(timeout=1.0)  # the process is gone: let the drain catch its last words
         return b"".join(self._stderr_tail).decode(errors="replace").strip()[-2000:]
 
     def wait_ready(self, timeout_s: float) -> dict:
@@ -71,7 +74,8 @@ class WorkerProcess:
         except ValueError:
             hello = None
         if not isinstance(hello, dict) or hello.get("ready") is not True:
-            raise WorkerFailure(f"worker {self.name} sent {line[:200]!r} instead of its ready line")
+            raise WorkerFailure(f"worker {self.name} sent {line[:200]!r} instead of its ready line; "
+                                f"stderr: {self.stderr_tail() or '(empty)'}")
         return hello
 
     def request(self, job: Job, limits: Limits, deadline: float) -> Result:
@@ -129,7 +133,7 @@ class WorkerProcess:
                     self.proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
-                raise WorkerFailure(f"worker {self.name} exited (code {self.proc.poll()}) mid-request; "
+                raise WorkerFailure(f"worker {self.name} exited (code {self.proc.poll()}); "
                                     f"stderr: {self.stderr_tail() or '(empty)'}")
             self._buf += chunk
 
@@ -206,9 +210,8 @@ class Pool:
         try:
             worker.wait_ready(self.start_timeout_s)
         except WorkerFailure as exc:
-            tail = worker.stderr_tail()
             self._discard(worker, hard=True)
-            return self._start_failed(f"{exc}; stderr: {tail or '(empty)'}")
+            return self._start_failed(str(exc))
         with self._lock:
             closed = self._closed
         if closed:

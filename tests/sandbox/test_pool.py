@@ -210,17 +210,18 @@ def test_docker_container_recycled_after_programs_per_container(own_docker_sandb
 
 
 @pytest.mark.docker
-def test_docker_container_killed_mid_program_is_replaced_and_job_retried(own_docker_sandbox):
-    owner = own_docker_sandbox._spawner.owner
-    program = "import time\ntime.sleep(1.5)\n" + ADD
-    killer = threading.Timer(0.7, lambda: subprocess.run(
-        ["docker", "kill", *containers(f"score-sandbox.owner={owner}")], capture_output=True))
-    killer.start()
-    result = own_docker_sandbox.run(Job.generic(program, ADD_TEST, timeout_s=5))
-    killer.join()
-    assert result.status is Status.PASSED, result.error
-    assert own_docker_sandbox.replaced_workers >= 1
-    assert own_docker_sandbox.run(Job.generic(ADD, ADD_TEST)).status is Status.PASSED
+def test_docker_container_killed_mid_program_is_replaced_and_job_retried(docker_sandbox):
+    with Sandbox(backend="docker", workers=1) as sb:
+        victim = containers(f"score-sandbox.owner={sb._spawner.owner}")
+        program = "import time\ntime.sleep(1.5)\n" + ADD
+        killer = threading.Timer(0.7, lambda: subprocess.run(["docker", "kill", *victim], capture_output=True))
+        killer.start()
+        result = sb.run(Job.generic(program, ADD_TEST, timeout_s=5))
+        killer.join()
+        assert result.status is Status.PASSED, result.error
+        assert sb.replaced_workers == 1
+        assert containers(f"score-sandbox.owner={sb._spawner.owner}") != victim
+        assert sb.run(Job.generic(ADD, ADD_TEST)).status is Status.PASSED
 
 
 @pytest.mark.docker
