@@ -14,7 +14,8 @@ continues the prompt. The rules, in order:
    but does not define are taken from the other blocks, then from the prompt (HumanEval prompts carry imports
    such as `from typing import List` and helpers such as `poly`).
 5. Sanitize: keep imports and the definitions reachable from entry_point, drop top-level test code (prints,
-   asserts, `if __name__ == "__main__":`) that could fail or hang a correct solution.
+   asserts, `if __name__ == "__main__":`) that could fail or hang a correct solution. A function defined twice
+   keeps its first definition: small models often repeat the same function until max_new_tokens.
 
 Code that does not parse is returned as found: the sandbox turns it into a syntax_error verdict.
 """
@@ -178,7 +179,9 @@ def _sanitize(code: str, entry_point: str) -> str:
         return code
     defs: dict[str, list[int]] = {}
     for i, node in enumerate(tree.body):
-        if _is_definition(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs.setdefault(node.name, [i])  # the first definition: later ones are a small model's repetitions
+        elif _is_definition(node):
             for name in _bound_names(node):
                 defs.setdefault(name, []).append(i)
     if entry_point not in defs:
@@ -194,8 +197,15 @@ def _sanitize(code: str, entry_point: str) -> str:
         for i in defs[name]:
             keep.add(i)
             todo.extend(_used_names(tree.body[i]) - seen)
+    # delete the dropped statements' lines, so the kept code keeps its own comments and spacing
+    kept_lines: set[int] = set()
+    dropped_lines: set[int] = set()
+    for i, node in enumerate(tree.body):
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        (kept_lines if i in keep else dropped_lines).update(range(start, node.end_lineno + 1))
     lines = code.split("\n")
-    return "\n\n".join(_source_of(tree.body[i], lines) for i in sorted(keep)).rstrip() + "\n"
+    out = [line for n, line in enumerate(lines, start=1) if n not in dropped_lines or n in kept_lines]
+    return re.sub(r"\n{3,}", "\n\n\n", "\n".join(out)).strip("\n") + "\n"
 
 
 def _add_missing_context(code: str, sources: list[str]) -> str:

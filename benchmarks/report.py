@@ -109,10 +109,12 @@ def plot_transitions(metrics: dict, path: str | Path, title: str = "", key: str 
                     fontsize=11, color="white" if dark else "black")
     ax.set_xticks([0, 1], [f"{second} wrong", f"{second} right"])
     ax.set_yticks([0, 1], [f"{first} wrong", f"{first} right"])
+    ax.set_xlabel(f"attempt {second[1:]}")
+    ax.set_ylabel(f"attempt {first[1:]}")
     acc = metrics["accuracy"]
     tr = metrics["transitions"][key]
     subtitle = (f"Acc@{first} {_pct(acc[first])}%  Acc@{second} {_pct(acc[second])}%  "
-                f"Δ {_pct(tr['delta'])}  (n={total})")
+                f"Δ {100 * tr['delta']:+.1f} pts  (n={total})")
     ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="samples")
     fig.tight_layout()

