@@ -306,18 +306,18 @@ def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[t
     return [(code, rel(i, jt), rel(i, jf), k) for i, (code, jt, jf, k) in enumerate(prog)]
 
 
-def install_seccomp(blocked_pids: list[int], own_pgid: int) -> str:
-    """Install the filter in this process (inherited by its children); returns '' or why it was not installed."""
+def install_seccomp(blocked_pids: list[int], own_pgid: int) -> None:
+    """Install the filter in this process (inherited by its children). Unknown architectures get none; the ready
+    line says so ("seccomp": false)."""
     arch = platform.machine()
     if arch not in SECCOMP_ARCHES:
-        return f"seccomp filter skipped: unknown architecture {arch!r}"
+        return
     prog = seccomp_program(arch, blocked_pids, own_pgid)
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = SockFprog(len(prog), ctypes.addressof(buf))
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
-    return ""
 
 
 def drop_capabilities() -> None:
@@ -1021,7 +1021,7 @@ class Run:
 
 class Executor:
     def __init__(self, mode: str, scratch_base: str) -> None:
-        self.mode, self.scratch_base, self.pid, self.runs, self.fatal = mode, scratch_base, os.getpid(), 0, ""
+        self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
         self.plans: dict[tuple, Plan] = {}  # RL grades the same task many times: compile its tests once
         self.path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -1077,8 +1077,11 @@ class Executor:
 
     def run(self, job: dict, limits: dict, plan: Plan) -> dict:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
-        self.runs += 1
-        scratch = os.path.join(self.scratch_base, f"run-{self.runs}")
+        if type(job.get("program")) is not str:
+            raise SandboxError("job program must be a string")
+        for entry in os.listdir(self.scratch_base):  # whatever an earlier program planted next to its own dir
+            wipe(os.path.join(self.scratch_base, entry))
+        scratch = os.path.join(self.scratch_base, "run-" + os.urandom(8).hex())
         os.mkdir(scratch, 0o700)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -1089,6 +1092,7 @@ class Executor:
         oom0 = read_oom_kills() if self.mode == "container" else -1
         run, u_pid, t_pid, sweep_error = Run(), 0, 0, ""
         run.timeout_s = timeout_s
+        captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
         try:
             t_pid = os.fork()
             if t_pid == 0:
@@ -1097,20 +1101,20 @@ class Executor:
                 os.close(fd)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "path": self.path, "blocked_pids": [self.pid, self.zygote_pid, t_pid, os.getppid()]}
+                    "path": self.path,
+                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             try:
                 u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
             finally:
                 for fd in (out_w, err_w, req_r, resp_w):
                     os.close(fd)
-            captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
             self.collect(run, captures, rep_r, t0 + timeout_s, limits["output_bytes"])
             wall_time_s = time.monotonic() - t0
         finally:
             statuses, sweep_error = self.sweep(u_pid, t_pid)
             for fd in (out_r, err_r):
-                if 'captures' in locals() and not run.output_exceeded:
+                if not run.output_exceeded:
                     self.drain(fd, captures[fd], limits["output_bytes"], run)
             for fd in (out_r, err_r, rep_r):
                 os.close(fd)
@@ -1326,7 +1330,11 @@ def main(argv: list[str] | None = None) -> int:
     own_scratch = not args.scratch
     scratch_base = tempfile.mkdtemp(prefix="score-sandbox-") if own_scratch else args.scratch
     executor = Executor(args.mode, scratch_base)
-    write_json_line(proto_out, {"ready": True, "version": EXECUTOR_VERSION, "pid": os.getpid()})
+    seccomp = platform.machine() in SECCOMP_ARCHES
+    if not seccomp:
+        print(f"executor: no seccomp filter for architecture {platform.machine()!r}: programs may signal the grader",
+              file=sys.stderr)
+    write_json_line(proto_out, {"ready": True, "version": EXECUTOR_VERSION, "pid": os.getpid(), "seccomp": seccomp})
     reader = LineReader(0, 1 << 30)
     code = 0
     try:

@@ -372,3 +372,51 @@ time.sleep(0.2)
             continue
     assert leftovers == []
     assert_still_healthy(client)
+
+
+# --- whole datasets (slow) -------------------------------------------------------------------------------------------
+MBPP_PATH = Path("/work/shared/data/mbpp.jsonl")
+# MBPP references that cannot pass here, with the reason; each is still graded and must fail in exactly this way.
+MBPP_KNOWN_BROKEN = {
+    123: (Status.TIMEOUT, "amicable_numbers_sum(9999) needs ~20 s of CPU in the reference, over the 10 s default"),
+}
+
+
+@pytest.mark.slow
+def test_all_humaneval_canonical_solutions_pass(client, problems):
+    failures = {}
+    started = time.perf_counter()
+    overheads = []
+    for task_id, problem in problems.items():
+        t0 = time.perf_counter()
+        result = client.grade(humaneval_job(problem), Limits())
+        overheads.append(time.perf_counter() - t0 - result.wall_time_s)
+        if result.status is not Status.PASSED:
+            failures[task_id] = f"{result.status.value}: {result.first_failure}"
+    overheads.sort()
+    print(f"\n{len(problems)} HumanEval programs in {time.perf_counter() - started:.1f} s; overhead beyond the "
+          f"program's run p50 {overheads[len(overheads) // 2] * 1000:.1f} ms, p90 "
+          f"{overheads[int(len(overheads) * 0.9)] * 1000:.1f} ms")
+    assert failures == {}
+
+
+@pytest.mark.slow
+def test_all_mbpp_reference_solutions_pass():
+    rows = [json.loads(line) for line in MBPP_PATH.read_text().splitlines()]
+    assert len(rows) == 974
+    client = Client()
+    failures, broken = {}, {}
+    started = time.perf_counter()
+    for row in rows:
+        for asserts in (row["test_list"], row["challenge_test_list"]):
+            if not asserts:
+                continue
+            result = client.grade(Job.mbpp(row["code"], asserts, row["test_setup_code"]), Limits())
+            if row["task_id"] in MBPP_KNOWN_BROKEN:
+                broken[row["task_id"]] = result.status
+            elif result.status is not Status.PASSED:
+                failures[row["task_id"]] = f"{result.status.value}: {result.first_failure}"
+    print(f"\n{len(rows)} MBPP programs in {time.perf_counter() - started:.1f} s")
+    assert client.close() == 0
+    assert failures == {}
+    assert broken == {task_id: status for task_id, (status, _) in MBPP_KNOWN_BROKEN.items()}
