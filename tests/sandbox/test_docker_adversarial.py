@@ -1,0 +1,277 @@
+"""Adversarial programs through the Docker backend: one attack per test.
+
+Each test asserts the verdict (status, reward 0) and then that the sandbox is healthy afterwards: the pool still
+grades a correct program as passed, each of its containers runs only docker-init and the executor (nothing the
+attack started survives), and no other score-sandbox container of ours exists. Timeouts are 2 s so the file
+runs in about a minute on 2 cores.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import Job, Result, Sandbox, Status
+
+pytestmark = pytest.mark.docker
+TIMEOUT_S = 2.0
+ADD = "def add(a, b):\n    return a + b\n"
+ADD_TEST = "assert add(2, 3) == 5\n"
+
+
+def run(sb: Sandbox, program: str, timeout_s: float = TIMEOUT_S) -> tuple[Result, float]:
+    start = time.monotonic()
+    result = sb.run(Job.generic(program, ADD_TEST, timeout_s=timeout_s, job_id="attack"))
+    return result, time.monotonic() - start
+
+
+def container_processes(sb: Sandbox) -> dict[str, list[str]]:
+    """Command lines of the processes in each running container of this sandbox."""
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=score-sandbox.owner={sb._spawner.owner}"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    procs = {}
+    for cid in ids:
+        top = subprocess.run(["docker", "top", cid, "-o", "pid,args"], capture_output=True, text=True)
+        if top.returncode == 0:  # a container being recycled may vanish between ps and top
+            procs[cid] = [line.split(None, 1)[1] for line in top.stdout.splitlines()[1:]]
+    return procs
+
+
+def assert_healthy(sb: Sandbox) -> None:
+    after = sb.run(Job.generic(ADD, ADD_TEST, job_id="after"))
+    assert after.status is Status.PASSED, f"a correct program after the attack got {after.status}: {after.error}"
+    deadline = time.monotonic() + 30
+    while sb._pool._background and time.monotonic() < deadline:  # let recycled containers be replaced
+        time.sleep(0.1)
+    procs = container_processes(sb)
+    assert len(procs) == sb.workers, f"expected {sb.workers} worker containers, found {len(procs)}"
+    for cid, lines in procs.items():
+        strays = [line for line in lines if "docker-init" not in line and "executor.py" not in line]
+        assert not strays, f"container {cid} still runs processes the program started: {strays}"
+
+
+def assert_verdict(result: Result, *statuses: Status) -> None:
+    assert result.status in statuses, f"got {result.status.value} ({result.error[:300]}), expected {statuses}"
+    assert result.reward == 0.0
+
+
+# --- CPU and time ----------------------------------------------------------------------------------------------
+def test_busy_loop_times_out(docker_sandbox):
+    result, elapsed_s = run(docker_sandbox, "while True:\n    pass\n" + ADD)
+    assert_verdict(result, Status.TIMEOUT)
+    assert elapsed_s < TIMEOUT_S + 3, f"took {elapsed_s:.1f} s"
+    assert_healthy(docker_sandbox)
+
+
+def test_sleep_past_the_timeout_times_out(docker_sandbox):
+    result, elapsed_s = run(docker_sandbox, "import time\ntime.sleep(60)\n" + ADD)
+    assert_verdict(result, Status.TIMEOUT)
+    assert elapsed_s < TIMEOUT_S + 3, f"took {elapsed_s:.1f} s"
+    assert_healthy(docker_sandbox)
+
+
+def test_input_with_no_stdin_does_not_hang(docker_sandbox):
+    result, elapsed_s = run(docker_sandbox, "x = input()\n" + ADD.replace("a + b", "a + b + int(x)"))
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert elapsed_s < TIMEOUT_S, f"input() blocked for {elapsed_s:.1f} s"
+    assert_healthy(docker_sandbox)
+
+
+def test_ignoring_sigterm_still_times_out(docker_sandbox):
+    program = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n"
+    result, elapsed_s = run(docker_sandbox, program)
+    assert_verdict(result, Status.TIMEOUT)
+    assert elapsed_s < TIMEOUT_S + 3, f"took {elapsed_s:.1f} s"
+    assert_healthy(docker_sandbox)
+
+
+# --- processes and threads -------------------------------------------------------------------------------------
+def test_fork_bomb_is_contained(docker_sandbox):
+    program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.TIMEOUT, Status.RUNTIME_ERROR, Status.MEMORY_EXCEEDED)
+    assert_healthy(docker_sandbox)
+
+
+def test_thread_bomb_is_contained(docker_sandbox):
+    program = ("import threading, time\nwhile True:\n"
+               "    threading.Thread(target=time.sleep, args=(3600,)).start()\n")
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.TIMEOUT, Status.MEMORY_EXCEEDED)
+    assert_healthy(docker_sandbox)
+
+
+def test_non_daemon_thread_outliving_the_program_does_not_hold_the_verdict(docker_sandbox):
+    program = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,)).start()\n"
+    result, elapsed_s = run(docker_sandbox, program + ADD.replace("a + b", "a - b"))
+    assert_verdict(result, Status.FAILED, Status.TIMEOUT)
+    assert_healthy(docker_sandbox)
+
+
+def test_double_forked_daemon_does_not_survive(docker_sandbox):
+    program = (
+        "import os, sys\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(3600)  # daemon-marker'])\n"
+        "    os._exit(0)\n"
+        "os.wait()\n" + ADD.replace("a + b", "a - b"))
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.FAILED)
+    assert_healthy(docker_sandbox)
+
+
+def test_killing_the_parent_is_not_scored(docker_sandbox):
+    result, _ = run(docker_sandbox, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + ADD)
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.SANDBOX_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+def test_killing_pid_1_is_refused(docker_sandbox):
+    result, _ = run(docker_sandbox, "import os, signal\nos.kill(1, signal.SIGKILL)\n" + ADD)
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.SANDBOX_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+def test_killing_the_process_group_is_not_scored(docker_sandbox):
+    result, _ = run(docker_sandbox, "import os, signal\nos.killpg(os.getpgrp(), signal.SIGKILL)\n" + ADD)
+    # The program's group is its own: it dies by SIGKILL, which the executor cannot tell from an OOM kill.
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.MEMORY_EXCEEDED)
+    assert_healthy(docker_sandbox)
+
+
+# --- memory ----------------------------------------------------------------------------------------------------
+def test_memory_hog_is_memory_exceeded(docker_sandbox):
+    result, _ = run(docker_sandbox, "hog = []\nwhile True:\n    hog.append(bytearray(50 * 1024 * 1024))\n" + ADD)
+    assert_verdict(result, Status.MEMORY_EXCEEDED)
+    assert_healthy(docker_sandbox)
+
+
+def test_memory_hog_in_child_processes_is_contained(docker_sandbox):
+    program = (
+        "import os\n"
+        "kids = []\n"
+        "for _ in range(4):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        hog = []\n"
+        "        while True:\n"
+        "            hog.append(bytearray(50 * 1024 * 1024))\n"
+        "    kids.append(pid)\n"
+        "for pid in kids:\n"
+        "    _, status = os.waitpid(pid, 0)\n"
+        "    if status != 0:\n"
+        "        raise MemoryError(f'child {pid} died: {status}')\n" + ADD)
+    result, _ = run(docker_sandbox, program, timeout_s=20)  # 4 x 1 GB of page faults on one CPU take a while
+    assert_verdict(result, Status.MEMORY_EXCEEDED, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+def test_deep_recursion_is_a_runtime_error(docker_sandbox):
+    program = "def f(n):\n    return f(n + 1) + 1\nf(0)\n" + ADD
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert "RecursionError" in result.error, result.error
+    assert_healthy(docker_sandbox)
+
+
+def test_c_stack_overflow_is_a_runtime_error(docker_sandbox):
+    program = ("import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(10**5):\n    x = [x]\n"
+               "repr(x)\n" + ADD)  # repr recurses in C: a segfault, not a RecursionError
+    result, _ = run(docker_sandbox, program, timeout_s=10)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+# --- output and files ------------------------------------------------------------------------------------------
+def test_one_gigabyte_of_stdout_is_output_exceeded(docker_sandbox):
+    program = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n" + ADD
+    result, _ = run(docker_sandbox, program, timeout_s=10)
+    assert_verdict(result, Status.OUTPUT_EXCEEDED)
+    assert len(result.stdout) <= 64 * 1024, "the kept stdout must be truncated"
+    assert_healthy(docker_sandbox)
+
+
+def test_huge_file_is_stopped_by_the_file_size_limit(docker_sandbox):
+    program = ("with open('big.bin', 'wb') as f:\n    for _ in range(1024):\n"
+               "        f.write(b'x' * (1 << 20))\n" + ADD)
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.OUTPUT_EXCEEDED)
+    assert_healthy(docker_sandbox)
+
+
+def test_many_files_are_stopped_by_the_inode_limit(docker_sandbox):
+    program = "for i in range(100000):\n    open(f'f{i}', 'w').close()\n" + ADD
+    result, _ = run(docker_sandbox, program, timeout_s=10)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+def test_writing_outside_scratch_fails(docker_sandbox):
+    program = ("for path in ('/opt/score-sandbox/executor.py', '/tmp/x', '/etc/passwd', '/x'):\n"
+               "    try:\n        open(path, 'w').write('pwned')\n    except OSError:\n        continue\n"
+               "    raise SystemExit(f'wrote {path}')\n" + ADD.replace("a + b", "a - b"))
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.FAILED)
+    assert_healthy(docker_sandbox)
+
+
+def test_host_paths_are_not_visible(docker_sandbox):
+    host_file = Path(__file__).resolve()
+    program = f"print(open({str(host_file)!r}).read())\n" + ADD
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert "FileNotFoundError" in result.error or "No such file" in result.error, result.error
+    assert_healthy(docker_sandbox)
+
+
+# --- network ---------------------------------------------------------------------------------------------------
+def test_network_is_unreachable(docker_sandbox):
+    program = "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1).close()\n" + ADD
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+def test_dns_does_not_resolve(docker_sandbox):
+    program = "import socket\nsocket.getaddrinfo('pypi.org', 443)\n" + ADD
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+# --- verdict forgery (the executor's own tests cover more) -----------------------------------------------------
+def test_printing_a_fake_passing_result_is_not_believed(docker_sandbox):
+    program = ('import json, os\nprint(json.dumps({"id": "attack", "status": "passed", "expected_tests": 1, '
+               '"tests": [{"name": "check", "passed": True}]}), flush=True)\nos._exit(0)\n')
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.FAILED)
+    assert_healthy(docker_sandbox)
+
+
+def test_always_equal_object_does_not_pass_a_humaneval_check(docker_sandbox):
+    program = ("class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n"
+               "    def __ne__(self, other):\n        return False\n"
+               "def add(a, b):\n    return AlwaysEqual()\n")
+    check = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(1, 1) == 2\n"
+    result = docker_sandbox.run(Job.humaneval(program, check, "add", timeout_s=TIMEOUT_S))
+    assert_verdict(result, Status.FAILED, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
+def test_exiting_before_the_tests_run_is_not_a_pass(docker_sandbox):
+    result, _ = run(docker_sandbox, ADD + "import sys\nsys.exit(0)\n")
+    assert_verdict(result, Status.RUNTIME_ERROR, Status.FAILED)
+    assert_healthy(docker_sandbox)
+
+
+def test_no_score_sandbox_container_of_ours_is_left_but_the_pool(docker_sandbox):
+    rows = subprocess.run(["docker", "ps", "-a", "--filter", "label=score-sandbox=1", "--format",
+                           '{{.ID}} {{.Label "score-sandbox.owner"}}'], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    ours = [r for r in rows if r.split()[1].split(":")[1] == str(os.getpid())]
+    assert len(ours) == docker_sandbox.workers, f"leaked containers: {ours}"
