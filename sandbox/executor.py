@@ -66,6 +66,9 @@ REQUIRED_LIMITS = ("timeout_s", "cpu_s", "program_memory_mb", "output_bytes", "k
 WARM_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "functools", "heapq", "bisect", "typing",
                 "statistics", "fractions", "decimal", "operator", "copy", "datetime", "array", "hashlib",
                 "unittest", "dataclasses", "enum", "textwrap", "random", "json")
+# E (and so Z and T) ignore every catchable signal that could stop or kill it; U gets the defaults back.
+IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGIO",
+                   "SIGPROF", "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH")
 STDLIB_FALLBACK = frozenset(WARM_MODULES) | {"sys", "os", "time", "itertools", "regex"}
 
 
@@ -345,13 +348,8 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
     try:
         os.setsid()
         move_fds(fds)
-        for sig in range(1, signal.NSIG):  # undo E's ignored signals: the program gets Python's usual handlers
-            if sig in (signal.SIGKILL, signal.SIGSTOP, 32, 33):
-                continue
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+        for name in IGNORED_SIGNALS:  # undo E's ignored signals: the program gets Python's usual handlers
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -898,7 +896,9 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def zygote_main(sock: socket.socket) -> None:
-    """Serve spawn requests from E: fork twice so U is re-parented to E (a child subreaper). Never returns."""
+    """Serve E: fork U for each spawn request, answer its pid; on E's "reap" (sent after E killed everything),
+    reap U and answer its wait status and CPU time. U is not reaped before that, so its pid cannot be reused
+    while E may still signal it. Never returns."""
     try:
         while True:
             header, fds, _, _ = socket.recv_fds(sock, 8, 8)
@@ -906,25 +906,17 @@ def zygote_main(sock: socket.socket) -> None:
                 break
             header += recv_exact(sock, 8 - len(header))
             spec = json.loads(recv_exact(sock, struct.unpack("=q", header)[0]))
-            r, w = os.pipe()
-            middle = os.fork()
-            if middle == 0:
-                os.close(r)
-                u_pid = os.fork()
-                if u_pid == 0:
-                    sock.close()
-                    os.close(w)
-                    devnull = os.open(os.devnull, os.O_RDONLY)
-                    unsafe_child(spec, {0: devnull, 1: fds[0], 2: fds[1], U_RPC_IN: fds[2], U_RPC_OUT: fds[3]})
-                os.write(w, str(u_pid).encode())
-                os._exit(0)
-            os.close(w)
+            u_pid = os.fork()
+            if u_pid == 0:
+                sock.close()
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                unsafe_child(spec, {0: devnull, 1: fds[0], 2: fds[1], U_RPC_IN: fds[2], U_RPC_OUT: fds[3]})
             for fd in fds:
                 os.close(fd)
-            u_pid = int(os.read(r, 32) or b"0")
-            os.close(r)
-            os.waitpid(middle, 0)  # after this, U's parent is E
             sock.sendall(struct.pack("=q", u_pid))
+            recv_exact(sock, 1)
+            _, status, usage = os.wait4(u_pid, 0)
+            sock.sendall(struct.pack("=qd", status, usage.ru_utime + usage.ru_stime))
     except BaseException:  # noqa: BLE001 - E sees EOF on the socket and reports a sandbox error
         pass
     os._exit(0)
@@ -976,6 +968,15 @@ def wipe(path: str) -> None:
         except OSError:
             pass
         shutil.rmtree(path, onerror=fix)
+
+
+def process_state(pid: int) -> str:
+    """The state letter from /proc/<pid>/stat ('R', 'S', 'Z', ...), '' when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def read_oom_kills() -> int:
@@ -1113,6 +1114,7 @@ class Executor:
             wall_time_s = time.monotonic() - t0
         finally:
             statuses, sweep_error = self.sweep(u_pid, t_pid)
+            u_status, u_cpu_s = self.reap_untrusted() if u_pid > 0 else (None, 0.0)
             for fd in (out_r, err_r):
                 if not run.output_exceeded:
                     self.drain(fd, captures[fd], limits["output_bytes"], run)
@@ -1121,30 +1123,36 @@ class Executor:
             wipe(scratch)
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_usage = statuses.get(t_pid, (0, None))[1]
-        cpu_s = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+        escaped_cpu_s = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
         if t_usage is not None:
-            cpu_s -= t_usage.ru_utime + t_usage.ru_stime
+            escaped_cpu_s -= t_usage.ru_utime + t_usage.ru_stime
+        cpu_s = u_cpu_s + max(escaped_cpu_s, 0.0)
         oom1 = read_oom_kills() if oom0 >= 0 else -1
-        status, error = self.verdict(run, statuses.get(u_pid, (None, None))[0], max(cpu_s, 0.0), limits,
-                                     oom1 > oom0 >= 0, plan)
+        status, error = self.verdict(run, u_status, cpu_s, limits, oom1 > oom0 >= 0, plan)
         if sweep_error:
             status, error = "sandbox_error", sweep_error
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
                 "stderr": captures[err_r].text(), "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
 
     def spawn(self, spec: dict, fds: list[int]) -> int:
-        """Ask the zygote for a U with these pipe ends; returns U's pid (already re-parented to E)."""
+        """Ask the zygote for a U with these pipe ends; returns U's pid (U is the zygote's child)."""
         body = json.dumps(spec).encode()
         try:
             socket.send_fds(self.zsock, [struct.pack("=q", len(body))], fds)
             self.zsock.sendall(body)
-            u_pid = struct.unpack("=q", recv_exact(self.zsock, 8))[0]
+            return struct.unpack("=q", recv_exact(self.zsock, 8))[0]
         except (OSError, EOFError) as exc:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
             raise SandboxError(self.fatal) from None
-        if u_pid <= 0:
-            raise SandboxError("the zygote could not fork the program's process")
-        return u_pid
+
+    def reap_untrusted(self) -> tuple[int, float]:
+        """After the sweep killed U: let the zygote reap it; (wait status, CPU seconds of U and its reaped children)."""
+        try:
+            self.zsock.sendall(b"r")
+            return struct.unpack("=qd", recv_exact(self.zsock, 16))
+        except (OSError, EOFError) as exc:
+            self.fatal = f"the zygote process is gone ({exc}); restart the executor"
+            raise SandboxError(self.fatal) from None
 
     def collect(self, run: Run, captures: dict[int, Capture], rep_r: int, deadline: float, cap_bytes: int) -> None:
         """Drain U's stdout/stderr and T's reports until T is done, the deadline passes or output exceeds the cap."""
@@ -1254,25 +1262,29 @@ class Executor:
                 try:
                     if os.stat(f"/proc/{entry}").st_uid != uid:
                         continue
-                    with open(f"/proc/{entry}/stat") as f:
-                        if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                            found.add(int(entry))
-                except (OSError, IndexError):
+                except OSError:
                     continue
+                if process_state(int(entry)) not in ("Z", "X", ""):
+                    found.add(int(entry))
         return found
 
     def sweep(self, u_pid: int, t_pid: int) -> tuple[dict[int, tuple], str]:
-        """SIGKILL U's session and every descendant (they all come back to E, a child subreaper), reap them all.
+        """SIGKILL U, its session and every descendant (orphans come back to E, a child subreaper), reap them all.
 
         Container mode also kills anything else of ours in the PID namespace (the effect of kill(-1), sparing the
         zygote). Local mode never signals anything that is not E's descendant."""
         reaped: dict[int, tuple] = {}
-        if u_pid > 0:
-            try:
-                os.killpg(u_pid, signal.SIGKILL)
-            except OSError:
-                pass
+        if u_pid > 0:  # U stays unreaped (the zygote's child) until after the sweep, so its pid is still U's
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(u_pid, signal.SIGKILL)
+                except OSError:
+                    pass
         end = time.monotonic() + SWEEP_TIMEOUT_S
+        while u_pid > 0 and process_state(u_pid) not in ("Z", "X", ""):  # its orphans reach E as it exits
+            if time.monotonic() > end:
+                return {}, f"the program's process {u_pid} did not die within {SWEEP_TIMEOUT_S} s"
+            time.sleep(0.0002)
         while True:
             targets = self.children() - {self.zygote_pid}
             if self.mode == "container":
@@ -1306,8 +1318,6 @@ class Executor:
             pass
 
 
-IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGIO",
-                   "SIGPROF", "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH")
 
 
 def main(argv: list[str] | None = None) -> int:
