@@ -51,3 +51,20 @@ def test_bad_inputs_name_the_problem(tmp_path):
         load_runs([tmp_path])
     with pytest.raises(CompareError, match="give distinct --labels"):
         table_rows(load_runs([BASE, STAR], labels=["same", "same"]))
+
+
+def test_compare_command_prints_and_writes(tmp_path, capsys):
+    import argparse
+
+    from score_code.baselines_command import register
+
+    parser = argparse.ArgumentParser(prog="score-code")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["compare", str(BASE), str(STAR), "--labels", "base", "star",
+                              "--output", str(tmp_path / "cmp")])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "| star | 55.0 | 65.0 | 10.0 | 12.5 | 2.5 |" in out
+    assert (tmp_path / "cmp" / "comparison.png").is_file()
+    assert args.func(args) == 2  # a second run refuses to replace the comparison
+    assert "error:" in capsys.readouterr().err

@@ -91,3 +91,20 @@ def test_one_repair_attempt_is_graded_and_repair_accuracy_written(tmp_path, loca
     # compare shows it as the MBPP-R column of the evaluated model's row.
     header, rows = table_rows(load_runs([tmp_path / "out"]))
     assert header[1] == "MBPP-R" and rows == [["scripted", "75.0", "-", "-", "-", "-", "-"]]
+
+
+def test_build_command_keeps_the_evaluated_tasks(tmp_path, capsys):
+    import argparse
+
+    from score_code.baselines_command import register
+
+    parser = argparse.ArgumentParser(prog="score-code")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["repair-set", "build", str(EVAL_DIR), "--tasks", str(FIXTURES / "baselines_tasks.jsonl"),
+                              "--output", str(tmp_path / "set")])
+    assert args.func(args) == 0
+    assert "4 wrong programs from 4 problems" in capsys.readouterr().out
+    args = parser.parse_args(["repair-set", "build", str(EVAL_DIR), "--tasks", "humaneval",
+                              "--output", str(tmp_path / "other")])
+    assert args.func(args) == 2  # none of the evaluated tasks is a HumanEval task: refused, not an empty set
+    assert "error:" in capsys.readouterr().err

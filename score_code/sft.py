@@ -1,0 +1,345 @@
+"""Supervised fine-tuning for the STaR and Pair-SFT baselines (design/score.md section 6), one loop read top to bottom.
+
+    score-code train star     --config score_code/recipes/debug_tiny.yaml --iterations 3 [--plus]
+    score-code train pair-sft --config score_code/recipes/debug_tiny.yaml [--plus]
+
+STaR: `iterations` rounds of [sample k two-attempt traces per training task from the current model (temperature
+`temperature`, graded in the sandbox: benchmarks.evaluate writes iteration-N/samples/) -> keep D_STaR (D+_STaR
+with --plus; score_code.baselines writes iteration-N/data/) -> SFT `epochs` passes over it]. Pair-SFT: the same
+with one round and D_SFT / D+_SFT pairs. The SCoRe trainer's config groups, checkpoints (checkpoint-N, atomic,
+pruned, --resume) and logs (metrics.jsonl, TensorBoard) are shared, not re-implemented.
+
+Deviations from the paper, and choices where it is silent:
+- Each STaR round continues training the current model on that round's data only (original STaR restarts from
+  the base model every round; the SCoRe paper does not say which).
+- Loss: negative log-likelihood averaged over every trained token of the optimizer batch; trained tokens are
+  y2 (and y1 with --loss_on both); the first-turn prompt and the instruction p1 never carry loss.
+- Token ids: the evaluation harness stores text, so y1 and y2 are tokenized from it (a record's stored
+  `y1_token_ids` / `y2_token_ids` are used verbatim when present). The second turn is appended to the ids of
+  prompt + y1 with the generation backend's DialogueEncoder, as at sampling time (token-in, token-out).
+  Chat models get their end-of-turn token after y2 so that they learn to stop.
+- There is no training reward, so no "best" checkpoint: pruning keeps the newest `save_total_limit`.
+- A round whose filter keeps nothing trains nothing (logged in iteration-N/data/stats.json) and goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+
+from benchmarks.generation import Dialogue
+from benchmarks.tasks import Task
+from score_code import baselines
+from score_code import checkpoint as ckpt
+from score_code.config import (
+    FIELDS,
+    GROUPS,
+    ConfigError,
+    TrainConfig,
+    _coerce,
+    _f,
+    add_arguments,
+    apply_overrides,
+    get_value,
+    load_recipe,
+)
+from score_code.rollout import Batch, Episode, collate
+
+METHODS = ("star", "pair-sft")
+# Trainer settings that mean nothing for supervised baselines: refused when given, left out of config.json.
+NOT_APPLICABLE = frozenset(
+    {f.name for group in ("objective", "schedule") for f in dataclasses.fields(GROUPS[group])}
+    | {"prompts_per_step", "offline_ratio", "eval_steps", "eval_max_tasks", "eval_max_new_tokens", "log_completions"}
+)
+
+
+@dataclass
+class SFTConfig:
+    iterations: int = _f(3, "STaR rounds of sample -> filter -> train (paper: 3); pair-sft always does one")
+    plus: bool = _f(False, "the D+ variants: also keep correct->correct traces (STaR) or pairs (Pair-SFT)")
+    loss_on: Literal["attempt2", "both"] = _f("attempt2", "tokens that carry loss: y2 only, or y1 and y2")
+    epochs: int = _f(1, "passes over each round's dataset (paper Pair-SFT: 1)")
+    sft_batch_size: int = _f(16, "examples per optimizer step (micro_batch_size of them per forward pass)")
+
+
+SFT_FIELDS = {f.name: f for f in dataclasses.fields(SFTConfig)}
+
+
+def builder_name(method: str, sft: SFTConfig) -> str:
+    return f"{method}{'+' if sft.plus else ''}"
+
+
+# --- config: the trainer's groups plus SFTConfig ------------------------------------------------------------------
+
+
+def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
+    """The trainer's flags (score_code.config) plus the baseline group."""
+    add_arguments(parser)
+    group = parser.add_argument_group("baseline")
+    hints = typing.get_type_hints(SFTConfig)
+    for name, f in SFT_FIELDS.items():
+        typ = hints[name]
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
+                              "help": f"{f.metadata['help']} (default: {f.default!r})"}
+        if typ is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(typ) is Literal:
+            kw["choices"] = list(typing.get_args(typ))
+        else:
+            kw["type"], kw["metavar"] = typ, typ.__name__.upper()
+        group.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), **kw)
+
+
+def apply_sft_overrides(config: TrainConfig, sft: SFTConfig, values: dict[str, Any], source: str) -> None:
+    """Route flat keys to the trainer config or SFTConfig; keys that do not apply to SFT are errors."""
+    hints = typing.get_type_hints(SFTConfig)
+    theirs = {}
+    for key, value in values.items():
+        if key in NOT_APPLICABLE:
+            raise ConfigError(f"{source}: {key} is a SCoRe setting that the supervised baselines do not use")
+        if key in SFT_FIELDS:
+            setattr(sft, key, _coerce(key, value, hints[key], f"{source}: "))
+        else:
+            theirs[key] = value
+    apply_overrides(config, theirs, source=source)
+
+
+def sft_from_args(args: argparse.Namespace) -> tuple[TrainConfig, SFTConfig]:
+    """Defaults, then the --config recipe, then the flags present in `args`."""
+    config, sft = TrainConfig(), SFTConfig()
+    if getattr(args, "config", None):
+        apply_sft_overrides(config, sft, load_recipe(args.config), source=args.config)
+    flags = {k: v for k, v in vars(args).items() if k in FIELDS or k in SFT_FIELDS}
+    apply_sft_overrides(config, sft, flags, source="command line")
+    validate(config, sft)
+    return config, sft
+
+
+def validate(config: TrainConfig, sft: SFTConfig) -> None:
+    for key in ("samples_per_prompt", "max_new_tokens", "micro_batch_size", "generation_batch_size",
+                "save_total_limit", "save_steps"):
+        if get_value(config, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {get_value(config, key)}")
+    for key in ("iterations", "epochs", "sft_batch_size"):
+        if getattr(sft, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(sft, key)}")
+    if config.rollout.temperature <= 0:
+        raise ConfigError(f"temperature must be > 0: traces are sampled (paper: 1.0), got {config.rollout.temperature}")
+
+
+def flat_config(method: str, config: TrainConfig, sft: SFTConfig) -> dict[str, Any]:
+    """config.json of a run: the applicable keys, itself a valid recipe for `train <method>`."""
+    flat = {k: v for k, v in config.to_flat_dict().items() if k not in NOT_APPLICABLE}
+    return {"method": method, **flat, **dataclasses.asdict(sft)}
+
+
+# --- examples: a record -> token ids and loss masks ---------------------------------------------------------------
+
+
+def encode_record(record: dict, encoder: Any, train_attempt1: bool = False) -> Episode:
+    """prompt1 + y1 + instruction + y2 token ids with the spans of y1 and y2 (collate turns them into masks).
+
+    `encoder` is the generation backend's DialogueEncoder, so the ids are laid out exactly as when sampling.
+    """
+    tokenizer = encoder.tokenizer
+    messages = record["messages"]
+    prompt_ids = encoder.encode(Dialogue(messages=list(messages)))
+    y1_ids = list(record.get("y1_token_ids") or tokenizer(record["y1"], add_special_tokens=False)["input_ids"])
+    y2_ids = list(record.get("y2_token_ids") or tokenizer(record["y2"], add_special_tokens=False)["input_ids"])
+    end_of_turn = tokenizer.eos_token_id
+    if encoder.chat and end_of_turn is not None and (not y2_ids or y2_ids[-1] not in encoder.eos_ids):
+        y2_ids.append(end_of_turn)
+    second = Dialogue(
+        messages=[*messages, {"role": "assistant", "content": record["y1"]},
+                  {"role": "user", "content": record["instruction"]}],
+        token_ids=prompt_ids + y1_ids,
+        encoded_messages=len(messages) + 1,
+    )
+    x2_ids = encoder.encode(second)
+    kind = record.get("kind", "i->c")
+    return Episode(
+        task_id=record["task_id"],
+        sample_index=0,
+        token_ids=x2_ids + y2_ids,
+        attempt1_span=(len(prompt_ids), len(prompt_ids) + len(y1_ids)),
+        attempt2_span=(len(x2_ids), len(x2_ids) + len(y2_ids)),
+        text1=record["y1"],
+        text2=record["y2"],
+        finish_reason1="stop",
+        finish_reason2="stop",
+        reward1=1.0 if kind.startswith("c") else 0.0,
+        reward2=1.0,
+        offline_attempt1=not train_attempt1,  # collate leaves y1 out of the loss unless it is trained
+    )
+
+
+def sft_loss(logp: torch.Tensor, mask: torch.Tensor, tokens: float) -> torch.Tensor:
+    """Negative log-likelihood summed over masked tokens / `tokens` (all trained tokens of the optimizer batch, so
+    the micro-batch losses add up to the batch's token mean)."""
+    return -(logp * mask).sum() / tokens
+
+
+def sft_update(policy: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any, batch: Batch,
+               micro_batch_size: int, max_grad_norm: float) -> dict[str, float]:
+    """One optimizer step over `batch`, gradients accumulated over micro-batches."""
+    from score_code.train import sequence_log_probs
+
+    mask = batch.mask1 + batch.mask2
+    tokens = max(float(mask.sum()), 1.0)
+    rows = batch.input_ids.shape[0]
+    loss_total = 0.0
+    for start in range(0, rows, micro_batch_size):
+        part = slice(start, start + micro_batch_size)
+        micro = batch[part].to(accelerator.device)
+        logp = sequence_log_probs(policy, micro)
+        loss = sft_loss(logp, micro.mask1 + micro.mask2, tokens)
+        accelerator.backward(loss)
+        loss_total += loss.item()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
+    learning_rate = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_total, "grad_norm": float(grad_norm), "learning_rate": learning_rate,
+            "tokens": tokens, "examples": float(rows)}
+
+
+def epoch_order(n: int, seed: int, iteration: int, epoch: int) -> list[int]:
+    """A seeded shuffle per (round, epoch): a resumed run replays the same order and skips the steps it did."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + iteration * 1009 + epoch).shuffle(order)
+    return order
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
+
+def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: Any = None,
+                   train_tasks: Sequence[Task] | None = None, shots: Sequence[Task] = ()) -> Path:
+    """Run STaR or Pair-SFT; returns the run directory. `sandbox` / `train_tasks` replace the configured grader
+    and MBPP (tests and custom tasks)."""
+    from accelerate import Accelerator
+
+    from benchmarks.evaluate import EvalConfig, evaluate
+    from score_code.logging_utils import RunLogger
+    from score_code.train import build_models, load_training_tasks, make_generator, prepare_run_dir, save
+
+    # --- resolve config, run directory ----------------------------------------------------------------------
+    if method not in METHODS:
+        raise ConfigError(f"unknown baseline {method!r}; expected one of {METHODS}")
+    validate(config, sft)
+    rounds = sft.iterations if method == "star" else 1
+    run_dir = Path(config.run.output_dir)
+    resume_from = prepare_run_dir(run_dir, config.run.resume)
+    accelerator = Accelerator()
+    if accelerator.num_processes > 1:
+        raise ConfigError("the SFT baselines run in one process (sampling goes through benchmarks.evaluate); "
+                          "start them without `accelerate launch`")
+    resolved = flat_config(method, config, sft)
+    print("\n".join(f"  {k}: {v!r}" for k, v in resolved.items()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+
+    # --- seed, data ------------------------------------------------------------------------------------------
+    seed = config.run.seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+    if train_tasks is None:
+        train_tasks, shots = load_training_tasks(config.data)
+    train_tasks = list(train_tasks)
+    if not train_tasks:
+        raise ConfigError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
+    print(f"{method}: {len(train_tasks)} tasks x {config.rollout.samples_per_prompt} two-attempt traces per round, "
+          f"{rounds} round(s), builder {builder_name(method, sft)}, loss on {sft.loss_on}")
+
+    # --- policy, optimizer, schedule -------------------------------------------------------------------------
+    init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
+    policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
+    del reference  # supervised: no KL, no reference model
+    opt = config.optim
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
+                                  betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
+    warmup = opt.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    state = ckpt.TrainerState(metric_for_best_model="none")
+    if resume_from is not None:
+        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
+        print(f"resuming from {resume_from} at global step {state.global_step} ({state.extra})")
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model.backend,
+                               config.rollout.generation_batch_size)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # --- grader, logs ----------------------------------------------------------------------------------------
+    own_sandbox = sandbox is None
+    if own_sandbox:
+        from sandbox import Sandbox
+
+        sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
+    logger = RunLogger(run_dir, resume_step=state.global_step if resume_from is not None else None)
+    first_round = int(state.extra.get("round", 1))
+    done_steps = int(state.extra.get("round_steps", 0))  # optimizer steps already taken in `first_round`
+    if state.extra.get("round_done"):
+        first_round, done_steps = first_round + 1, 0
+
+    try:
+        for round_no in range(first_round, rounds + 1):
+            round_dir = run_dir / f"iteration-{round_no}"
+            # --- sample: k graded two-attempt traces per task from the current model (resumable) ----------
+            eval_config = EvalConfig(
+                model=f"{run_dir}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",
+                chat=generator.chat, attempts=2, samples=config.rollout.samples_per_prompt,
+                temperature=config.rollout.temperature, top_p=config.rollout.top_p,
+                max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no,
+                batch_size=config.rollout.generation_batch_size)
+            sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
+                               progress=config.run.progress)
+            # --- filter -----------------------------------------------------------------------------------
+            records, stats = baselines.build(builder_name(method, sft), round_dir / "samples", train_tasks, shots,
+                                             seed=seed + round_no)
+            baselines.write_dataset(round_dir / "data", records, stats)
+            print(f"round {round_no}/{rounds}: sampled Acc@t1 {sampled['accuracy']['t1']:.3f} "
+                  f"Acc@t2 {sampled['accuracy']['t2']:.3f}; {stats.summary()}")
+            # --- train: SFT passes over this round's records ----------------------------------------------
+            examples = [encode_record(r, generator.encoder, sft.loss_on == "both") for r in records]
+            steps_per_epoch = math.ceil(len(examples) / sft.sft_batch_size)
+            round_metrics = {"round": round_no, "samples/acc_t1": sampled["accuracy"]["t1"],
+                             "samples/acc_t2": sampled["accuracy"]["t2"], "data/records": float(len(records))}
+            round_step = 0
+            for epoch in range(sft.epochs):
+                order = epoch_order(len(examples), seed, round_no, epoch)
+                for start in range(0, len(order), sft.sft_batch_size):
+                    round_step += 1
+                    if round_step <= done_steps:
+                        continue  # taken before the checkpoint this run resumed from
+                    batch = collate([examples[i] for i in order[start:start + sft.sft_batch_size]], pad_id)
+                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, opt.micro_batch_size,
+                                        opt.max_grad_norm)
+                    state.global_step += 1
+                    state.extra = {"round": round_no, "round_steps": round_step, "round_done": False}
+                    logger.log(state.global_step, {**update, **round_metrics, "epoch": epoch + 1})
+                    print(f"step {state.global_step} (round {round_no}, epoch {epoch + 1}, "
+                          f"{round_step}/{steps_per_epoch * sft.epochs}): loss {update['loss']:.4f}", file=sys.stderr)
+                    if state.global_step % config.run.save_steps == 0:
+                        save(run_dir, state, policy, tokenizer, optimizer, scheduler, accelerator,
+                             config.run.save_total_limit)
+            # --- end of round: checkpoint the model the next round samples from ---------------------------
+            state.extra = {"round": round_no, "round_steps": round_step, "round_done": True}
+            save(run_dir, state, policy, tokenizer, optimizer, scheduler, accelerator, config.run.save_total_limit)
+            done_steps = 0
+    finally:
+        logger.close()
+        if own_sandbox:
+            sandbox.close()
+    print(f"done: {run_dir} (global step {state.global_step}; final model {ckpt.latest_checkpoint(run_dir)})")
+    return run_dir
