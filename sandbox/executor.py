@@ -319,8 +319,59 @@ def install_seccomp(blocked_pids: list[int], own_pgid: int) -> None:
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = SockFprog(len(prog), ctypes.addressof(buf))
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+
+
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # same on x86_64 and aarch64
+LANDLOCK_READ = 1 | 4 | 8  # execute, read file, read dir
+LANDLOCK_WRITE_FILE = 2
+LANDLOCK_READ_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/opt")
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when unavailable (old kernel, or a seccomp profile that denies it)."""
+    if platform.machine() not in SECCOMP_ARCHES:
+        return 0
+    abi = libc().syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(abi, 0)
+
+
+def install_landlock(abi: int, scratch: str) -> None:
+    """Confine this process and its children: read-only system and Python directories, read-write scratch, and
+    nothing else: no /proc (so no other process's fds or memory), no $HOME; from ABI 4 no TCP bind/connect, from
+    ABI 6 no signals to processes outside the sandbox."""
+    if abi <= 0:
+        return
+    handled = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) | (
+        1 << 15 if abi >= 5 else 0)
+    attr = struct.pack("=QQQ", handled, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    lib = libc()
+    fd = lib.syscall(LANDLOCK_CREATE_RULESET, ctypes.c_char_p(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    rules = [(d, LANDLOCK_READ) for d in (*LANDLOCK_READ_DIRS, sys.prefix, sys.base_prefix, sys.exec_prefix, "/dev",
+                                           *sys.path)]
+    rules += [("/dev/null", LANDLOCK_READ & ~8 | LANDLOCK_WRITE_FILE), (scratch, handled)]
+    try:
+        for path, access in rules:
+            try:
+                pfd = os.open(path or ".", os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # a directory this system does not have
+            try:
+                if access != handled and not os.path.isdir(path or "."):
+                    access &= ~8  # read-dir only applies to directories
+                rule = struct.pack("=Qi", access & handled, pfd)
+                if lib.syscall(LANDLOCK_ADD_RULE, ctypes.c_int(fd), ctypes.c_int(1), ctypes.c_char_p(rule),
+                               ctypes.c_uint32(0)) != 0:
+                    raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}) failed")
+            finally:
+                os.close(pfd)
+        if lib.syscall(LANDLOCK_RESTRICT_SELF, ctypes.c_int(fd), ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(fd)
 
 
 def drop_capabilities() -> None:
@@ -373,6 +424,8 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
         drop_capabilities()
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        install_landlock(spec["landlock_abi"], scratch)
         install_seccomp(spec["blocked_pids"], os.getpgid(0))
         random.seed()
         sys.argv = ["program.py"]
@@ -1023,6 +1076,7 @@ class Run:
 class Executor:
     def __init__(self, mode: str, scratch_base: str) -> None:
         self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
+        self.landlock_abi = landlock_abi()
         self.plans: dict[tuple, Plan] = {}  # RL grades the same task many times: compile its tests once
         self.path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -1102,7 +1156,7 @@ class Executor:
                 os.close(fd)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "path": self.path,
+                    "path": self.path, "landlock_abi": self.landlock_abi,
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             try:
@@ -1337,6 +1391,13 @@ def main(argv: list[str] | None = None) -> int:
         __import__(module)
     import gc
     gc.freeze()  # keep the warm heap shared between forks
+    if args.mode == "container":
+        others = sorted(p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if p not in (1, os.getpid(),
+                        os.getppid()) and os.stat(f"/proc/{p}").st_uid == os.getuid() and process_state(p) != "Z")
+        if others:  # the per-program sweep kills every such process: refuse to run where that would hurt
+            print(f"executor: --mode container must be alone in its PID namespace, but {len(others)} other processes "
+                  f"of this user exist (first: pid {others[0]}); use --mode local outside a container", file=sys.stderr)
+            return 2
     own_scratch = not args.scratch
     scratch_base = tempfile.mkdtemp(prefix="score-sandbox-") if own_scratch else args.scratch
     executor = Executor(args.mode, scratch_base)
@@ -1344,7 +1405,8 @@ def main(argv: list[str] | None = None) -> int:
     if not seccomp:
         print(f"executor: no seccomp filter for architecture {platform.machine()!r}: programs may signal the grader",
               file=sys.stderr)
-    write_json_line(proto_out, {"ready": True, "version": EXECUTOR_VERSION, "pid": os.getpid(), "seccomp": seccomp})
+    write_json_line(proto_out, {"ready": True, "version": EXECUTOR_VERSION, "pid": os.getpid(), "seccomp": seccomp,
+                                "landlock": executor.landlock_abi})
     reader = LineReader(0, 1 << 30)
     code = 0
     try:
