@@ -62,6 +62,7 @@ class RolloutConfig:
     max_new_tokens: int = _f(256, "token budget of each attempt")
     temperature: float = _f(1.0, "sampling temperature of training rollouts (paper: 1.0)")
     top_p: float = _f(1.0, "nucleus sampling for training rollouts; 1.0 keeps them on-policy")
+    generation_batch_size: int = _f(16, "sequences per generate call (memory vs speed)")
     offline_ratio: float = _f(0.0, "stage II: fraction of episodes whose attempt 1 was sampled once from the "
                                    "reference model (offline first attempts; only attempt 2 is trained on them)")
 
@@ -112,7 +113,9 @@ class RunConfig:
     eval_steps: int = _f(0, "evaluate on eval_split every N steps through benchmarks.evaluate (0 = off)")
     eval_max_tasks: int = _f(20, "tasks of eval_split used per evaluation (0 = all)")
     eval_max_new_tokens: int = _f(256, "token budget per attempt during evaluation (greedy)")
-    sandbox_workers: int = _f(0, "sandbox concurrency (0 = the sandbox's default)")
+    sandbox_backend: Literal["docker", "local"] = _f("docker", "grader: the hardened Docker sandbox, or local "
+                                                               "(rlimits only, no isolation: trusted code only)")
+    sandbox_workers: int = _f(0, "programs graded in parallel (0 = one per core)")
     progress: bool = _f(True, "show a tqdm progress bar")
 
 
@@ -145,7 +148,8 @@ class TrainConfig:
         """Cross-field checks; each message names the values and the fix."""
         parse_schedule(self.schedule.schedule)
         r, o = self.rollout, self.objective
-        for key in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "micro_batch_size"):
+        for key in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "micro_batch_size",
+                    "generation_batch_size"):
             if get_value(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {get_value(self, key)}")
         if o.baseline == "rloo" and r.samples_per_prompt < 2:

@@ -23,14 +23,9 @@ Baseline = Literal["rloo", "none"]
 Aggregation = Literal["token", "sequence"]
 
 
-def token_log_probs(logits: Tensor, input_ids: Tensor) -> Tensor:
-    """Log-probability of each token given the ones before it: out[:, t] = log p(input_ids[:, t] | ids[:, :t]).
-
-    `logits` (B, T, V) come from a forward pass on `input_ids` (B, T); position 0 has no prediction and gets 0.
-    """
-    shifted = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = shifted.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return torch.cat([picked.new_zeros(picked.shape[0], 1), picked], dim=1)
+def selected_log_probs(logits: Tensor, target_ids: Tensor) -> Tensor:
+    """log softmax(logits)[target]: (B, N, V) logits and the (B, N) ids they predict -> (B, N), in float32."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:

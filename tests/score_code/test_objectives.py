@@ -73,14 +73,14 @@ def test_k3_kl_is_zero_at_reference_and_positive_elsewhere():
     assert kl[0].item() == pytest.approx(math.exp(-0.5) + 0.5 - 1)
 
 
-def test_token_log_probs_match_log_softmax():
+def test_selected_log_probs_match_log_softmax():
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7)
     ids = torch.randint(0, 7, (2, 5))
-    out = obj.token_log_probs(logits, ids)
-    assert out.shape == (2, 5) and out[:, 0].tolist() == [0.0, 0.0]
-    expected = torch.log_softmax(logits[1, 2], -1)[ids[1, 3]]
-    assert out[1, 3].item() == pytest.approx(expected.item(), abs=1e-6)
+    out = obj.selected_log_probs(logits, ids)
+    assert out.shape == (2, 5)
+    expected = torch.log_softmax(logits[1, 2], -1)[ids[1, 2]]
+    assert out[1, 2].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 # One episode laid out as: prompt (0-1) | attempt 1 (2-4) | instruction (5-6) | attempt 2 (7-9) | padding (10)

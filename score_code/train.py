@@ -1,0 +1,456 @@
+"""SCoRe for code, stage I and stage II (design/score.md sections 1-4), one loop read top to bottom.
+
+    score-code train score  --config score_code/recipes/cpu_default.yaml     # stage I, then stage II
+    score-code train stage1 ... ;  score-code train stage2 --init-from RUN/checkpoint-N ...
+    accelerate launch -m score_code.cli train score --config score_code/recipes/gpu_lora.yaml
+
+One step: sample k two-attempt episodes for each of `prompts_per_step` tasks (temperature 1.0) -> grade both
+attempts in one sandbox batch -> per-attempt advantages -> stage loss (objectives.py) -> backward over
+micro-batches -> Adam step -> log -> maybe evaluate -> maybe checkpoint.
+
+Deviations from the paper, and choices where it is silent:
+- Baseline: the paper says REINFORCE and no more. Default: leave-one-out (RLOO) over the k samples of a task,
+  computed per attempt; `--baseline none` is plain REINFORCE.
+- KL: per-token k3 estimator against the frozen starting model, gradient through the attempt's own
+  log-probabilities; each attempt's KL and policy-gradient terms are averaged over that attempt's tokens
+  (`loss_aggregation`), so beta1/beta2 are per-token coefficients.
+- On-policy, one gradient step per batch: no PPO clipping, no importance ratios.
+- Steps are counted per stage (`stage1_steps`, `stage2_steps`); `schedule` "1,2" or interleaved "1,2,1,2".
+- `train score` keeps one Adam state and one learning-rate schedule across its stages; `train stage2
+  --init-from` restarts from a stage-I checkpoint with a fresh optimizer, as the paper describes.
+- The reference for every KL is `--model` (the base model), also in stage II started from a stage-I checkpoint.
+- Sandbox errors: the episode leaves the loss (both attempts) and is counted in `sandbox_errors`, never scored 0.
+- Offline first attempts (stage II, `offline_ratio`): the last round(ratio * k) samples of each task reuse an
+  attempt 1 sampled once (per task and sample index) from the reference; only their attempt 2 is trained.
+- Best checkpoint: highest mean attempt-2 training reward over the steps since the previous checkpoint.
+- The policy stays in eval mode (no dropout), so the sampling policy and the trained policy are one function.
+- Sampling seeds derive from (seed, global step, rank), so a resumed run draws the same episodes as an
+  uninterrupted one.
+- Scale: the paper trains Gemini 1.0 Pro, batch 128, 1500 steps; recipes here size this for SmolLM2-135M.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from benchmarks import prompts
+from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
+from benchmarks.tasks import Task
+from score_code import checkpoint as ckpt
+from score_code.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from score_code.logging_utils import RunLogger, rollout_metrics
+from score_code.objectives import Normalizers, selected_log_probs, stage_advantages, stage_loss
+from score_code.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
+
+
+class TrainError(RuntimeError):
+    """The run cannot start or continue; the message says why and what to pass instead."""
+
+
+# --- helpers (explicit arguments, no globals) ---------------------------------------------------------------------
+
+
+def phase_plan(config: TrainConfig) -> list[tuple[int, int]]:
+    """[(stage, steps)] in schedule order."""
+    steps = {1: config.schedule.stage1_steps, 2: config.schedule.stage2_steps}
+    return [(stage, steps[stage]) for stage in config.stages()]
+
+
+def stage_at(global_step: int, plan: list[tuple[int, int]]) -> int:
+    """The stage that global step `global_step` (1-based) belongs to."""
+    end = 0
+    for stage, steps in plan:
+        end += steps
+        if global_step <= end:
+            return stage
+    raise ValueError(f"step {global_step} is past the schedule ({end} steps)")
+
+
+def tasks_for_step(n_tasks: int, step: int, per_process: int, world_size: int, rank: int, seed: int) -> list[int]:
+    """Task indices for one process at one step: epochs of seeded permutations, ranks take disjoint slices."""
+    per_step = per_process * world_size
+    first = (step - 1) * per_step
+    indices = []
+    for position in range(first + rank * per_process, first + (rank + 1) * per_process):
+        epoch, offset = divmod(position, n_tasks)
+        order = list(range(n_tasks))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        indices.append(order[offset])
+    return indices
+
+
+def sampling_seed(seed: int, step: int, rank: int, attempt: int) -> int:
+    return (seed * 1_000_003 + step * 1009 + rank * 17 + attempt) % (2**31)
+
+
+def load_training_tasks(data: DataConfig) -> tuple[list[Task], tuple[Task, ...]]:
+    """Training tasks and their few-shot examples (MBPP: the canonical 3 shots)."""
+    import os
+
+    from benchmarks.tasks import MBPP_ENV_VAR, load_shots, load_tasks
+
+    spec = data.tasks
+    if spec == "mbpp" and data.mbpp_path:
+        spec = data.mbpp_path
+    elif spec == "mbpp" and not os.environ.get(MBPP_ENV_VAR):
+        raise TrainError(f"training on MBPP needs the data: pass --mbpp_path /path/to/mbpp.jsonl or set {MBPP_ENV_VAR}")
+    tasks = load_tasks(spec, data.train_split)
+    if data.max_train_tasks:
+        tasks = tasks[: data.max_train_tasks]
+    return tasks, load_shots(spec)
+
+
+def load_eval_tasks(data: DataConfig, max_tasks: int) -> list[Task]:
+    from benchmarks.tasks import load_tasks
+
+    spec = data.mbpp_path if data.tasks == "mbpp" and data.mbpp_path else data.tasks
+    tasks = load_tasks(spec, data.eval_split)
+    return tasks[:max_tasks] if max_tasks else tasks
+
+
+def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.device) -> tuple[Any, Any, Any]:
+    """(policy, reference or None, tokenizer). The reference is `model_cfg.model`, frozen. With LoRA there is no
+    second copy: the reference is the policy with its adapter disabled (reference_log_probs)."""
+    from score_code.models import load_model
+
+    base_name = model_cfg.model or None
+    loaded = load_model(base_name, dtype=model_cfg.dtype, device=str(device))
+    tokenizer = loaded.tokenizer
+    if model_cfg.lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if init_path is not None:
+            if not (init_path / "adapter_config.json").is_file():
+                raise TrainError(f"{init_path} holds no LoRA adapter (adapter_config.json); with --lora, "
+                                 "--init-from must be a checkpoint of a LoRA run")
+            policy = PeftModel.from_pretrained(loaded.model, str(init_path), is_trainable=True)
+        else:
+            targets = model_cfg.lora_target_modules
+            policy = get_peft_model(loaded.model, LoraConfig(
+                r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
+                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                task_type="CAUSAL_LM"))
+        reference = None
+    else:
+        reference = loaded.model
+        if init_path is not None:
+            policy = load_model(str(init_path), dtype=model_cfg.dtype, device=str(device)).model
+        else:
+            policy = copy.deepcopy(reference)
+        reference.requires_grad_(False)
+    if model_cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    policy.eval()  # no dropout: rollouts and updates see the same function
+    return policy, reference, tokenizer
+
+
+def sequence_log_probs(model: Any, batch: Batch) -> torch.Tensor:
+    """Per-token log-probs (B, T), computed only where some row has a trained token: the lm-head over a 49k
+    vocabulary is most of the cost, and the prompt (3-shot for MBPP) is most of the sequence."""
+    trained = (batch.mask1 + batch.mask2).sum(dim=0) > 0
+    trained[0] = False  # the first token has no prediction
+    targets = trained.nonzero().squeeze(1)  # positions of tokens whose log-prob the loss needs
+    out = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
+    if len(targets) == 0:
+        return out
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=targets - 1).logits
+    out[:, targets] = selected_log_probs(logits, batch.input_ids[:, targets])
+    return out
+
+
+def reference_log_probs(policy: Any, reference: Any, batch: Batch) -> torch.Tensor:
+    with torch.no_grad():
+        if reference is not None:
+            return sequence_log_probs(reference, batch)
+        with policy.disable_adapter():  # LoRA: the base model is the reference
+            return sequence_log_probs(policy, batch)
+
+
+class ReferenceGenerator:
+    """Samples from the reference of a LoRA run: the policy's generator with the adapter disabled."""
+
+    def __init__(self, generator: Generator, lora_policy: Any) -> None:
+        self.generator = generator
+        self.lora_policy = lora_policy
+
+    def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
+        with self.lora_policy.disable_adapter():
+            return self.generator.generate(dialogues, params)
+
+
+def make_generator(model: Any, tokenizer: Any, backend: str, batch_size: int) -> Generator:
+    if backend != "hf":
+        raise ConfigError(f"backend={backend!r}: the trainer samples with the policy being trained, which only the "
+                          "'hf' backend does today (vLLM weight sync is not implemented); use backend: hf")
+    from score_code.generation.hf import HFGenerator
+
+    return HFGenerator(model, tokenizer, batch_size=batch_size)
+
+
+def policy_update(policy: Any, reference: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any,
+                  batch: Batch, advantage1: torch.Tensor, advantage2: torch.Tensor, stage: int,
+                  config: TrainConfig) -> dict[str, float]:
+    """One optimizer step: accumulate gradients over micro-batches (normalized by the whole batch), clip, step."""
+    obj, opt = config.objective, config.optim
+    norm = Normalizers.of(batch.mask1, batch.mask2)
+    rows = batch.input_ids.shape[0]
+    totals = {"loss": 0.0, "pg_loss": 0.0, "kl/attempt1": 0.0, "kl/attempt2": 0.0}
+    device = accelerator.device
+    for start in range(0, rows, opt.micro_batch_size):
+        part = slice(start, start + opt.micro_batch_size)
+        micro = batch[part].to(device)
+        ref_logp = reference_log_probs(accelerator.unwrap_model(policy), reference, micro)
+        last = start + opt.micro_batch_size >= rows
+        with contextlib.nullcontext() if last else accelerator.no_sync(policy):  # sync gradients once per step
+            logp = sequence_log_probs(policy, micro)
+            terms = stage_loss(stage, logp, ref_logp, micro.mask1, micro.mask2, advantage1[part].to(device),
+                               advantage2[part].to(device), obj.beta1, obj.beta2, obj.loss_aggregation, norm)
+            accelerator.backward(terms.loss)
+        totals["loss"] += terms.loss.item()
+        totals["pg_loss"] += terms.pg_loss.item()
+        totals["kl/attempt1"] += terms.kl1.item()
+        totals["kl/attempt2"] += terms.kl2.item()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    max_norm = opt.max_grad_norm if opt.max_grad_norm > 0 else math.inf
+    grad_norm = accelerator.clip_grad_norm_(params, max_norm)
+    totals["grad_norm"] = float(grad_norm)
+    totals["learning_rate"] = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return totals
+
+
+def mean_across_processes(metrics: dict[str, float], accelerator: Any) -> dict[str, float]:
+    """Average each metric over processes (NaN-aware: a process with no valid episode does not count)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    present = (~values.isnan()).double()
+    sums = accelerator.reduce(torch.nan_to_num(values), reduction="sum")
+    counts = accelerator.reduce(present, reduction="sum")
+    return {k: (s / c).item() if c > 0 else math.nan for k, s, c in zip(keys, sums, counts)}
+
+
+def evaluate_during_training(generator: Generator, tasks: Sequence[Task], shots: Sequence[Task], sandbox: Any,
+                             out_dir: Path, config: TrainConfig, chat: bool) -> dict[str, float]:
+    """Greedy two-attempt evaluation on the held-out split; numeric metrics under an `eval/` prefix."""
+    from benchmarks.evaluate import EvalConfig, evaluate
+
+    eval_config = EvalConfig(model=config.model.model or "default", dataset=f"{config.data.tasks}:{config.data.eval_split}",
+                             chat=chat, attempts=2, samples=1, temperature=0.0,
+                             max_new_tokens=config.run.eval_max_new_tokens, seed=config.run.seed)
+    metrics = evaluate(generator, tasks, sandbox, out_dir, eval_config, shots=shots, progress=False)
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[prefix] = float(value)
+
+    walk("eval", metrics)
+    return flat
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses to clobber an existing run."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if resume:
+        if latest is None and run_dir.is_dir() and any(run_dir.glob("metrics.jsonl")):
+            raise TrainError(f"{run_dir}: --resume but no checkpoint-N to resume from; rerun without --resume "
+                             "into a new --output_dir")
+        return latest
+    if run_dir.is_dir() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+        raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output_dir")
+    return None
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: Sequence[Task] | None = None,
+          shots: Sequence[Task] = (), after_step: Callable[[int], None] | None = None) -> Path:
+    """Run the schedule; returns the run directory. `reward_fn` / `train_tasks` replace the sandbox and MBPP
+    (tests and custom tasks); `after_step(step)` runs after each logged step (tests use it to kill a run)."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    # --- resolve config, run directory ----------------------------------------------------------------------
+    config.validate()
+    accelerator = Accelerator()  # one CPU process, or DDP/FSDP when started by `accelerate launch`
+    print0 = accelerator.print
+    run_dir = Path(config.run.output_dir)
+    resume_from = prepare_run_dir(run_dir, config.run.resume)
+    accelerator.wait_for_everyone()
+    print0(config.describe())
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save_json(run_dir / "config.json")
+    rank, world = accelerator.process_index, accelerator.num_processes
+    plan = phase_plan(config)
+    total_steps = sum(steps for _, steps in plan)
+    last_step = min(total_steps, config.schedule.max_steps) if config.schedule.max_steps else total_steps
+
+    # --- seed, data ------------------------------------------------------------------------------------------
+    torch.manual_seed(config.run.seed + rank)
+    random.seed(config.run.seed + rank)
+    if train_tasks is None:
+        train_tasks, shots = load_training_tasks(config.data)
+    train_tasks = list(train_tasks)
+    if not train_tasks:
+        raise TrainError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
+    print0(f"{len(train_tasks)} training tasks; {config.rollout.prompts_per_step} x {config.rollout.samples_per_prompt}"
+           f" episodes per step per process x {world} process(es) = "
+           f"{config.rollout.prompts_per_step * config.rollout.samples_per_prompt * world} episodes per step; "
+           f"schedule {plan}, {total_steps} steps")
+
+    # --- policy and frozen reference -------------------------------------------------------------------------
+    init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
+    policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # --- optimizer and schedule ------------------------------------------------------------------------------
+    opt = config.optim
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
+                                  betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
+    warmup = opt.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    state = ckpt.TrainerState()
+    if resume_from is not None:
+        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
+        print0(f"resuming from {resume_from} at global step {state.global_step}")
+    policy, optimizer = accelerator.prepare(policy, optimizer)  # the scheduler is stepped by hand, once per step
+    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model.backend,
+                               config.rollout.generation_batch_size)
+    chat = generator.chat
+
+    # --- grader, logs ----------------------------------------------------------------------------------------
+    sandbox = None
+    if reward_fn is None or config.run.eval_steps:
+        from sandbox import Sandbox
+
+        sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
+    reward_fn = reward_fn or SandboxReward(sandbox)
+    eval_tasks = load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps else []
+    logger = RunLogger(run_dir, enabled=accelerator.is_main_process,
+                       resume_step=state.global_step if resume_from is not None else None)
+    instruction = prompts.self_correction_message()
+    k = config.rollout.samples_per_prompt
+    offline_per_task = round(config.rollout.offline_ratio * k)
+    offline_cache: dict[tuple[str, int], Generation] = {}  # (task_id, sample index) -> reference attempt 1
+    reference_generator = (ReferenceGenerator(generator, accelerator.unwrap_model(policy)) if reference is None
+                           else make_generator(reference, tokenizer, config.model.backend,
+                                               config.rollout.generation_batch_size))
+
+    def first_dialogue(task: Task) -> Dialogue:
+        return prompts.first_dialogue(task, shots, chat)
+
+    bar = tqdm(total=last_step, initial=state.global_step, desc="score", dynamic_ncols=True,
+               disable=not (config.run.progress and accelerator.is_main_process), file=sys.stderr)
+    try:
+        for step in range(state.global_step + 1, last_step + 1):
+            stage = stage_at(step, plan)
+            step_start = time.perf_counter()
+            # --- rollout: k two-attempt episodes per task, both attempts graded in one batch --------------
+            tasks = [train_tasks[i] for i in tasks_for_step(len(train_tasks), step, config.rollout.prompts_per_step,
+                                                            world, rank, config.run.seed)]
+            params = [SamplingParams(max_new_tokens=config.rollout.max_new_tokens, temperature=config.rollout.temperature,
+                                     top_p=config.rollout.top_p, seed=sampling_seed(config.run.seed, step, rank, a),
+                                     stop=tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, a)})))
+                      for a in (1, 2)]
+            offline: dict[int, Generation] = {}
+            if stage == 2 and offline_per_task:
+                offline = offline_first_attempts(tasks, k, offline_per_task, offline_cache, first_dialogue,
+                                                 reference_generator, params[0])
+            torch.manual_seed(sampling_seed(config.run.seed, step, rank, 0))
+            rollouts = generate_rollouts(generator, tasks, first_dialogue, instruction, k, params[0], params[1],
+                                         reward_fn, offline_first=offline)
+            episodes = rollouts.episodes
+
+            # --- rewards -> advantages -------------------------------------------------------------------
+            valid = torch.tensor([e.valid for e in episodes])
+            reward1 = torch.tensor([e.reward1 if e.reward1 is not None else 0.0 for e in episodes])
+            reward2 = torch.tensor([e.reward2 if e.reward2 is not None else 0.0 for e in episodes])
+            advantage1, advantage2 = stage_advantages(stage, reward1, reward2, valid, k, config.objective.baseline,
+                                                      config.objective.alpha)
+
+            # --- loss -> backward -> step ----------------------------------------------------------------
+            update_start = time.perf_counter()
+            update = policy_update(policy, reference, optimizer, scheduler, accelerator, collate(episodes, pad_id),
+                                   advantage1, advantage2, stage, config)
+            update_s = time.perf_counter() - update_start
+
+            # --- log -------------------------------------------------------------------------------------
+            metrics = {**rollout_metrics(episodes), **update,
+                       "time/generation": rollouts.times.generation_s, "time/grading": rollouts.times.grading_s,
+                       "time/update": update_s}
+            metrics = mean_across_processes(metrics, accelerator)
+            metrics["time/step"] = time.perf_counter() - step_start
+            metrics["stage"] = stage
+            state.global_step, state.stage = step, stage
+            if not math.isnan(metrics["reward"]):
+                state.record_reward(metrics["reward"])
+
+            # --- maybe evaluate --------------------------------------------------------------------------
+            if config.run.eval_steps and (step % config.run.eval_steps == 0 or step == last_step):
+                if accelerator.is_main_process:
+                    metrics.update(evaluate_during_training(generator, eval_tasks, shots, sandbox,
+                                                            run_dir / "eval" / f"step-{step}", config, chat))
+                accelerator.wait_for_everyone()
+            logger.log(step, metrics)
+            logger.log_completions(step, stage, episodes[: config.run.log_completions])
+            bar.update(1)
+            bar.set_postfix(stage=stage, r1=f"{metrics['attempt1/reward']:.2f}", r2=f"{metrics['attempt2/reward']:.2f}",
+                            kl1=f"{metrics['kl/attempt1']:.3f}", loss=f"{metrics['loss']:.3f}")
+
+            # --- maybe checkpoint ------------------------------------------------------------------------
+            if step % config.run.save_steps == 0 or step == last_step:
+                save(run_dir, state, policy, tokenizer, optimizer, scheduler, accelerator, config.run.save_total_limit)
+            if after_step is not None:
+                after_step(step)
+    finally:
+        bar.close()
+        logger.close()
+        if sandbox is not None:
+            sandbox.close()
+    print0(f"done: {run_dir} (global step {state.global_step}; best {state.best_model_checkpoint})")
+    return run_dir
+
+
+def save(run_dir: Path, state: ckpt.TrainerState, policy: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
+         accelerator: Any, save_total_limit: int) -> None:
+    """Checkpoint on the main process; every process takes part in gathering a sharded (FSDP) state dict."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    state_dict = accelerator.get_state_dict(policy) if sharded else None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.save_checkpoint(run_dir, state, accelerator.unwrap_model(policy), tokenizer, optimizer, scheduler,
+                             save_total_limit, state_dict=state_dict)
+    accelerator.wait_for_everyone()
+
+
+def offline_first_attempts(tasks: Sequence[Task], k: int, per_task: int, cache: dict[tuple[str, int], Generation],
+                           first_dialogue: Callable[[Task], Dialogue], reference_generator: Generator,
+                           params: SamplingParams) -> dict[int, Generation]:
+    """Episode index -> stored reference attempt 1 for the last `per_task` samples of each task; samples missing
+    from `cache` are drawn now (once per task and sample index for the whole run)."""
+    wanted = [(i * k + s, task, s) for i, task in enumerate(tasks) for s in range(k - per_task, k)]
+    missing = [(task, s) for _, task, s in wanted if (task.task_id, s) not in cache]
+    if missing:
+        drawn = reference_generator.generate([first_dialogue(task) for task, _ in missing], params)
+        for (task, s), gen in zip(missing, drawn):
+            cache[(task.task_id, s)] = gen
+    return {index: cache[(task.task_id, s)] for index, task, s in wanted}
