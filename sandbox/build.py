@@ -137,6 +137,7 @@ def _build_from_dockerfile(tag: str, log: Log) -> None:
     with tempfile.TemporaryDirectory(prefix="score-sandbox-context-") as tmp:
         shutil.copyfile(DOCKERFILE, Path(tmp) / "Dockerfile")
         shutil.copyfile(executor_path(), Path(tmp) / "executor.py")
+        (Path(tmp) / "executor.py").chmod(0o644)  # COPY keeps the mode; the sandbox user must be able to read it
         log(f"docker build {DOCKERFILE} -> {tag}")
         proc = docker_cli(["build", "--label", f"{HASH_LABEL}={executor_sha256()}", "-t", tag, tmp],
                           timeout_s=1800, check=False, env=env)
