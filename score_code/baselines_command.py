@@ -44,16 +44,28 @@ def register_train(train_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_command(args: argparse.Namespace) -> int:
+    from benchmarks.evaluate import EvalError
     from benchmarks.tasks import TaskLoadError
+    from sandbox import SandboxError
     from score_code.baselines import BaselineDataError
+    from score_code.checkpoint import CheckpointError
     from score_code.config import ConfigError
+    from score_code.models import ModelLoadError
     from score_code.sft import sft_from_args, train_baseline
+    from score_code.train import TrainError
 
+    command = f"score-code train {args.method}"
     try:
         config, sft = sft_from_args(args)
         train_baseline(args.method, config, sft)
-    except (ConfigError, TaskLoadError, BaselineDataError) as e:
-        return _fail(str(e), f"see `score-code train {args.method} --help`")
+    except ConfigError as e:
+        return _fail(str(e), f"see `{command} --help`")
+    except TaskLoadError as e:
+        return _fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
+    except (ModelLoadError, SandboxError) as e:
+        return _fail(str(e), getattr(e, "hint", "") or "")
+    except (TrainError, CheckpointError, EvalError, BaselineDataError) as e:
+        return _fail(str(e))
     return 0
 
 
