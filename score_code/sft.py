@@ -99,25 +99,33 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), **kw)
 
 
-def apply_sft_overrides(config: TrainConfig, sft: SFTConfig, values: dict[str, Any], source: str) -> None:
-    """Route flat keys to the trainer config or SFTConfig; keys that do not apply to SFT are errors."""
+def apply_sft_overrides(config: TrainConfig, sft: SFTConfig, values: dict[str, Any], source: str,
+                        ignore_not_applicable: bool = False) -> list[str]:
+    """Route flat keys to the trainer config or SFTConfig. SCoRe-only keys are errors, or, from a recipe shared
+    with `train score` (`ignore_not_applicable`), skipped; returns the skipped keys."""
     hints = typing.get_type_hints(SFTConfig)
-    theirs = {}
+    theirs, skipped = {}, []
     for key, value in values.items():
         if key in NOT_APPLICABLE:
-            raise ConfigError(f"{source}: {key} is a SCoRe setting that the supervised baselines do not use")
-        if key in SFT_FIELDS:
+            if not ignore_not_applicable:
+                raise ConfigError(f"{source}: {key} is a SCoRe setting that the supervised baselines do not use")
+            skipped.append(key)
+        elif key in SFT_FIELDS:
             setattr(sft, key, _coerce(key, value, hints[key], f"{source}: "))
         else:
             theirs[key] = value
     apply_overrides(config, theirs, source=source)
+    return skipped
 
 
 def sft_from_args(args: argparse.Namespace) -> tuple[TrainConfig, SFTConfig]:
-    """Defaults, then the --config recipe, then the flags present in `args`."""
+    """Defaults, then the --config recipe (SCoRe-only keys in it are skipped, with a note), then the flags."""
     config, sft = TrainConfig(), SFTConfig()
     if getattr(args, "config", None):
-        apply_sft_overrides(config, sft, load_recipe(args.config), source=args.config)
+        skipped = apply_sft_overrides(config, sft, load_recipe(args.config), source=args.config,
+                                      ignore_not_applicable=True)
+        if skipped:
+            print(f"{args.config}: not used by the supervised baselines: {', '.join(skipped)}", file=sys.stderr)
     flags = {k: v for k, v in vars(args).items() if k in FIELDS or k in SFT_FIELDS}
     apply_sft_overrides(config, sft, flags, source="command line")
     validate(config, sft)
