@@ -54,7 +54,7 @@ import types
 
 EXECUTOR_VERSION = "1"
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # one RPC answer from the program; larger answers fail the test
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one RPC answer from the program; larger answers fail the test
 MAX_CODEC_DEPTH = 100  # deeper containers become opaque handles (and so never equal anything)
 MAX_ITER_ITEMS = 1_000_000  # iterating a program object in T materialises at most this many items
 MAX_TEXT_CHARS = 2000  # exception messages and failure lines
@@ -394,8 +394,8 @@ U_RPC_IN, U_RPC_OUT = 3, 4  # fds of the RPC pipes inside U
 
 
 def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
-    """Become U: harden this fresh fork, run the program, then serve T's calls. Never returns."""
-    code = 70
+    """Become U: harden this fresh fork, run the setup, report "running" (the first line on the RPC pipe, written
+    before any program code ran, so T can trust it), run the program, then serve T's calls. Never returns."""
     try:
         os.setsid()
         move_fds(fds)
@@ -437,18 +437,27 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
         main = types.ModuleType("__main__")
         sys.modules["__main__"] = main
-        code = 0
+        ns = main.__dict__
+        ns.update({"__builtins__": builtins, "__name__": "__main__", "__doc__": None})
     except BaseException as exc:  # noqa: BLE001 - report any hardening failure as a sandbox error, then die
         try:
-            write_json_line(U_RPC_OUT, {"load": "sandbox_error", "error": "hardening U: " + describe_exception(exc)})
+            write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "hardening: " + describe_exception(exc)})
         finally:
-            os._exit(code)
+            os._exit(70)
     try:
-        load = unsafe_load(spec, main.__dict__)
+        if spec["setup_code"]:
+            try:
+                exec(compile(spec["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
+            except BaseException as exc:  # noqa: BLE001 - trusted setup failing is the dataset's fault
+                write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "setup: " + describe_exception(exc)})
+                os._exit(70)
+        flush_std()
+        write_json_line(U_RPC_OUT, {"stage": "running"})
+        load = unsafe_load(spec["program"], ns)
         flush_std()
         write_json_line(U_RPC_OUT, load)
         if load["load"] == "ok":
-            unsafe_serve(main.__dict__)
+            unsafe_serve(ns)
         flush_std()
     finally:
         os._exit(0)
@@ -462,16 +471,10 @@ def flush_std() -> None:
             pass
 
 
-def unsafe_load(spec: dict, ns: dict) -> dict:
-    """Run the job's setup (HumanEval prompt) then the program; report how the load went."""
-    ns.update({"__builtins__": builtins, "__name__": "__main__", "__doc__": None})
-    if spec["setup_code"]:
-        try:
-            exec(compile(spec["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
-        except BaseException as exc:  # noqa: BLE001
-            return {"load": "setup_error", "error": "setup: " + describe_exception(exc)}
+def unsafe_load(program: str, ns: dict) -> dict:
+    """Compile and run the program's top level; report how that went."""
     try:
-        code = compile(spec["program"], "<program>", "exec", dont_inherit=True)
+        code = compile(program, "<program>", "exec", dont_inherit=True)
     except MemoryError as exc:
         return {"load": "memory_exceeded", "error": describe_exception(exc)}
     except SyntaxError as exc:
@@ -759,13 +762,26 @@ def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int) -> None:
         os._exit(0)
 
 
+LOAD_OUTCOMES = ("ok", "syntax_error", "runtime_error", "memory_exceeded")
+
+
 def trusted_run(plan: "Plan", ch: Channel, report: int) -> None:
     try:
-        load = ch.read_message()
+        stage = ch.read_message()  # written before any program code ran: trustworthy
+    except ProgramGone:
+        stage = {"stage": "sandbox_error", "error": "the program's process died before running the program"}
+    if stage.get("stage") != "running":
+        write_json_line(report, {"load": "sandbox_error", "error": clip(str(stage.get("error", "")))})
+        write_json_line(report, {"done": True})
+        return
+    try:
+        load = ch.read_message()  # written after the program's top level ran: the program may have forged it
     except ProgramGone:
         load = {"load": "died"}
-    if load.get("load") != "ok":
-        write_json_line(report, {"load": str(load.get("load"))[:40], "error": clip(str(load.get("error", "")))})
+    if load.get("load") not in LOAD_OUTCOMES + ("died",):
+        load = {"load": "runtime_error", "error": "the program wrote into the grader's channel"}
+    if load["load"] != "ok":
+        write_json_line(report, {"load": load["load"], "error": clip(str(load.get("error", "")))})
         write_json_line(report, {"done": True})
         return
     write_json_line(report, {"load": "ok"})
@@ -1270,7 +1286,7 @@ class Executor:
                                f"CPU limit of {limits['cpu_s']} s")
         if run.trusted_error:
             return "sandbox_error", run.trusted_error
-        if run.load == "sandbox_error" or run.load == "setup_error":
+        if run.load == "sandbox_error":
             return "sandbox_error", run.load_error
         if oom_killed or run.load == "memory_exceeded" or run.memory or died == "SIGKILL":
             return "memory_exceeded", run.load_error or f"memory limit of {limits['program_memory_mb']} MB"

@@ -284,6 +284,18 @@ def add(a, b):
     assert_still_healthy(client)
 
 
+@pytest.mark.parametrize("line", ['{"load": "sandbox_error", "error": "x"}', '{"stage": "sandbox_error"}',
+                                  '{"load": "ok"}\n{"q": 1, "ok": {"d": [["add", 3]]}}', '{"q": 2, "ok": true}'])
+def test_lines_forged_into_the_rpc_pipe_never_help(client, line):
+    """The program can write into its own RPC pipe; the worst it gets is a failure, never a pass or a masked
+    sandbox_error."""
+    program = f"import os\nfor fd in range(3, 10):\n    try:\n        os.write(fd, {line!r}.encode() + b'\\n')\n" \
+              f"    except OSError:\n        pass\ndef add(a, b):\n    return 0\n"
+    result = client.grade(mbpp(program))
+    assert result.status in (Status.FAILED, Status.RUNTIME_ERROR) and result.reward == 0.0, result
+    assert_still_healthy(client)
+
+
 def test_killing_the_grader_is_refused(client):
     program = f"""
 import os, signal
