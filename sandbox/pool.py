@@ -216,7 +216,7 @@ class Pool:
             closed = self._closed
         if closed:
             self._discard(worker, hard=False)
-            return False
+            return self._start_failed("the pool was closed while this worker started")
         self._idle.put(worker)
         return True
 
@@ -229,25 +229,38 @@ class Pool:
     def _discard(self, worker: WorkerProcess, hard: bool) -> None:
         with self._lock:
             self._workers.discard(worker)
-        worker.kill() if hard else worker.close()
+        if hard:
+            worker.kill()
+        else:
+            worker.close()
 
-    def _replace(self, worker: WorkerProcess, hard: bool) -> None:
-        """Stop `worker` and start a successor, both in the background, so the other workers keep serving."""
-        def replace() -> None:
-            self._discard(worker, hard)
-            with self._lock:
-                self._live -= 1
-                self.replaced += 1
-            if not self._try_start():
-                time.sleep(1.0)  # one more try: a transient engine hiccup should not shrink the pool
-                self._try_start()
-            with self._lock:
-                self._background.discard(threading.current_thread())
+    def _in_background(self, target: Callable[[], None], name: str) -> None:
+        """Run `target` in a thread that close() waits for."""
+        def run() -> None:
+            try:
+                target()
+            finally:
+                with self._lock:
+                    self._background.discard(threading.current_thread())
 
-        thread = threading.Thread(target=replace, name=f"replace-{worker.name}", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         with self._lock:
             self._background.add(thread)
         thread.start()
+
+    def _replace(self, worker: WorkerProcess, hard: bool) -> None:
+        """Stop `worker` and start a successor at the same time, in the background; the others keep serving."""
+        def start_successor() -> None:
+            if not self._try_start() and not self._closed:
+                time.sleep(1.0)  # one more try: a transient engine hiccup should not shrink the pool
+                self._try_start()
+
+        with self._lock:
+            self._workers.discard(worker)
+            self._live -= 1
+            self.replaced += 1
+        self._in_background(lambda: self._discard(worker, hard), f"stop-{worker.name}")
+        self._in_background(start_successor, f"replace-{worker.name}")
 
     def _checkout(self) -> WorkerProcess:
         while True:
