@@ -5,27 +5,31 @@ Standard library only, Python >= 3.9: this file is copied alone into the sandbox
 
 Protocol (this process's stdout is the protocol channel; no other process ever holds it):
     start     python3 -u executor.py --mode container|local [--scratch DIR]
-    ready     {"ready": true, "version": EXECUTOR_VERSION, "pid": <pid>}
+    ready     {"ready": true, "version": EXECUTOR_VERSION, "pid": <pid>, "seccomp": bool, "landlock": <ABI or 0>}
     request   {"id": ..., "job": <Job.to_dict()>, "limits": <Limits.to_dict()>}
     answer    <Result.to_dict()> plus "id", one line per request, requests handled one at a time
-    ping      {"op": "ping"} -> {"op": "pong"};   EOF on stdin -> exit 0
+    ping      {"op": "ping"} -> {"op": "pong"};   EOF on stdin -> exit 0 (exit 3 after answering, if the executor
+              cannot go on: restart it)
 
-Why the program cannot forge its verdict. Per request this process (E) starts two processes:
+Why the program cannot forge its verdict. Per request this process (E) uses two processes:
   - U, untrusted: forked from a zygote Z that E forked before it read any request, so U's memory never held test
-    code or expected values. U runs the program in a fresh __main__ under rlimits, a seccomp filter (it cannot
-    signal E, Z, T or PID 1, ptrace, or read other processes' memory) and no capabilities, then answers calls from T
-    with plain data only (exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset); anything else
-    stays in U behind an opaque handle.
+    code or expected values. U runs the program in a fresh __main__ under rlimits, without capabilities, inside
+    Landlock (read-only system and Python dirs, read-write scratch, no /proc, no TCP) and a seccomp filter (it
+    cannot signal E, Z, T, E's parent or PID 1, nor ptrace or read other processes' memory), then answers T's calls
+    with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset, plus builtin
+    types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else stays in U behind an
+    opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
   - T, trusted: forked from E, runs the dataset's test code with the program's names bound to RPC proxies, so
     every comparison happens in T between plain values, and reports each test outcome to E over a pipe U never holds.
-  An always-true __eq__, a str subclass, stack walking, SkipTest, sys.exit/os._exit/atexit/excepthook tricks and
-  fake protocol lines therefore cannot produce "passed": T only counts tests that ran to completion in T.
-After each request every process U started is killed (E is a child subreaper, so double-forked daemons come back to
-it) and the scratch directory is wiped.
+  An always-true __eq__, a str subclass, stack walking, gc hunting, SkipTest, sys.exit/os._exit/atexit/excepthook
+  tricks and fake protocol lines therefore cannot produce "passed": only tests that ran to completion in T count,
+  and all of them must pass.
+After each request everything U started is killed (E is a child subreaper, so double-forked daemons come back to
+it; container mode also kills any other process of ours in the PID namespace) and the scratch directory is wiped.
 
-Not covered here (the container provides it): file system isolation, network isolation, fork bombs (pids limit),
-total memory. In local mode the program can still read and write the user's files, use the network, and signal
-other processes of the user that are not E, Z, T, E's parent or PID 1.
+Not covered here (the container provides it): fork bombs (pids limit), total memory, UDP/raw network, a read-only
+root. Local mode runs as the user: Landlock (when the kernel has it) keeps the program off the user's files and
+/proc; without Landlock it can read and write the user's files and open the client's /proc/<pid>/fd.
 """
 from __future__ import annotations
 
@@ -58,8 +62,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one RPC answer from the program; larger 
 MAX_CODEC_DEPTH = 100  # deeper containers become opaque handles (and so never equal anything)
 MAX_ITER_ITEMS = 1_000_000  # iterating a program object in T materialises at most this many items
 MAX_TEXT_CHARS = 2000  # exception messages and failure lines
-SWEEP_TIMEOUT_S = 2.0
-PLAN_CACHE_SIZE = 512  # compiled trusted code of recent tasks  # killing everything a program started must finish within this
+SWEEP_TIMEOUT_S = 2.0  # killing everything a program started must finish within this
+PLAN_CACHE_SIZE = 512  # compiled trusted code of recent tasks (RL grades each task many times)
 REQUIRED_LIMITS = ("timeout_s", "cpu_s", "program_memory_mb", "output_bytes", "keep_output_bytes", "file_size_mb",
                    "open_files")
 # Pre-imported before forking so programs and tests do not pay for these imports.

@@ -70,6 +70,53 @@ def test_ready_line_and_ping(client):
     assert client.send({"op": "ping"}) == {"op": "pong"}
 
 
+# --- plain-data codec (imported directly: it is pure) ----------------------------------------------------------------
+def load_executor_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("score_sandbox_executor", EXECUTOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_codec_round_trips_exact_plain_types_only():
+    ex = load_executor_module()
+    handles = []
+
+    def handle_of(obj):
+        handles.append(obj)
+        return {"h": [len(handles), type(obj).__name__]}
+
+    def ref_of(hid, name):
+        return ("ref", hid, name)
+
+    value = [None, True, 3, -2 ** 80, 1.5, float("inf"), 2 + 3j, "s\ud800", b"\x00\xff", (1, [2]), {(1, 2): {3}},
+             frozenset({4}), {"k": ()}, int, type(None)]
+    wire = json.loads(json.dumps(ex.encode(value, handle_of)))
+    assert ex.decode(wire, ref_of) == value and handles == []
+    nan = ex.decode(json.loads(json.dumps(ex.encode(float("nan"), handle_of))), ref_of)
+    assert nan != nan
+
+    class MyInt(int):
+        pass
+
+    class MyStr(str):
+        pass
+
+    from collections import Counter, deque
+    decoded = ex.decode(json.loads(json.dumps(ex.encode([MyInt(1), MyStr("a"), deque([1]), Counter("aab")],
+                                                         handle_of))), ref_of)
+    assert decoded == [("ref", 1, "MyInt"), ("ref", 2, "MyStr"), ("ref", 3, "deque"), {"a": 2, "b": 1}]
+    assert type(decoded[3]) is dict
+    deep: list = []
+    for _ in range(ex.MAX_CODEC_DEPTH + 5):
+        deep = [deep]
+    assert "h" in json.dumps(ex.encode(deep, handle_of))  # too deep: the inner part stays behind a handle
+    for bad in ({"x": 1}, {"l": 3}, {"i": "zz"}, [1], {"d": [[[1], 2]]}, {"y": "eval"}):
+        with pytest.raises(ex.CodecError):
+            ex.decode(bad, ref_of)
+
+
 # --- HumanEval -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("task_id", ["HumanEval/0", "HumanEval/32", "HumanEval/38"])
 def test_humaneval_canonical_passes(client, problems, task_id):
@@ -135,6 +182,11 @@ def test_mbpp_program_cannot_replace_builtins_or_modules_the_tests_use(client):
     program = "import math\nmath.isclose = lambda *a, **k: True\ndef len(x):\n    return 3\ndef f(x):\n    return []\n"
     result = client.grade(mbpp(program, ["assert len(f(1)) == 3", "assert math.isclose(f(2), 1.0)"]))
     assert result.status is Status.FAILED and not any(t.passed for t in result.tests), result
+
+
+def test_humaneval_missing_entry_point_fails(client, problems):
+    result = client.grade(humaneval_job(problems["HumanEval/0"], "    return True\ndel has_close_elements\n"))
+    assert result.status is Status.FAILED and "does not define 'has_close_elements'" in result.tests[0].message
 
 
 def test_generic_test_functions_are_counted(client):
