@@ -1163,6 +1163,9 @@ class Executor:
         req_r, req_w = os.pipe()  # T -> U
         resp_r, resp_w = os.pipe()  # U -> T
         rep_r, rep_w = os.pipe()  # T -> E
+        child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w, rep_w]  # closed here once T and U hold them
+        if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
+            limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         oom0 = read_oom_kills() if self.mode == "container" else -1
         run, u_pid, t_pid, sweep_error = Run(), 0, 0, ""
@@ -1172,23 +1175,21 @@ class Executor:
             t_pid = os.fork()
             if t_pid == 0:
                 trusted_child(plan, resp_r, req_w, rep_w)
-            for fd in (resp_r, req_w, rep_w):
-                os.close(fd)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
                     "path": self.path, "landlock_abi": self.landlock_abi,
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
-            try:
-                u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
-            finally:
-                for fd in (out_w, err_w, req_r, resp_w):
-                    os.close(fd)
+            u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
+            while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
+                os.close(child_ends.pop())
             self.collect(run, captures, rep_r, t0 + timeout_s, limits["output_bytes"])
             wall_time_s = time.monotonic() - t0
         finally:
+            for fd in child_ends:
+                os.close(fd)
             statuses, sweep_error = self.sweep(u_pid, t_pid)
-            u_status, u_cpu_s = self.reap_untrusted() if u_pid > 0 else (None, 0.0)
+            u_status, u_cpu_s = self.reap_untrusted() if u_pid > 0 and not sweep_error else (None, 0.0)
             for fd in (out_r, err_r):
                 if not run.output_exceeded:
                     self.drain(fd, captures[fd], limits["output_bytes"], run)
@@ -1205,6 +1206,7 @@ class Executor:
         status, error = self.verdict(run, u_status, cpu_s, limits, oom1 > oom0 >= 0, plan)
         if sweep_error:
             status, error = "sandbox_error", sweep_error
+            self.fatal = sweep_error
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
                 "stderr": captures[err_r].text(), "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
 
