@@ -97,6 +97,10 @@ class Sandbox:
         return [calibrated_timeout(r.wall_time_s, floor_s, factor) if r.status is Status.PASSED
                 else self.limits.timeout_s for r in results]
 
+    def round_trip_s(self, count: int = 100) -> list[float]:
+        """Ping/pong times through one idle worker: the transport's share of the per-program overhead."""
+        return self._pool.round_trip_s(count)
+
     @property
     def replaced_workers(self) -> int:
         """Workers replaced so far after a failure or a recycle."""

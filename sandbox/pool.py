@@ -96,6 +96,17 @@ class WorkerProcess:
         result.job_id = job.job_id
         return result
 
+    def ping(self, deadline: float) -> None:
+        """One protocol round trip with no program: what the transport alone costs."""
+        self._write_all(b'{"op":"ping"}\n', deadline)
+        line = self._read_line(deadline)
+        try:
+            pong = json.loads(line)
+        except ValueError:
+            pong = None
+        if pong != {"op": "pong"}:
+            raise WorkerFailure(f"worker {self.name} answered a ping with {line[:200]!r}")
+
     def _write_all(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
         while view:
@@ -293,6 +304,21 @@ class Pool:
                 self._idle.put(worker)
             return result
         return Result.sandbox_error("worker failed twice: " + " | then: ".join(errors), job_id=job.job_id)
+
+    def round_trip_s(self, count: int = 100) -> list[float]:
+        """Ping/pong times of one idle worker: the pool's own per-program cost, without the executor's work."""
+        worker = self._checkout()
+        times = []
+        try:
+            for _ in range(count):
+                start = time.perf_counter()
+                worker.ping(time.monotonic() + self.grace_s)
+                times.append(time.perf_counter() - start)
+        except WorkerFailure:
+            self._replace(worker, hard=True)
+            raise SandboxError(f"worker {worker.name} failed a ping") from None
+        self._idle.put(worker)
+        return times
 
     def run_batch(self, jobs: Sequence[Job], progress: Progress | None = None) -> list[Result]:
         """Run jobs concurrently over the workers; results come back in input order."""

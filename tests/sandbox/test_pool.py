@@ -22,6 +22,9 @@ import json, os, sys, time
 print(json.dumps({"ready": True, "version": "fake", "pid": os.getpid()}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
+    if req.get("op") == "ping":
+        print(json.dumps({"op": "pong"}), flush=True)
+        continue
     cmd = req["job"]["program"]
     status, out = "passed", ""
     if cmd.startswith("sleep:"):
@@ -166,6 +169,17 @@ def test_worker_that_never_becomes_ready_fails_pool_start_with_its_stderr():
 
     with pytest.raises(SandboxError, match="no executor here"):
         Pool(spawn, 1, Limits())
+
+
+def test_round_trip_pings_an_idle_worker(fake_spawn):
+    pool = make_pool(fake_spawn, size=1)
+    try:
+        times_s = pool.round_trip_s(5)
+        after = pool.run(job("sleep:0"))
+    finally:
+        pool.close()
+    assert len(times_s) == 5 and all(0 < t < 1 for t in times_s)
+    assert after.status is Status.PASSED, "the worker must go back to the pool after the pings"
 
 
 def test_close_stops_every_worker_process(fake_spawn):
