@@ -1306,8 +1306,10 @@ class Executor:
             return "sandbox_error", run.trusted_error
         if run.load == "sandbox_error":
             return "sandbox_error", run.load_error
-        if oom_killed or run.load == "memory_exceeded" or run.memory or died == "SIGKILL":
-            return "memory_exceeded", run.load_error or f"memory limit of {limits['program_memory_mb']} MB"
+        if oom_killed or died == "SIGKILL":
+            return "memory_exceeded", "the program's process was killed by the out-of-memory killer (SIGKILL)"
+        if run.load == "memory_exceeded" or run.memory:
+            return "memory_exceeded", f"MemoryError (limit {limits['program_memory_mb']} MB of address space)"
         if run.load == "syntax_error":
             return "syntax_error", run.load_error
         if run.load == "runtime_error":
