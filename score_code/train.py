@@ -280,9 +280,10 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
 
 def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: Sequence[Task] | None = None,
-          shots: Sequence[Task] = (), after_step: Callable[[int], None] | None = None) -> Path:
+          shots: Sequence[Task] = (), after_step: Callable[[int, Any], None] | None = None) -> Path:
     """Run the schedule; returns the run directory. `reward_fn` / `train_tasks` replace the sandbox and MBPP
-    (tests and custom tasks); `after_step(step)` runs after each logged step (tests use it to kill a run)."""
+    (tests and custom tasks); `after_step(step, policy)` runs after each step's log and checkpoint (tests use it
+    to kill a run or to read a process's parameters)."""
     from accelerate import Accelerator
     from tqdm import tqdm
 
@@ -373,7 +374,6 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
             if stage == 2 and offline_per_task:
                 offline = offline_first_attempts(tasks, k, offline_per_task, offline_cache, first_dialogue,
                                                  reference_generator, params[0])
-            torch.manual_seed(sampling_seed(config.run.seed, step, rank, 0))
             rollouts = generate_rollouts(generator, tasks, first_dialogue, instruction, k, params[0], params[1],
                                          reward_fn, offline_first=offline)
             episodes = rollouts.episodes
@@ -418,7 +418,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
             if step % config.run.save_steps == 0 or step == last_step:
                 save(run_dir, state, policy, tokenizer, optimizer, scheduler, accelerator, config.run.save_total_limit)
             if after_step is not None:
-                after_step(step)
+                after_step(step, accelerator.unwrap_model(policy))
     finally:
         bar.close()
         logger.close()

@@ -1,0 +1,290 @@
+"""The trainer: schedule and sampling helpers, log-prob bookkeeping, learning on a synthetic verifiable task,
+the beta2 anchor on attempt 1, resume after a kill, the CLI, and an end-to-end run through the Docker sandbox."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmarks.tasks import Task
+from score_code import checkpoint as ckpt
+from score_code.config import ModelConfig, TrainConfig, apply_overrides
+from score_code.logging_utils import read_metrics, rollout_metrics, truncate_jsonl
+from score_code.rollout import Episode, collate
+from score_code.train import (TrainError, phase_plan, prepare_run_dir, reference_log_probs, sequence_log_probs,
+                              stage_at, tasks_for_step, train)
+
+MBPP_PATH = Path(os.environ.get("SCORE_CODE_MBPP", "/work/shared/data/mbpp.jsonl"))
+REPO = Path(__file__).resolve().parents[2]
+
+# --- synthetic verifiable task: a random tiny model says a word starting with a capital letter about 28% of the
+# time (the share of such tokens in the SmolLM2 vocabulary); the reward asks for one. Learnable in seconds.
+SYNTHETIC_TASKS = [Task(task_id=f"cap/{i}", prompt=f"Say one word ({i}).", entry_point="", tests=("pass",),
+                        test_format="generic") for i in range(4)]
+
+
+def capital_reward(tasks, completions):
+    return [1.0 if text.lstrip()[:1].isupper() else 0.0 for text in completions]
+
+
+def _config(tmp_path: Path, model_dir: Path, name: str, **overrides) -> TrainConfig:
+    values = dict(model=str(model_dir), output_dir=str(tmp_path / name), max_new_tokens=1, prompts_per_step=4,
+                  samples_per_prompt=4, micro_batch_size=16, learning_rate=3e-2, beta1=0.0, schedule="1",
+                  stage1_steps=30, stage2_steps=0, save_steps=1000, progress=False, log_completions=1)
+    values.update(overrides)
+    return apply_overrides(TrainConfig(), values)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def test_schedule_counts_steps_per_stage():
+    config = apply_overrides(TrainConfig(), {"schedule": "1,2,1,2", "stage1_steps": 2, "stage2_steps": 3})
+    plan = phase_plan(config)
+    assert plan == [(1, 2), (2, 3), (1, 2), (2, 3)]
+    assert [stage_at(s, plan) for s in range(1, 11)] == [1, 1, 2, 2, 2, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match="past the schedule"):
+        stage_at(11, plan)
+
+
+def test_ranks_see_disjoint_tasks_and_an_epoch_covers_all():
+    rank0 = tasks_for_step(10, step=1, per_process=5, world_size=2, rank=0, seed=3)
+    rank1 = tasks_for_step(10, step=1, per_process=5, world_size=2, rank=1, seed=3)
+    assert not set(rank0) & set(rank1) and sorted(rank0 + rank1) == list(range(10))
+    assert tasks_for_step(10, 2, 5, 2, 0, 3) != rank0  # the next epoch is reshuffled ...
+    assert tasks_for_step(10, 1, 5, 2, 0, 3) == rank0  # ... and the draw is a function of (seed, step, rank)
+
+
+def test_existing_run_is_refused_unless_resumed(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(TrainError, match="already holds a run; pass --resume"):
+        prepare_run_dir(tmp_path, resume=False)
+    with pytest.raises(TrainError, match="no checkpoint-N to resume from"):
+        prepare_run_dir(tmp_path, resume=True)
+    assert prepare_run_dir(tmp_path / "new", resume=False) is None
+
+
+def test_truncate_jsonl_drops_rows_past_the_checkpoint_and_torn_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "rew')
+    assert truncate_jsonl(path, 2) == 2
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_rollout_metrics_transitions():
+    def ep(r1, r2):
+        return Episode("t", 0, [1, 2, 3], (1, 2), (2, 3), "", "", "stop", "stop", r1, r2)
+
+    m = rollout_metrics([ep(0.0, 1.0), ep(1.0, 0.0), ep(1.0, 1.0), ep(0.0, 0.0), ep(None, 1.0)])
+    assert m["attempt1/reward"] == 0.5 and m["attempt2/reward"] == 0.5 and m["reward"] == 0.5
+    assert m["delta_i2c"] == 0.25 and m["delta_c2i"] == 0.25 and m["delta"] == 0.0
+    assert m["sandbox_errors"] == 1.0 and m["episodes"] == 5.0
+
+
+def test_log_probs_at_trained_positions_match_a_full_forward(tiny_model):
+    episodes = [Episode("t", 0, list(range(100, 112)), (4, 7), (9, 12), "", "", "stop", "stop", 1.0, 0.0),
+                Episode("t", 1, list(range(200, 209)), (3, 5), (7, 9), "", "", "stop", "stop", 0.0, 1.0)]
+    batch = collate(episodes, pad_token_id=0)
+    logp = sequence_log_probs(tiny_model, batch)
+    with torch.no_grad():
+        full = torch.log_softmax(tiny_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, -1)
+    mask = (batch.mask1 + batch.mask2).bool()
+    for row, col in mask.nonzero().tolist():
+        assert logp[row, col].item() == pytest.approx(full[row, col - 1, batch.input_ids[row, col]].item(), abs=1e-5)
+    untrained_columns = ~mask.any(dim=0)  # no row needs them: no logits computed there
+    assert logp[:, untrained_columns].abs().sum() == 0 and untrained_columns.sum() == 3
+
+
+def test_lora_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir):
+    from score_code.train import build_models
+
+    model_cfg = ModelConfig(model=str(tiny_model_dir), lora=True, lora_r=4, lora_alpha=8)
+    policy, reference, _ = build_models(model_cfg, None, torch.device("cpu"))
+    assert reference is None
+    base, _, _ = build_models(ModelConfig(model=str(tiny_model_dir)), None, torch.device("cpu"))
+    batch = collate([Episode("t", 0, list(range(300, 310)), (3, 6), (7, 10), "", "", "stop", "stop", 1.0, 1.0)], 0)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5)  # a trained adapter
+    ref = reference_log_probs(policy, None, batch)
+    assert torch.allclose(ref, sequence_log_probs(base, batch).detach(), atol=1e-5)
+    assert not torch.allclose(ref, sequence_log_probs(policy, batch).detach(), atol=1e-3)
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+# --- learning ------------------------------------------------------------------------------------------------------
+
+
+def _mean(rows, key, steps):
+    values = [r[key] for r in rows if r["step"] in steps]
+    return sum(values) / len(values)
+
+
+@pytest.mark.slow
+def test_stage1_learns_attempt2_and_beta2_anchors_attempt1(tmp_path, tiny_model_dir):
+    """Stage I raises the attempt-2 reward; a large beta2 keeps attempt 1 closer to the reference than beta2 = 0."""
+    free = read_metrics(train(_config(tmp_path, tiny_model_dir, "beta2_0", beta2=0.0),
+                              reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS))
+    anchored = read_metrics(train(_config(tmp_path, tiny_model_dir, "beta2_1", beta2=1.0),
+                                  reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS))
+    first, last = range(1, 6), range(26, 31)
+    start, end = _mean(free, "attempt2/reward", first), _mean(free, "attempt2/reward", last)
+    assert end >= start + 0.3, f"attempt-2 reward went from {start:.2f} to only {end:.2f} in 30 steps"
+    kl_free, kl_anchored = _mean(free, "kl/attempt1", range(21, 31)), _mean(anchored, "kl/attempt1", range(21, 31))
+    assert kl_anchored < 0.5 * kl_free, f"attempt-1 KL with beta2=1: {kl_anchored:.3f}, with beta2=0: {kl_free:.3f}"
+
+
+# --- resume --------------------------------------------------------------------------------------------------------
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    common = dict(schedule="1,2", stage1_steps=2, stage2_steps=2, save_steps=2, max_new_tokens=2,
+                  prompts_per_step=2, samples_per_prompt=2, micro_batch_size=2, learning_rate=1e-2, beta1=0.01)
+    whole_dir = train(_config(tmp_path, tiny_model_dir, "whole", **common), reward_fn=capital_reward,
+                      train_tasks=SYNTHETIC_TASKS)
+
+    def kill_at_3(step, policy):
+        if step == 3:  # after step 3 is logged, before the checkpoint at step 4
+            raise Killed
+
+    config = _config(tmp_path, tiny_model_dir, "killed", **common)
+    with pytest.raises(Killed):
+        train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS, after_step=kill_at_3)
+    assert [r["step"] for r in read_metrics(Path(config.run.output_dir))] == [1, 2, 3]
+    resumed_dir = train(apply_overrides(config, {"resume": True}), reward_fn=capital_reward,
+                        train_tasks=SYNTHETIC_TASKS)
+
+    whole, resumed = read_metrics(whole_dir), read_metrics(resumed_dir)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["stage"] for r in resumed] == [1, 1, 2, 2]
+    for a, b in zip(whole, resumed):
+        assert (a["attempt1/reward"], a["attempt2/reward"]) == (b["attempt1/reward"], b["attempt2/reward"])
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    completions = [json.loads(x)["step"] for x in (resumed_dir / "completions.jsonl").read_text().splitlines()]
+    assert completions == [1, 2, 3, 4]
+    state = json.loads((resumed_dir / "checkpoint-4" / ckpt.TRAINER_STATE_NAME).read_text())
+    assert state["global_step"] == 4 and state["stage"] == 2
+    expected = load_file(str(whole_dir / "checkpoint-4" / "model.safetensors"))
+    got = load_file(str(resumed_dir / "checkpoint-4" / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.allclose(expected[key], got[key], atol=1e-5), key
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------------
+
+
+def _cli(argv: list[str]) -> int:
+    from score_code import train_command
+
+    parser = argparse.ArgumentParser(prog="score-code")
+    train_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("beta3: 1\n")
+    assert _cli(["train", "stage1", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "unknown config key 'beta3'" in err and "hint: see `score-code train stage1 --help`" in err
+
+
+def test_cli_plot_writes_a_png(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "stage": 1 if s <= 3 else 2, "attempt1/reward": 0.1 * s, "attempt2/reward": 0.2 * s,
+             "delta": 0.1 * s, "delta_i2c": 0.1, "delta_c2i": 0.0, "kl/attempt1": 0.01, "kl/attempt2": 0.02,
+             "loss": 1.0 / s} for s in range(1, 7)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _cli(["plot", str(run)]) == 0
+    png = run / "training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+# --- end to end through the Docker sandbox ---------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_score_end_to_end_on_mbpp_with_docker(tmp_path, tiny_model_dir, docker_sandbox):
+    """`score-code train score`: 2 steps per stage on 2 MBPP train tasks, graded by the real sandbox."""
+    out = tmp_path / "run"
+    code = _cli(["train", "score", "--config", str(REPO / "score_code" / "recipes" / "debug_tiny.yaml"),
+                 "--model", str(tiny_model_dir), "--mbpp_path", str(MBPP_PATH), "--output_dir", str(out),
+                 "--max_train_tasks", "2", "--stage1_steps", "2", "--stage2_steps", "2", "--save_steps", "2",
+                 "--sandbox_backend", "docker", "--no-progress"])
+    assert code == 0
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["stage"] for r in rows] == [1, 1, 2, 2]
+    assert all(r["sandbox_errors"] == 0 for r in rows), rows
+    assert all(0.0 <= r["attempt2/reward"] <= 1.0 for r in rows)
+    assert (out / "checkpoint-4" / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["stage2_steps"] == 2
+    assert list((out / "tensorboard").iterdir())
+
+
+# --- two processes (DDP over gloo on CPU) ------------------------------------------------------------------------
+
+
+DDP_SCRIPT = """
+import json, sys, torch
+from benchmarks.tasks import Task
+from score_code.config import TrainConfig, apply_overrides
+from score_code import train as T
+
+seen = []
+def reward(tasks, completions):
+    seen.extend(t.task_id for t in tasks)
+    return [1.0 if c.lstrip()[:1].isupper() else 0.0 for c in completions]
+
+tasks = [Task(task_id=f"cap/{i}", prompt=f"Say one word ({i}).", entry_point="", tests=("pass",),
+              test_format="generic") for i in range(4)]
+config = apply_overrides(TrainConfig(), dict(model=sys.argv[1], output_dir=sys.argv[2], max_new_tokens=2,
+    prompts_per_step=1, samples_per_prompt=2, micro_batch_size=1, learning_rate=1e-2, schedule="1",
+    stage1_steps=1, save_steps=1000, progress=False))
+
+def dump(step, policy):
+    from accelerate import PartialState
+    rank = PartialState().process_index
+    torch.save({k: v.detach().clone() for k, v in policy.state_dict().items()}, f"{sys.argv[2]}/params{rank}.pt")
+    json.dump({"tasks": sorted(set(seen))}, open(f"{sys.argv[2]}/rank{rank}.json", "w"))
+
+T.train(config, reward_fn=reward, train_tasks=tasks, after_step=dump)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_see_different_tasks_and_end_with_identical_parameters(tmp_path, tiny_model_dir):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", "29517", str(script), str(tiny_model_dir), str(out)],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [json.loads((out / f"rank{r}.json").read_text())["tasks"] for r in (0, 1)]
+    assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1]), seen
+    params = [torch.load(out / f"params{r}.pt") for r in (0, 1)]
+    initial = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert params[0].keys() == params[1].keys()
+    for key in params[0]:
+        assert torch.equal(params[0][key], params[1][key]), key
+    assert any(not torch.equal(params[0][k], initial[k]) for k in params[0] if k in initial), "no update happened"
+
