@@ -396,8 +396,34 @@ def add(a, b):
         assert client.grade(mbpp(program, ["assert add(0, 0)[1] == 'PermissionError'"])).status is Status.PASSED
 
 
+@pytest.mark.parametrize("body", [
+    "    x = []\n    for _ in range(100000):\n        x = [x]\n    return x\n",  # depth bomb
+    "    return 'x' * (20 * 1024 * 1024)\n",  # over the RPC message cap
+    "    raise ValueError('m' * (10 * 1024 * 1024))\n",  # huge exception message
+    "    import itertools\n    return itertools.count()\n",  # endless iterator (T may call list() on it)
+])
+def test_answer_bombs_fail_the_test_not_the_executor(client, body):
+    result = client.grade(mbpp("import sys\nsys.setrecursionlimit(10 ** 6)\ndef add(a, b):\n" + body,
+                               ["assert add(1, 2) == 3", "assert list(add(1, 2)) == [3]"]))
+    assert result.status in (Status.FAILED, Status.MEMORY_EXCEEDED) and result.reward == 0.0, result
+    assert all(len(t.message) < 3000 for t in result.tests)
+    assert_still_healthy(client)
+
+
+def test_overhead_is_printed(client):
+    """Not a timing assertion: prints the executor's cost per program beyond the program's own run."""
+    overheads = []
+    for _ in range(20):
+        started = time.perf_counter()
+        result = client.grade(mbpp(GOOD_ADD))
+        overheads.append(time.perf_counter() - started - result.wall_time_s)
+    overheads.sort()
+    print(f"\noverhead beyond the program's run over 20 trivial programs: p50 {overheads[10] * 1000:.1f} ms, "
+          f"max {overheads[-1] * 1000:.1f} ms (round trip including the client's JSON)")
+
+
 # --- limits ----------------------------------------------------------------------------------------------------------
-SHORT = Limits(timeout_s=1.0, cpu_s=1, program_memory_mb=256)
+SHORT = Limits(timeout_s=0.5, cpu_s=1, program_memory_mb=256)
 
 
 @pytest.mark.parametrize("body", ["while True:\n    pass\n", "import time\ntime.sleep(30)\n"])
