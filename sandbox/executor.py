@@ -264,15 +264,18 @@ SECCOMP_ARCHES = {
     "x86_64": (0xC000003E, {
         "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
         "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
-        "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 72, "ioctl": 16, "capset": 126}),
+        "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 72, "ioctl": 16, "capset": 126, "socket": 41,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
     "aarch64": (0xC00000B7, {
         "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
         "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
-        "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 25, "ioctl": 29, "capset": 91}),
+        "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 25, "ioctl": 29, "capset": 91, "socket": 198,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
 }
 SIGNAL_SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 DENIED_SYSCALLS = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_send_signal",
-                   "pidfd_getfd")
+                   "pidfd_getfd", "io_uring_setup", "io_uring_enter", "io_uring_register")  # io_uring skips seccomp
+AF_UNIX = 1  # socket(AF_UNIX) is refused: no talking to the Docker socket, D-Bus or systemd (socketpair still works)
 
 _libc = None
 
@@ -296,7 +299,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
 
 
 def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[tuple[int, int, int, int]]:
-    """BPF that returns EPERM for signals aimed at blocked pids, -1 or foreign groups, and for cross-process access."""
+    """BPF returning EPERM for signals aimed at blocked pids, -1 or foreign groups, cross-process access, io_uring
+    and AF_UNIX sockets."""
     audit_arch, nr = SECCOMP_ARCHES[arch]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     prog: list[tuple] = [  # (code, jump-if-true label, jump-if-false label, k); label 0 = next instruction
@@ -305,7 +309,8 @@ def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[t
     ]
     prog += [(jeq, "pid", 0, nr[name]) for name in SIGNAL_SYSCALLS]
     prog += [(jeq, "deny", 0, nr[name]) for name in DENIED_SYSCALLS]
-    prog += [(jeq, "fcntl", 0, nr["fcntl"]), (jeq, "ioctl", 0, nr["ioctl"]), (ret, 0, 0, SECCOMP_RET_ALLOW)]
+    prog += [(jeq, "fcntl", 0, nr["fcntl"]), (jeq, "ioctl", 0, nr["ioctl"]), (jeq, "socket", 0, nr["socket"]),
+             (ret, 0, 0, SECCOMP_RET_ALLOW)]
     labels = {"pid": len(prog)}
     prog += [(ld, 0, 0, 16)]  # low 32 bits of arg0: the target pid (or -pgid)
     prog += [(jeq, "deny", 0, pid & 0xFFFFFFFF) for pid in sorted(set(blocked_pids) | {1})]
@@ -313,7 +318,9 @@ def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[t
     labels["fcntl"] = len(prog)
     prog += [(ld, 0, 0, 24), (jeq, "deny", 0, F_SETOWN), (jeq, "deny", 0, F_SETOWN_EX), (ret, 0, 0, SECCOMP_RET_ALLOW)]
     labels["ioctl"] = len(prog)
-    prog += [(ld, 0, 0, 24), (jeq, "deny", 0, FIOSETOWN), (jeq, "deny", 0, SIOCSPGRP)]
+    prog += [(ld, 0, 0, 24), (jeq, "deny", 0, FIOSETOWN), (jeq, "deny", 0, SIOCSPGRP), (ret, 0, 0, SECCOMP_RET_ALLOW)]
+    labels["socket"] = len(prog)
+    prog += [(ld, 0, 0, 16), (jeq, "deny", "allow", AF_UNIX)]
     labels["allow"] = len(prog)
     prog += [(ret, 0, 0, SECCOMP_RET_ALLOW)]
     labels["deny"] = len(prog)

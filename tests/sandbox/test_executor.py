@@ -422,6 +422,33 @@ def test_overhead_is_printed(client):
           f"max {overheads[-1] * 1000:.1f} ms (round trip including the client's JSON)")
 
 
+def test_confinement_leaves_ordinary_python_working(client):
+    """The seccomp filter and Landlock refuse only what they must: subprocesses, pipes, asyncio, tty checks, fcntl
+    and temp files keep working; AF_UNIX sockets (the Docker socket, D-Bus) and F_SETOWN are refused."""
+    program = """
+import asyncio, fcntl, os, socket, subprocess, sys, tempfile
+out = [subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True).stdout.strip()]
+a, b = socket.socketpair()
+a.send(b"x")
+out.append(b.recv(1).decode())
+asyncio.run(asyncio.sleep(0))
+out.append(os.isatty(1))
+out.append(fcntl.fcntl(1, fcntl.F_GETFL) >= 0)
+with tempfile.TemporaryFile() as f:
+    out.append(f.write(b"abc"))
+for attempt in (lambda: socket.socket(socket.AF_UNIX), lambda: fcntl.fcntl(1, fcntl.F_SETOWN, os.getppid())):
+    try:
+        attempt()
+        out.append("allowed")
+    except PermissionError:
+        out.append("refused")
+def add(a, b):
+    return out
+"""
+    result = client.grade(mbpp(program, ["assert add(0, 0) == ['42', 'x', False, True, 3, 'refused', 'refused']"]))
+    assert result.status is Status.PASSED, result
+
+
 # --- limits ----------------------------------------------------------------------------------------------------------
 SHORT = Limits(timeout_s=0.5, cpu_s=1, program_memory_mb=256)
 
