@@ -146,7 +146,8 @@ def test_killing_the_process_group_is_not_scored(docker_sandbox):
 
 # --- memory ----------------------------------------------------------------------------------------------------
 def test_memory_hog_is_memory_exceeded(docker_sandbox):
-    result, _ = run(docker_sandbox, "hog = []\nwhile True:\n    hog.append(bytearray(50 * 1024 * 1024))\n" + ADD)
+    program = "hog = []\nwhile True:\n    hog.append(bytearray(50 * 1024 * 1024))\n" + ADD
+    result, _ = run(docker_sandbox, program, timeout_s=10)  # 1 GB of page faults can take > 2 s on a busy host
     assert_verdict(result, Status.MEMORY_EXCEEDED)
     assert_healthy(docker_sandbox)
 
