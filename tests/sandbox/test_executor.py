@@ -225,8 +225,8 @@ def test_always_true_eq_mbpp(client):
 
 @pytest.mark.parametrize("base, value", [("str", "'x'"), ("int", "3")])
 def test_builtin_subclass_return_is_not_plain(client, base, value):
-    program = (f"class Sneaky({base}):\n    def __eq__(self, other):\n        return True\n    __hash__ = {base}.__hash__\n"
-               f"def add(a, b):\n    return Sneaky({value})\n")
+    program = (f"class Sneaky({base}):\n    def __eq__(self, other):\n        return True\n"
+               f"    __hash__ = {base}.__hash__\ndef add(a, b):\n    return Sneaky({value})\n")
     result = client.grade(mbpp(program))
     assert result.status is Status.FAILED and result.passed_tests == 0, result
 
