@@ -14,7 +14,7 @@ What is covered (backend="docker", the default):
 - A warm pool of long-lived containers (one per core by default), each running sandbox/executor.py; the executor
   runs each program in its own process, with the trusted test code kept apart from it.
 - Per container: no network (--network none); read-only root; the only writable place is a tmpfs at /scratch
-  with size and inode limits; non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork
+  with size and inode limits (no /dev/shm: --ipc none, so multiprocessing locks and queues do not work); non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork
   and thread bombs); memory limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that
   reaps orphans; labels naming the owner process; --rm.
 - Per program: wall-clock and CPU-time limits, address-space limit, output caps (by the executor); the pool
@@ -26,7 +26,8 @@ What is covered (backend="docker", the default):
 What is NOT covered:
 - Kernel or container-runtime exploits: containers share the host kernel (Docker's default seccomp and
   AppArmor profiles apply; no gVisor or VM). Anyone who can run docker is root-equivalent on the host.
-- Timing and cache side channels, disk I/O bandwidth, and fairness beyond --cpus.
+- Timing and cache side channels, disk I/O bandwidth, and fairness beyond --cpus. POSIX message queues
+  (mq_open) live as long as their container, i.e. until it is recycled.
 - backend="local": only rlimits, a private temp dir and a scrubbed environment. NO network and NO filesystem
   isolation (a RuntimeWarning says so once per process). Use it for development or trusted code only.
 """

@@ -176,7 +176,7 @@ def _hardening_problems(db, owner: str) -> list[str]:
         return ["no running worker container found to inspect"]
     host = json.loads(db.docker_cli(["inspect", rows[0]["id"]]).stdout)[0]["HostConfig"]
     expected = {"NetworkMode": "none", "ReadonlyRootfs": True, "CapDrop": ["ALL"], "Init": True,
-                "SecurityOpt": ["no-new-privileges"]}
+                "SecurityOpt": ["no-new-privileges"], "IpcMode": "none"}
     problems = [f"{key} is {host.get(key)!r}, expected {value!r}" for key, value in expected.items()
                 if host.get(key) != value]
     if not host.get("PidsLimit") or not host.get("Memory") or host.get("MemorySwap") != host.get("Memory"):

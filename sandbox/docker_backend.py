@@ -1,9 +1,10 @@
 """The Docker backend: the docker CLI (no SDK), the hardened `docker run -i` line, image naming and stale cleanup.
 
 Every container runs the executor as one long-lived worker (see pool.py) with all of these, taken from Limits:
-no network, read-only root, a size- and inode-limited tmpfs at /scratch as the only writable place, a non-root
-uid, no capabilities, no-new-privileges, pids/memory(no swap)/cpus limits, nofile/fsize ulimits, an init
-process as PID 1, owner labels and --rm.
+no network, read-only root, a size- and inode-limited tmpfs at /scratch as the only writable place (no /dev/shm:
+--ipc none, so multiprocessing's semaphores are unavailable to programs), a non-root uid, no capabilities,
+no-new-privileges, pids/memory(no swap)/cpus limits, nofile/fsize ulimits, an init process as PID 1, owner
+labels and --rm.
 """
 from __future__ import annotations
 
@@ -115,6 +116,7 @@ def run_argv(image: str, limits: Limits, name: str, owner: str) -> list[str]:
         "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner}", "--label", f"{STARTED_LABEL}={time.time():.3f}",
         "--network", "none",
         "--read-only", "--tmpfs", scratch, "--workdir", "/scratch",
+        "--ipc", "none",  # no /dev/shm: it would be a second writable place that outlives each program
         "--user", f"{SANDBOX_UID}:{SANDBOX_UID}",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--pids-limit", str(limits.pids),

@@ -221,6 +221,13 @@ def test_writing_outside_scratch_fails(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
+def test_shared_memory_is_not_a_writable_place(docker_sandbox):
+    program = "open('/dev/shm/x', 'w').write('left for the next program')\n" + ADD
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert_healthy(docker_sandbox)
+
+
 def test_host_paths_are_not_visible(docker_sandbox):
     host_file = Path(__file__).resolve()
     program = f"print(open({str(host_file)!r}).read())\n" + ADD
