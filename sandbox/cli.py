@@ -112,6 +112,11 @@ def grade(args: argparse.Namespace) -> int:
             per_task[sample.problem.task_id].append(result.reward == 1.0)
     print(f"graded {len(samples)} sample(s) of {len(per_task)} task(s) from {args.samples}; "
           f"rejected {len(errors)} line(s); results in {output}")
+    sampled = {s.problem.task_id for s in samples}
+    unsampled = [tid for tid in problems if tid not in sampled]
+    if unsampled:
+        print(f"note: {len(unsampled)} of {len(problems)} problems have no samples in {args.samples} "
+              f"(first: {unsampled[0]}); pass@k covers the graded tasks only")
     if per_task:
         min_n = min(len(v) for v in per_task.values())
         for k in range(1, min_n + 1):
