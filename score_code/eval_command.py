@@ -1,0 +1,158 @@
+"""`score-code eval humaneval|mbpp|PATH`: model + generator + sandbox -> benchmarks.evaluate -> the results table.
+
+Without --model the embedded default (SmolLM2-135M-Instruct) is used. The output directory (default
+runs/eval-<dataset>[-limitN]-<model>) holds config.json, samples.jsonl, results.jsonl, metrics.json, report.md;
+a rerun with the same settings resumes it, a rerun with other settings is refused by benchmarks.evaluate.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+MBPP_ENV = "SCORE_CODE_MBPP"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="two-attempt self-correction evaluation on HumanEval, MBPP or a task file",
+        description="Generate attempt 1, grade it in the sandbox, append the self-correction instruction, "
+                    "generate attempt 2 (token-in/token-out), grade it; print Acc@t1, Acc@t2 and the transitions.")
+    parser.add_argument("dataset", help="'humaneval', 'mbpp' (file from --mbpp-path or $SCORE_CODE_MBPP), "
+                                        "or a path to an MBPP file or a task JSONL file")
+    # Model and decoding
+    parser.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                        help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
+                             "SmolLM2-135M-Instruct")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on a capable GPU, else fp32), fp32, bf16, fp16")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
+    parser.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
+                        help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
+    parser.add_argument("--attempts", type=int, default=2, help="attempts per sample (default: 2, the paper's)")
+    parser.add_argument("--samples", type=int, default=1, help="samples per task; > 1 gives pass@k (needs --temperature > 0)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as in the paper)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="per attempt (default: 512)")
+    parser.add_argument("--batch-size", type=int, default=8, help="dialogues per generate call (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of sampling (default: 0)")
+    parser.add_argument("--feedback", choices=("tests",), default=None,
+                        help="show attempt t's first failing test before attempt t+1 (default: none, intrinsic)")
+    # Data
+    parser.add_argument("--split", default="test", help="MBPP split: test (default), train, validation, prompt, all")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N tasks")
+    parser.add_argument("--mbpp-path", default=None, metavar="FILE",
+                        help=f"mbpp.jsonl or sanitized-mbpp.json for 'mbpp' (default: ${MBPP_ENV})")
+    # Grading and output
+    parser.add_argument("--sandbox", choices=("docker", "local"), default="docker",
+                        help="docker (default, isolated) or local (rlimits only: trusted code only)")
+    parser.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
+    parser.add_argument("--timeout-s", type=float, default=None, help="per program (default: the sandbox's limit)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="output directory (default: runs/eval-<dataset>[-limitN]-<model>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _fail(message: str, hint: str = "") -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return 2
+
+
+def _dataset_spec(args: argparse.Namespace) -> str:
+    """'humaneval', a file path, or for 'mbpp' the file from --mbpp-path / $SCORE_CODE_MBPP."""
+    if args.dataset != "mbpp":
+        return args.dataset
+    path = args.mbpp_path or os.environ.get(MBPP_ENV, "")
+    if not path:
+        from benchmarks.tasks import TaskLoadError
+
+        raise TaskLoadError(f"'mbpp' needs the MBPP data file: pass --mbpp-path FILE or set {MBPP_ENV}")
+    return path
+
+
+def dataset_name(args: argparse.Namespace) -> str:
+    """The dataset as recorded in config.json: 'humaneval', 'mbpp:test', or the file name with its split."""
+    if args.dataset == "humaneval":
+        return "humaneval"
+    base = "mbpp" if args.dataset == "mbpp" else Path(args.dataset).name
+    return f"{base}:{args.split}"
+
+
+def default_output_dir(args: argparse.Namespace) -> Path:
+    from score_code.models import model_slug
+
+    name = dataset_name(args).replace(":", "-").removesuffix(".jsonl").removesuffix(".json")
+    limit = f"-limit{args.limit}" if args.limit else ""
+    return Path("runs") / f"eval-{name}{limit}-{model_slug(args.model)}"
+
+
+def _chat_flag(value: str) -> bool | None:
+    return {"auto": None, "yes": True, "no": False}[value]
+
+
+def build_generator(args: argparse.Namespace) -> tuple[Any, str]:
+    """(generator, model name for the record) for --backend/--model."""
+    from score_code.models import DEFAULT_MODEL_NAME, ensure_default_checkpoint
+
+    chat = _chat_flag(args.chat)
+    if args.backend == "vllm":
+        from score_code.generation.vllm import VLLMGenerator
+
+        source = args.model or str(ensure_default_checkpoint())
+        return VLLMGenerator(source, chat=chat, dtype=args.dtype, seed=args.seed), args.model or DEFAULT_MODEL_NAME
+    from score_code.generation.hf import HFGenerator
+    from score_code.models import load_model
+
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    return HFGenerator(loaded.model, loaded.tokenizer, batch_size=args.batch_size, chat=chat), loaded.name
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.evaluate import EvalConfig, EvalError, evaluate
+    from benchmarks.report import summary_table
+    from benchmarks.tasks import TaskLoadError, load_shots, load_tasks
+    from sandbox import Sandbox, SandboxError
+    from score_code.generation import DialogueEncodingError
+    from score_code.generation.vllm import VLLMUnavailable
+    from score_code.models import ModelLoadError
+
+    if args.limit is not None and args.limit < 1:
+        return _fail(f"--limit must be >= 1, got {args.limit}")
+    try:
+        spec = _dataset_spec(args)
+        tasks = load_tasks(spec, args.split)
+        shots = load_shots(spec)
+    except (TaskLoadError, OSError) as e:
+        return _fail(str(e), f"pass a readable file, or --mbpp-path / ${MBPP_ENV} for 'mbpp'")
+    if args.limit:
+        tasks = tasks[: args.limit]
+    output = Path(args.output) if args.output else default_output_dir(args)
+    try:
+        config = EvalConfig(
+            dataset=dataset_name(args), attempts=args.attempts, samples=args.samples,
+            temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+            feedback=args.feedback, timeout_s=args.timeout_s, batch_size=args.batch_size,
+        )
+    except ValueError as e:
+        return _fail(str(e), "see `score-code eval --help`")
+    try:
+        generator, model_name = build_generator(args)
+        config = replace(config, model=model_name, chat=generator.chat)
+        print(f"eval: {len(tasks)} tasks of {config.dataset}, model {model_name} ({args.backend}, "
+              f"{'chat template' if config.chat else 'plain prompts'}), {args.attempts} attempts, "
+              f"sandbox {args.sandbox}, output {output}", file=sys.stderr)
+        with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
+            metrics = evaluate(generator, tasks, sandbox, output, config, shots=shots, progress=not args.no_progress)
+    except (ModelLoadError, SandboxError, VLLMUnavailable, DialogueEncodingError) as e:
+        return _fail(str(e), getattr(e, "hint", "") or "")
+    except EvalError as e:
+        return _fail(str(e), "pass another --output directory, or the same settings to resume")
+    print(summary_table(metrics))
+    print(f"\nresults: {output}/results.jsonl, report: {output}/report.md")
+    return 0
