@@ -429,9 +429,7 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         scratch = spec["scratch"]
         os.chdir(scratch)
-        os.environ.clear()
-        os.environ.update({"PATH": spec["path"], "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
-                           "SCORE_SANDBOX_RUN": spec["nonce"]})
+        os.environ.update({"HOME": scratch, "TMPDIR": scratch, "SCORE_SANDBOX_RUN": spec["nonce"]})
         tempfile.tempdir = None
         try:
             with open("/proc/self/oom_score_adj", "w") as f:  # the OOM killer picks untrusted processes first
@@ -991,6 +989,9 @@ def zygote_main(sock: socket.socket) -> None:
     """Serve E: fork U for each spawn request, answer its pid; on E's "reap" (sent after E killed everything),
     reap U and answer its wait status and CPU time. U is not reaped before that, so its pid cannot be reused
     while E may still signal it. Never returns."""
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    os.environ.clear()  # once here rather than in every U: programs see only these variables
+    os.environ.update({"PATH": path, "LANG": "C.UTF-8"})
     try:
         while True:
             header, fds, _, _ = socket.recv_fds(sock, 8, 8)
@@ -1140,7 +1141,6 @@ class Executor:
         self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
         self.landlock_abi = landlock_abi()
         self.plans: dict[tuple, Plan] = {}  # RL grades the same task many times: compile its tests once
-        self.path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.zygote_pid = os.fork()
         if self.zygote_pid == 0:
@@ -1219,7 +1219,7 @@ class Executor:
                 trusted_child(plan, resp_r, req_w, rep_w)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "path": self.path, "landlock_abi": self.landlock_abi,
+                    "landlock_abi": self.landlock_abi,
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])

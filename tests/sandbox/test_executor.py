@@ -24,7 +24,8 @@ class Client:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-u", str(EXECUTOR), "--mode", "local"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env={**os.environ, "SCORE_TEST_SECRET": "hunter2"})
         self.ready = json.loads(self.proc.stdout.readline())
 
     def send(self, obj: dict) -> dict:
@@ -447,6 +448,17 @@ def add(a, b):
 """
     result = client.grade(mbpp(program, ["assert add(0, 0) == ['42', 'x', False, True, 3, 'refused', 'refused']"]))
     assert result.status is Status.PASSED, result
+
+
+def test_program_sees_a_clean_environment(client):
+    program = """
+import os
+def add(a, b):
+    return [sorted(k for k in os.environ if k not in ("PATH", "LANG", "HOME", "TMPDIR", "SCORE_SANDBOX_RUN")),
+            os.environ["HOME"] == os.environ["TMPDIR"] == os.getcwd(), os.getcwd() == os.path.expanduser("~")]
+"""
+    result = client.grade(mbpp(program, ["assert add(0, 0) == [[], True, True]"]))
+    assert result.status is Status.PASSED, result  # nothing of the grader's environment (SCORE_TEST_SECRET) leaks
 
 
 # --- limits ----------------------------------------------------------------------------------------------------------
