@@ -144,6 +144,8 @@ def test_resume_skips_finished_tasks_and_tolerates_a_partial_line(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         evaluate(crashing, tasks, FakeSandbox(), tmp_path, config(), progress=False)
     assert len(read_lines(tmp_path / "results.jsonl")) == 4  # batch 1 only: T0, T1 x 2 attempts
+    with open(tmp_path / "samples.jsonl", "a") as f:  # killed between writing samples and results
+        f.write(json.dumps({"task_id": "T2", "sample_id": 0, "attempt": 1, "solution": "", "raw": ""}) + "\n")
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"task_id": "T2", "sample_id": 0, "att')  # what a kill during a write leaves
 

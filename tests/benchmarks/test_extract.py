@@ -100,3 +100,37 @@ def test_reference_bodies_of_all_humaneval_tasks_still_pass_their_tests() -> Non
         exec(compile(code, task.task_id, "exec"), namespace)
         exec(task.tests[0], namespace)
         namespace["check"](namespace[task.entry_point])
+
+
+# --- real outputs of the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, greedy unless noted) ---------------------
+# Generated without stop strings, so the prose and repetitions after the code are there. `expected` is the
+# program extraction must produce, checked by hand when the fixture was made.
+
+def _real_outputs() -> list[dict]:
+    return [json.loads(line) for line in (FIXTURES / "smollm2_outputs.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _prompt_for(record: dict) -> str | None:
+    if record["dataset"] != "humaneval":
+        return None
+    return next(t.prompt for t in load_humaneval() if t.task_id == record["task_id"])
+
+
+@pytest.mark.parametrize("record", _real_outputs(), ids=lambda r: f"{r['task_id']}-{'chat' if r['chat'] else 'plain'}-a{r['attempt']}")
+def test_real_smollm2_outputs(record: dict) -> None:
+    code = extract_code(record["text"], record["entry_point"], _prompt_for(record))
+    assert code == record["expected"]
+
+
+@pytest.mark.parametrize("record", [r for r in _real_outputs() if r["chat"]],
+                         ids=lambda r: f"{r['task_id']}-a{r['attempt']}")
+def test_stop_strings_cut_only_what_extraction_drops(record: dict) -> None:
+    """Stopping at the chat stop strings would have saved the prose after the code without changing the program."""
+    from benchmarks.prompts import stop_sequences
+    from benchmarks.tasks import Task
+
+    task = Task(record["task_id"], "", record["entry_point"], ("x",), "mbpp" if record["dataset"] == "mbpp" else "humaneval")
+    text = record["text"]
+    cut = min((text.index(s) + len(s) for s in stop_sequences(task, chat=True, attempt=record["attempt"]) if s in text),
+              default=len(text))
+    assert extract_code(text[:cut], record["entry_point"], _prompt_for(record)) == record["expected"]
