@@ -254,7 +254,7 @@ def close_fds_from(low_fd: int) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Linux hardening through ctypes: prctl, capabilities, seccomp.
 # ---------------------------------------------------------------------------------------------------------------
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 4, 38, 22, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 22, 36
 SECCOMP_MODE_FILTER = 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
 EPERM = 1
@@ -330,6 +330,13 @@ def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[t
         return 0 if label == 0 else labels[label] - at - 1
 
     return [(code, rel(i, jt), rel(i, jf), k) for i, (code, jt, jf, k) in enumerate(prog)]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies, so killing E (even with SIGKILL) takes Z, T and U with it."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the prctl
+        os._exit(70)
 
 
 def install_seccomp(blocked_pids: list[int], own_pgid: int) -> None:
@@ -420,6 +427,7 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
     """Become U: harden this fresh fork, run the setup, report "running" (the first line on the RPC pipe, written
     before any program code ran, so T can trust it), run the program, then serve T's calls. Never returns."""
     try:
+        die_with_parent(spec["zygote_pid"])
         os.setsid()
         move_fds(fds)
         for name in IGNORED_SIGNALS:  # undo E's ignored signals: the program gets Python's usual handlers
@@ -766,9 +774,10 @@ def failure_message(exc: BaseException, sources: dict[str, list[str]]) -> str:
     return describe_exception(exc)
 
 
-def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int) -> None:
+def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int, parent_pid: int) -> None:
     """Become T: run the plan's tests against the program in U and report each outcome to E. Never returns."""
     try:
+        die_with_parent(parent_pid)
         move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
                   2: os.open(os.devnull, os.O_WRONLY), 3: rpc_in, 4: rpc_out, 5: report})
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -999,6 +1008,7 @@ def zygote_main(sock: socket.socket) -> None:
                 break
             header += recv_exact(sock, 8 - len(header))
             spec = json.loads(recv_exact(sock, struct.unpack("=q", header)[0]))
+            spec["zygote_pid"] = os.getpid()
             u_pid = os.fork()
             if u_pid == 0:
                 sock.close()
@@ -1144,6 +1154,7 @@ class Executor:
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.zygote_pid = os.fork()
         if self.zygote_pid == 0:
+            die_with_parent(self.pid)
             self.zsock.close()
             move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
                       2: os.open(os.devnull, os.O_WRONLY), 3: zsock_child.fileno()})
@@ -1216,7 +1227,7 @@ class Executor:
         try:
             t_pid = os.fork()
             if t_pid == 0:
-                trusted_child(plan, resp_r, req_w, rep_w)
+                trusted_child(plan, resp_r, req_w, rep_w, self.pid)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
                     "landlock_abi": self.landlock_abi,

@@ -512,8 +512,7 @@ if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         print("DAEMON", os.getpid(), flush=True)
-        while True:
-            time.sleep(1)
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(100)"])
     os._exit(0)
 time.sleep(0.2)
 """ + GOOD_ADD
@@ -522,16 +521,49 @@ time.sleep(0.2)
     pid = int(result.stdout.split("DAEMON ")[1].split()[0])
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    leftovers = []
+    assert sandboxed_pids() == set()
+    assert_still_healthy(client)
+
+
+def sandboxed_pids() -> set[int]:
+    """Processes exec'd under a program (their /proc environ carries the SCORE_SANDBOX_RUN marker)."""
+    found = set()
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
                 if b"SCORE_SANDBOX_RUN=" in f.read():
-                    leftovers.append(entry)
+                    found.add(int(entry))
         except OSError:
             continue
-    assert leftovers == []
-    assert_still_healthy(client)
+    return found
+
+
+def children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(p) for p in f.read().split()}
+    except OSError:
+        return set()
+
+
+def test_killing_the_executor_takes_its_processes_along():
+    own = Client()
+    zygote = children(own.proc.pid)
+    request = {"id": "1", "job": mbpp("import time\ntime.sleep(60)\n" + GOOD_ADD).to_dict(),
+               "limits": Limits(timeout_s=60, cpu_s=60).to_dict()}
+    own.proc.stdin.write(json.dumps(request).encode() + b"\n")
+    own.proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (len(children(own.proc.pid)) == 2 and children(*zygote)):
+        time.sleep(0.02)
+    started = children(own.proc.pid) | children(*zygote)  # the zygote, T and U
+    assert len(started) == 3, started
+    own.proc.kill()
+    own.proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in started):
+        time.sleep(0.02)
+    assert not [p for p in started if os.path.exists(f"/proc/{p}")]
 
 
 # --- whole datasets (slow) -------------------------------------------------------------------------------------------
