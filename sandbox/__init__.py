@@ -59,7 +59,9 @@ class Sandbox:
         SandboxUnavailable when Docker or the image is missing."""
         self.backend = backend
         self.limits = limits
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if backend == "docker":
             from . import docker_backend
 

@@ -16,6 +16,7 @@ import collections
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .errors import SandboxError
 from .limits import Limits
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, help="results JSONL (default: SAMPLES with .results.jsonl)")
     p.add_argument("--backend", choices=("docker", "local"), default="docker",
                    help="docker (isolated, default) or local (rlimits only, no isolation)")
-    p.add_argument("--workers", type=int, default=None, help="parallel programs (default: one per core)")
-    p.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per program (default: "
+    p.add_argument("--workers", type=_positive(int), default=None, help="parallel programs (default: one per core)")
+    p.add_argument("--timeout", type=_positive(float), default=None, help="wall-clock seconds per program (default: "
                    f"{Limits().timeout_s:g})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
 
@@ -68,11 +69,27 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return 1
+    except OSError as exc:  # unreadable samples, unwritable results directory, ...
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except SampleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("hint: fix that line of the problems file (schema: `python -c 'import sandbox.samples as s; "
               "help(s)'`)", file=sys.stderr)
         return 1
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
 
 
 # --- grade -----------------------------------------------------------------------------------------------------
