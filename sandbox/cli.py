@@ -101,6 +101,8 @@ def grade(args: argparse.Namespace) -> int:
     output = args.output or args.samples.with_suffix(".results.jsonl")
     if output.exists() and not args.overwrite:
         raise SandboxError(f"results file {output} already exists", hint="pass --overwrite or another -o path")
+    if not output.parent.is_dir():
+        raise SandboxError(f"the results directory {output.parent} does not exist", hint=f"mkdir -p {output.parent}")
     if not args.samples.is_file():
         raise SandboxError(f"samples file {args.samples} not found")
     problems = load_problems(args.problems)
