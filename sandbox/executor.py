@@ -26,10 +26,12 @@ Why the program cannot forge its verdict. Per request this process (E) uses two 
   and all of them must pass.
 After each request everything U started is killed (E is a child subreaper, so double-forked daemons come back to
 it; container mode also kills any other process of ours in the PID namespace) and the scratch directory is wiped.
+Z, T and U die with their parent, so killing E mid-program also ends the program.
 
 Not covered here (the container provides it): fork bombs (pids limit), total memory, UDP/raw network, a read-only
 root. Local mode runs as the user: Landlock (when the kernel has it) keeps the program off the user's files and
-/proc; without Landlock it can read and write the user's files and open the client's /proc/<pid>/fd.
+/proc; without Landlock it can read and write the user's files and open the client's /proc/<pid>/fd. If E itself
+is SIGKILLed in local mode, processes the program forked (not U itself) can outlive it.
 """
 from __future__ import annotations
 
@@ -778,6 +780,7 @@ def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int, parent_p
     """Become T: run the plan's tests against the program in U and report each outcome to E. Never returns."""
     try:
         die_with_parent(parent_pid)
+        prctl(PR_SET_DUMPABLE, 0)  # inherited from E already; explicit because U must never open /proc/<T>/fd
         move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
                   2: os.open(os.devnull, os.O_WRONLY), 3: rpc_in, 4: rpc_out, 5: report})
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
