@@ -7,7 +7,6 @@ runs in about a minute on 2 cores.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -277,9 +276,10 @@ def test_exiting_before_the_tests_run_is_not_a_pass(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
-def test_no_score_sandbox_container_of_ours_is_left_but_the_pool(docker_sandbox):
-    rows = subprocess.run(["docker", "ps", "-a", "--filter", "label=score-sandbox=1", "--format",
-                           '{{.ID}} {{.Label "score-sandbox.owner"}}'], capture_output=True, text=True,
-                          check=True).stdout.splitlines()
-    ours = [r for r in rows if r.split()[1].split(":")[1] == str(os.getpid())]
-    assert len(ours) == docker_sandbox.workers, f"leaked containers: {ours}"
+def test_no_container_leaked_after_the_attacks(docker_sandbox):
+    from sandbox.docker_backend import list_containers, owner_is_dead
+
+    ours = list_containers(owner=docker_sandbox._spawner.owner)
+    orphans = [r for r in list_containers() if owner_is_dead(r["owner"], r["started"])]
+    assert len(ours) == docker_sandbox.workers, f"the pool should have exactly its workers, found {ours}"
+    assert not orphans, f"containers whose owner is gone: {orphans}"
