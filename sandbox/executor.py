@@ -1085,6 +1085,21 @@ def process_state(pid: int) -> str:
         return ""
 
 
+def live_processes_of_ours(exclude: set[int]) -> set[int]:
+    """Pids in /proc owned by this uid, not zombies, not in `exclude`."""
+    found, uid = set(), os.getuid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in exclude:
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+            except OSError:
+                continue
+            if process_state(int(entry)) not in ("Z", "X", ""):
+                found.add(int(entry))
+    return found
+
+
 def wait_dead(pid: int, deadline: float) -> bool:
     """Block until `pid` has exited (a zombie counts) or the deadline passes; True if it has. Uses a pidfd, so there
     is no polling, on kernels >= 5.3."""
@@ -1149,6 +1164,19 @@ class Run:
             self.done = True
 
 
+def result_dict(fields: dict, job_id: str = "", expected: int = 0) -> dict:
+    """A complete Result.to_dict() from the fields a run produced; reward follows Result.reward exactly."""
+    out = {"job_id": job_id, "status": "sandbox_error", "reward": 0.0, "pass_fraction": 0.0,
+           "expected_tests": expected, "tests": [], "stdout": "", "stderr": "", "wall_time_s": 0.0,
+           "cpu_time_s": 0.0, "error": ""}
+    out.update(fields)
+    passed = sum(t["passed"] for t in out["tests"])
+    out["pass_fraction"] = passed / expected if expected else 0.0
+    out["reward"] = 1.0 if (out["status"] == "passed" and expected > 0 and len(out["tests"]) == expected
+                            and passed == expected) else 0.0
+    return out
+
+
 class Executor:
     def __init__(self, mode: str, scratch_base: str) -> None:
         self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
@@ -1183,15 +1211,7 @@ class Executor:
             result = {"status": "sandbox_error", "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an executor bug must still answer, as a sandbox error
             result = {"status": "sandbox_error", "error": "executor: " + describe_exception(exc)}
-        out = {"job_id": job_id, "status": "sandbox_error", "reward": 0.0, "pass_fraction": 0.0,
-               "expected_tests": expected, "tests": [], "stdout": "", "stderr": "", "wall_time_s": 0.0,
-               "cpu_time_s": 0.0, "error": ""}
-        out.update(result)
-        passed = sum(t["passed"] for t in out["tests"])
-        out["pass_fraction"] = passed / expected if expected else 0.0
-        out["reward"] = 1.0 if (out["status"] == "passed" and expected > 0 and len(out["tests"]) == expected
-                                and passed == expected) else 0.0
-        return out
+        return result_dict(result, job_id, expected)
 
     def plan(self, job: dict) -> Plan:
         try:
@@ -1390,17 +1410,7 @@ class Executor:
 
     def strays(self) -> set[int]:
         """Container mode: every live process of ours in the PID namespace except init, E and the zygote."""
-        keep, found, uid = {1, self.pid, self.zygote_pid}, set(), os.getuid()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) not in keep:
-                try:
-                    if os.stat(f"/proc/{entry}").st_uid != uid:
-                        continue
-                except OSError:
-                    continue
-                if process_state(int(entry)) not in ("Z", "X", ""):
-                    found.add(int(entry))
-        return found
+        return live_processes_of_ours(exclude={1, self.pid, self.zygote_pid})
 
     def sweep(self, u_pid: int, t_pid: int) -> tuple[dict[int, tuple], str]:
         """SIGKILL U, its session and every descendant (orphans come back to E, a child subreaper), reap them all.
@@ -1471,14 +1481,20 @@ def main(argv: list[str] | None = None) -> int:
     import gc
     gc.freeze()  # keep the warm heap shared between forks
     if args.mode == "container":
-        others = sorted(p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if p not in (1, os.getpid(),
-                        os.getppid()) and os.stat(f"/proc/{p}").st_uid == os.getuid() and process_state(p) != "Z")
+        others = sorted(live_processes_of_ours(exclude={1, os.getpid(), os.getppid()}))
         if others:  # the per-program sweep kills every such process: refuse to run where that would hurt
             print(f"executor: --mode container must be alone in its PID namespace, but {len(others)} other processes "
                   f"of this user exist (first: pid {others[0]}); use --mode local outside a container", file=sys.stderr)
             return 2
     own_scratch = not args.scratch
     scratch_base = tempfile.mkdtemp(prefix="score-sandbox-") if own_scratch else args.scratch
+    try:
+        os.makedirs(scratch_base, exist_ok=True)
+        probe = tempfile.mkdtemp(dir=scratch_base)
+        os.rmdir(probe)
+    except OSError as exc:
+        print(f"executor: --scratch {scratch_base} is not a writable directory ({exc})", file=sys.stderr)
+        return 2
     executor = Executor(args.mode, scratch_base)
     seccomp = platform.machine() in SECCOMP_ARCHES
     if not seccomp:
@@ -1498,14 +1514,15 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 request = json.loads(line)
             except ValueError as exc:
-                request = {"op": "malformed", "error": describe_exception(exc)}
+                request = "request is not JSON: " + describe_exception(exc)
             if type(request) is dict and request.get("op") == "ping":
                 write_json_line(proto_out, {"op": "pong"})
                 continue
-            if type(request) is dict and request.get("op") == "malformed":
-                answer = {"status": "sandbox_error", "reward": 0.0, "error": "request is not JSON: " + request["error"]}
-            else:
+            if type(request) is dict:
                 answer = executor.handle(request)
+            else:
+                answer = result_dict({"status": "sandbox_error", "error": request if type(request) is str else
+                                      "a request must be a JSON object"})
             answer["id"] = request.get("id") if type(request) is dict else None
             write_json_line(proto_out, answer)
             if executor.fatal:

@@ -65,10 +65,45 @@ def humaneval_job(problem: dict, body: str | None = None) -> Job:
                          prompt=problem["prompt"], job_id=problem["task_id"])
 
 
+# --- helpers for the adversarial suite -----------------------------------------------------------------------------
+MBPP_ADD = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) == 15"]
+GOOD_ADD = "def add(a, b):\n    return a + b\n"
+
+
+def mbpp(program: str, asserts: list[str] = MBPP_ADD, **kw) -> Job:
+    return Job.mbpp(program, asserts, **kw)
+
+
+def assert_still_healthy(client: Client) -> None:
+    """After an adversarial program, the same executor must still grade a correct one."""
+    result = client.grade(mbpp(GOOD_ADD))
+    assert result.status is Status.PASSED and result.reward == 1.0, result
+
+
 # --- protocol ------------------------------------------------------------------------------------------------------
 def test_ready_line_and_ping(client):
     assert client.ready["ready"] is True and client.ready["version"] and client.ready["pid"] == client.proc.pid
     assert client.send({"op": "ping"}) == {"op": "pong"}
+
+
+@pytest.mark.parametrize("line, error", [
+    ("not json", "request is not JSON"),
+    ("[1, 2]", "a request must be a JSON object"),
+    ('{"id": "a", "job": {}}', "a request needs a 'job' object and a 'limits' object"),
+    (json.dumps({"id": "b", "job": {**mbpp(GOOD_ADD).to_dict(), "format": "cobol"}, "limits": FAST.to_dict()}),
+     "job format 'cobol' is not humaneval, mbpp or generic"),
+    (json.dumps({"id": "c", "job": mbpp(GOOD_ADD, ["assert add(1,"]).to_dict(), "limits": FAST.to_dict()}),
+     "trusted code <assert 0> does not compile"),
+    (json.dumps({"id": "d", "job": mbpp(GOOD_ADD).to_dict(), "limits": {"timeout_s": 1}}), "request limits lack"),
+])
+def test_bad_requests_get_a_sandbox_error_answer(client, line, error):
+    client.proc.stdin.write(line.encode() + b"\n")
+    client.proc.stdin.flush()
+    answer = json.loads(client.proc.stdout.readline())
+    result = Result.from_dict(answer)
+    assert result.status is Status.SANDBOX_ERROR and error in result.error and result.reward == 0.0, answer
+    assert set(answer) == set(Result(Status.PASSED).to_dict()) | {"id"}
+    assert_still_healthy(client)
 
 
 # --- plain-data codec (imported directly: it is pure) ----------------------------------------------------------------
@@ -130,21 +165,6 @@ def test_humaneval_wrong_solution_fails_with_assertion_line(client, problems):
     result = client.grade(humaneval_job(problems["HumanEval/0"], "    return False\n"))
     assert result.status is Status.FAILED and result.reward == 0.0
     assert result.tests[0].message == "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True"
-
-
-# --- helpers for the adversarial suite -----------------------------------------------------------------------------
-MBPP_ADD = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) == 15"]
-GOOD_ADD = "def add(a, b):\n    return a + b\n"
-
-
-def mbpp(program: str, asserts: list[str] = MBPP_ADD, **kw) -> Job:
-    return Job.mbpp(program, asserts, **kw)
-
-
-def assert_still_healthy(client: Client) -> None:
-    """After an adversarial program, the same executor must still grade a correct one."""
-    result = client.grade(mbpp(GOOD_ADD))
-    assert result.status is Status.PASSED and result.reward == 1.0, result
 
 
 # --- MBPP formats ---------------------------------------------------------------------------------------------------
