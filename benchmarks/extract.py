@@ -81,13 +81,26 @@ def _parses(code: str) -> bool:
 
 
 def _longest_parsing_prefix(lines: list[str], head: str = "") -> int:
-    """Number of leading `lines` that parse (after `head`) with at least one non-blank line; 0 if none."""
-    for end in range(len(lines), 0, -1):
-        chunk = lines[:end]
-        if not chunk[-1].strip():
-            continue
-        if _parses(head + "\n".join(chunk) + "\n"):
+    """Number of leading `lines` that parse (after `head`) with at least one non-blank line; 0 if none.
+
+    Parsing is left to right, so no prefix that reaches the line a SyntaxError names can parse: each failure
+    cuts the candidate before that line, which takes a few parses instead of one per line.
+    """
+    head_lines = head.count("\n")
+    end = len(lines)
+    while end > 0:
+        while end > 0 and not lines[end - 1].strip():
+            end -= 1
+        if end == 0:
+            break
+        try:
+            _parse(head + "\n".join(lines[:end]) + "\n")
             return end
+        except SyntaxError as e:
+            error_line = (e.lineno or end + head_lines) - head_lines  # 1-based within `lines`
+            end = min(end - 1, max(error_line - 1, 0))
+        except ValueError:  # null bytes
+            return 0
     return 0
 
 

@@ -102,6 +102,29 @@ def test_reference_bodies_of_all_humaneval_tasks_still_pass_their_tests() -> Non
         namespace["check"](namespace[task.entry_point])
 
 
+def test_longest_parsing_prefix_matches_brute_force() -> None:
+    import random
+
+    from benchmarks.extract import _longest_parsing_prefix, _parses
+
+    pieces = ["def f(x):", "    return (x", "    + 1)", "", "This is prose.", "x = [1,", "2]", "    y = 2",
+              "class A:", "    pass", '"""', "import os", "@dec", "if x:", "else:"]
+    rng = random.Random(5)
+    for _ in range(300):
+        lines = [rng.choice(pieces) for _ in range(rng.randint(1, 9))]
+        brute = next((n for n in range(len(lines), 0, -1)
+                      if lines[n - 1].strip() and _parses("\n".join(lines[:n]) + "\n")), 0)
+        assert _longest_parsing_prefix(lines) == brute, lines
+
+
+def test_pathological_output_is_fast() -> None:
+    import time
+
+    junk = "\n".join(f"def f{i}(x):\n    return (x" for i in range(150))  # never parses: 300 lines
+    start = time.perf_counter()
+    extract_code(junk, "f")
+    assert time.perf_counter() - start < 2.0
+
 # --- real outputs of the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, greedy unless noted) ---------------------
 # Generated without stop strings, so the prose and repetitions after the code are there. `expected` is the
 # program extraction must produce, checked by hand when the fixture was made.
