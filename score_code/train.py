@@ -108,12 +108,13 @@ def load_training_tasks(data: DataConfig) -> tuple[list[Task], tuple[Task, ...]]
     return tasks, load_shots(spec)
 
 
-def load_eval_tasks(data: DataConfig, max_tasks: int) -> list[Task]:
-    from benchmarks.tasks import load_tasks
+def load_eval_tasks(data: DataConfig, max_tasks: int) -> tuple[list[Task], tuple[Task, ...]]:
+    """Held-out tasks and their few-shot examples."""
+    from benchmarks.tasks import load_shots, load_tasks
 
     spec = data.mbpp_path if data.tasks == "mbpp" and data.mbpp_path else data.tasks
     tasks = load_tasks(spec, data.eval_split)
-    return tasks[:max_tasks] if max_tasks else tasks
+    return (tasks[:max_tasks] if max_tasks else tasks), load_shots(spec)
 
 
 def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.device) -> tuple[Any, Any, Any]:
@@ -343,7 +344,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
         sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
     reward_fn = reward_fn or SandboxReward(sandbox)
-    eval_tasks = load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps else []
+    eval_tasks, eval_shots = load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps else ([], ())
     logger = RunLogger(run_dir, enabled=accelerator.is_main_process,
                        resume_step=state.global_step if resume_from is not None else None)
     instruction = prompts.self_correction_message()
@@ -405,7 +406,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
             # --- maybe evaluate --------------------------------------------------------------------------
             if config.run.eval_steps and (step % config.run.eval_steps == 0 or step == last_step):
                 if accelerator.is_main_process:
-                    metrics.update(evaluate_during_training(generator, eval_tasks, shots, sandbox,
+                    metrics.update(evaluate_during_training(generator, eval_tasks, eval_shots, sandbox,
                                                             run_dir / "eval" / f"step-{step}", config, chat))
                 accelerator.wait_for_everyone()
             logger.log(step, metrics)

@@ -184,6 +184,33 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_model_d
         assert torch.allclose(expected[key], got[key], atol=1e-5), key
 
 
+def test_stage2_offline_first_attempts_are_sampled_once_and_reused(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, tiny_model_dir, "offline", schedule="2", stage1_steps=0, stage2_steps=3,
+                     prompts_per_step=4, samples_per_prompt=2, offline_ratio=0.5, max_new_tokens=3,
+                     log_completions=8)
+    run = train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS[:2])
+    rows = [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines()]
+    assert {r["offline_attempt1"] for r in rows if r["sample_index"] == 1} == {True}
+    assert {r["offline_attempt1"] for r in rows if r["sample_index"] == 0} == {False}
+    firsts: dict[str, set[str]] = {}
+    for r in rows:
+        if r["offline_attempt1"]:
+            firsts.setdefault(r["task_id"], set()).add(r["attempt1"])
+    assert firsts and all(len(texts) == 1 for texts in firsts.values())  # one stored attempt per task, reused
+
+
+@pytest.mark.slow
+def test_evaluation_during_training_logs_eval_metrics(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, tiny_model_dir, "evaluated", stage1_steps=2, eval_steps=2, eval_max_tasks=2,
+                     eval_max_new_tokens=8, mbpp_path=str(MBPP_PATH), sandbox_backend="local", sandbox_workers=2)
+    run = train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    eval_keys = [k for k in rows[1] if k.startswith("eval/")]
+    assert eval_keys and not any(k.startswith("eval/") for k in rows[0])
+    assert (run / "eval" / "step-2" / "results.jsonl").is_file()
+
+
 # --- CLI -----------------------------------------------------------------------------------------------------------
 
 
