@@ -45,7 +45,6 @@ import itertools
 import json
 import os
 import platform
-import random
 import resource
 import select
 import shutil
@@ -68,7 +67,8 @@ SWEEP_TIMEOUT_S = 2.0  # killing everything a program started must finish within
 PLAN_CACHE_SIZE = 512  # compiled trusted code of recent tasks (RL grades each task many times)
 REQUIRED_LIMITS = ("timeout_s", "cpu_s", "program_memory_mb", "output_bytes", "keep_output_bytes", "file_size_mb",
                    "open_files")
-# Pre-imported before forking so programs and tests do not pay for these imports.
+# Pre-imported before forking so programs and tests do not pay for these imports (random reseeds itself in every
+# fork child through os.register_at_fork, so no two programs share a random sequence).
 WARM_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "functools", "heapq", "bisect", "typing",
                 "statistics", "fractions", "decimal", "operator", "copy", "datetime", "array", "hashlib",
                 "unittest", "dataclasses", "enum", "textwrap", "random", "json")
@@ -458,7 +458,6 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         install_landlock(spec["landlock_abi"], scratch)
         install_seccomp(spec["blocked_pids"], os.getpgid(0))
-        random.seed()
         sys.argv = ["program.py"]
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16),
@@ -784,7 +783,6 @@ def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int, parent_p
         move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
                   2: os.open(os.devnull, os.O_WRONLY), 3: rpc_in, 4: rpc_out, 5: report})
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        random.seed()
         trusted_run(plan, Channel(3, 4), 5)
     except BaseException as exc:  # noqa: BLE001
         try:

@@ -481,6 +481,11 @@ def add(a, b):
     assert result.status is Status.PASSED, result  # nothing of the grader's environment (SCORE_TEST_SECRET) leaks
 
 
+def test_each_program_gets_fresh_randomness(client):
+    outputs = {client.grade(mbpp("import random\nprint(random.random())\n" + GOOD_ADD)).stdout for _ in range(3)}
+    assert len(outputs) == 3
+
+
 # --- limits ----------------------------------------------------------------------------------------------------------
 SHORT = Limits(timeout_s=0.5, cpu_s=1, program_memory_mb=256)
 
