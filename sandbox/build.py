@@ -48,18 +48,8 @@ def build_image(from_dockerfile: bool = False, force: bool = False, log: Log = p
             log(f"reusing base image {BASE_IMAGE} (pass --force to rebuild it)")
         _add_executor(tag, log)
     _smoke_test(tag)
-    _remove_older_tags(tag, log)
     log(f"built {tag}")
     return tag
-
-
-def _remove_older_tags(tag: str, log: Log) -> None:
-    """Images for older executors are dead weight; ones still used by a running container stay (rmi refuses)."""
-    listed = docker_cli(["image", "ls", tag.split(":")[0], "--format", "{{.Repository}}:{{.Tag}}"], check=False)
-    older = [t for t in listed.stdout.decode().split() if t != tag]
-    if older:
-        docker_cli(["rmi", *older], check=False)
-        log(f"removed older image tag(s): {', '.join(older)}")
 
 
 def build_base(log: Log = print) -> None:
