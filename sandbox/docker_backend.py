@@ -9,6 +9,7 @@ labels and --rm.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import socket
 import subprocess
@@ -137,12 +138,11 @@ class DockerSpawner:
         self.image = image
         self.limits = limits
         self.owner = new_owner()
-        self._count = 0
+        self._count = itertools.count(1)  # next() is atomic: workers are started from several threads
 
     def __call__(self) -> WorkerProcess:
-        self._count += 1
         pid, tag = self.owner.split(":")[1:]
-        name = f"score-sandbox-{pid}-{tag[:6]}-{self._count}"
+        name = f"score-sandbox-{pid}-{tag[:6]}-{next(self._count)}"
         return WorkerProcess(run_argv(self.image, self.limits, name, self.owner), name=name,
                              kill=lambda: _docker_kill(name))
 
