@@ -275,6 +275,8 @@ class Pool:
 
     def _checkout(self) -> WorkerProcess:
         while True:
+            if self._closed:
+                raise SandboxError("the sandbox is closed")
             try:
                 return self._idle.get(timeout=0.5)
             except queue.Empty:
@@ -352,6 +354,8 @@ class Pool:
         with self._lock:
             workers = list(self._workers)
             self._workers.clear()
+        while not self._idle.empty():
+            self._idle.get_nowait()
         for worker in workers:
             try:
                 worker.proc.stdin.close()

@@ -182,6 +182,31 @@ def test_round_trip_pings_an_idle_worker(fake_spawn):
     assert after.status is Status.PASSED, "the worker must go back to the pool after the pings"
 
 
+def test_pool_that_cannot_replace_its_workers_raises_instead_of_hanging(tmp_path):
+    script = tmp_path / "fake_executor.py"
+    script.write_text(FAKE_EXECUTOR)
+    starts = []
+
+    def spawn_once() -> WorkerProcess:
+        starts.append(1)
+        argv = [sys.executable, "-u", str(script)] if len(starts) == 1 else [sys.executable, "-c", "pass"]
+        return WorkerProcess(argv, name=f"once-{len(starts)}")
+
+    pool = make_pool(spawn_once, size=1)
+    try:
+        with pytest.raises(SandboxError, match="no sandbox workers are left"):
+            pool.run(job("die"))
+    finally:
+        pool.close()
+
+
+def test_run_after_close_raises(fake_spawn):
+    pool = make_pool(fake_spawn, size=1)
+    pool.close()
+    with pytest.raises(SandboxError, match="closed"):
+        pool.run(job("sleep:0"))
+
+
 def test_close_stops_every_worker_process(fake_spawn):
     pool = make_pool(fake_spawn, size=2)
     procs = [w.proc for w in pool._workers]
