@@ -113,7 +113,10 @@ class WorkerProcess:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise WorkerFailure(f"worker {self.name} did not take its request before the deadline")
-            _, writable, _ = select.select([], [self._in_fd], [], timeout)
+            try:
+                _, writable, _ = select.select([], [self._in_fd], [], timeout)
+            except (OSError, ValueError) as exc:  # the pipe was closed under us (close() from another thread)
+                raise WorkerFailure(f"worker {self.name} is gone ({exc})") from None
             if not writable:
                 continue
             try:
@@ -135,10 +138,13 @@ class WorkerProcess:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise WorkerFailure(f"worker {self.name} did not answer before the deadline")
-            readable, _, _ = select.select([self._out_fd], [], [], timeout)
-            if not readable:
-                continue
-            chunk = os.read(self._out_fd, 1 << 20)
+            try:
+                readable, _, _ = select.select([self._out_fd], [], [], timeout)
+                if not readable:
+                    continue
+                chunk = os.read(self._out_fd, 1 << 20)
+            except (OSError, ValueError) as exc:  # the pipe was closed under us (close() from another thread)
+                raise WorkerFailure(f"worker {self.name} is gone ({exc})") from None
             if not chunk:
                 try:
                     self.proc.wait(timeout=5)
