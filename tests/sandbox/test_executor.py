@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,9 +24,9 @@ FAST = Limits(timeout_s=5.0, cpu_s=5)
 class Client:
     """The smallest protocol client: one request line out, exactly one answer line back, ids must match."""
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-u", str(EXECUTOR), "--mode", "local"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self, scratch: str = "") -> None:
+        argv = [sys.executable, "-u", str(EXECUTOR), "--mode", "local"] + (["--scratch", scratch] if scratch else [])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env={**os.environ, "SCORE_TEST_SECRET": "hunter2"})
         self.ready = json.loads(self.proc.stdout.readline())
 
@@ -47,10 +49,15 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def client():
-    c = Client()
+def client(tmp_path_factory):
+    """One executor for the module; its scratch on tmpfs when there is one (wiping is then fast)."""
+    shm = Path("/dev/shm")
+    on_tmpfs = shm.is_dir() and os.access(shm, os.W_OK)
+    scratch = tempfile.mkdtemp(dir=shm) if on_tmpfs else str(tmp_path_factory.mktemp("scratch"))
+    c = Client(scratch)
     yield c
     assert c.close() == 0
+    shutil.rmtree(scratch)
 
 
 @pytest.fixture(scope="module")
@@ -528,6 +535,12 @@ def test_output_cap(client):
 def test_program_errors(client, program, status, error):
     result = client.grade(mbpp(program))
     assert result.status is status and result.error == error and result.tests == [], result
+
+
+def test_scratch_too_deep_for_rmtree_is_still_wiped(client):
+    program = "import os\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\nos.chmod('.', 0)\n" + GOOD_ADD
+    assert client.grade(mbpp(program)).status is Status.PASSED
+    assert_still_healthy(client)
 
 
 def test_double_forked_daemon_is_gone_after_the_run(client):
