@@ -369,8 +369,8 @@ def landlock_abi() -> int:
     return max(abi, 0)
 
 
-def install_landlock(abi: int, scratch: str) -> None:
-    """Confine this process and its children: read-only system and Python directories, read-write scratch, and
+def install_landlock(abi: int, writable: list[str]) -> None:
+    """Confine this process and its children: read-only system and Python directories, read-write `writable`, and
     nothing else: no /proc (so no other process's fds or memory), no $HOME; from ABI 4 no TCP bind/connect, from
     ABI 6 no signals to processes outside the sandbox."""
     if abi <= 0:
@@ -385,7 +385,7 @@ def install_landlock(abi: int, scratch: str) -> None:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     rules = [(d, LANDLOCK_READ) for d in (*LANDLOCK_READ_DIRS, sys.prefix, sys.base_prefix, sys.exec_prefix, "/dev",
                                            *sys.path)]
-    rules += [("/dev/null", LANDLOCK_READ & ~8 | LANDLOCK_WRITE_FILE), (scratch, handled)]
+    rules += [("/dev/null", LANDLOCK_READ & ~8 | LANDLOCK_WRITE_FILE)] + [(d, handled) for d in writable]
     try:
         for path, access in rules:
             try:
@@ -457,7 +457,7 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
         drop_capabilities()
         prctl(PR_SET_NO_NEW_PRIVS, 1)
-        install_landlock(spec["landlock_abi"], scratch)
+        install_landlock(spec["landlock_abi"], [scratch, *spec["shared_memory_dirs"]])
         install_seccomp(spec["blocked_pids"], os.getpgid(0))
         sys.argv = ["program.py"]
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
@@ -1189,6 +1189,8 @@ class Executor:
     def __init__(self, mode: str, scratch_base: str) -> None:
         self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
         self.landlock_abi = landlock_abi()
+        # multiprocessing needs /dev/shm; only a container's is private (and wiped after each program)
+        self.shared_memory_dirs = ["/dev/shm"] if mode == "container" and os.access("/dev/shm", os.W_OK) else []
         self.plans: dict[tuple, Plan] = {}  # RL grades the same task many times: compile its tests once
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.zygote_pid = os.fork()
@@ -1261,7 +1263,7 @@ class Executor:
                 trusted_child(plan, resp_r, req_w, rep_w, self.pid)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "landlock_abi": self.landlock_abi,
+                    "landlock_abi": self.landlock_abi, "shared_memory_dirs": self.shared_memory_dirs,
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
@@ -1280,6 +1282,9 @@ class Executor:
             for fd in (out_r, err_r, rep_r):
                 os.close(fd)
             wipe(scratch)
+            for directory in self.shared_memory_dirs:  # POSIX semaphores and shared memory the program left
+                for entry in os.listdir(directory):
+                    wipe(os.path.join(directory, entry))
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_usage = statuses.get(t_pid, (0, None))[1]
         escaped_cpu_s = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
