@@ -31,7 +31,8 @@ Z, T and U die with their parent, so killing E mid-program also ends the program
 Not covered here (the container provides it): fork bombs (pids limit), total memory, UDP/raw network, a read-only
 root. Local mode runs as the user: Landlock (when the kernel has it) keeps the program off the user's files and
 /proc; without Landlock it can read and write the user's files and open the client's /proc/<pid>/fd. If E itself
-is SIGKILLed in local mode, processes the program forked (not U itself) can outlive it.
+is SIGKILLed in local mode, processes the program forked (not U itself) can outlive it. multiprocessing needs
+/dev/shm, which programs get only in container mode (a private tmpfs there, wiped after each program).
 """
 from __future__ import annotations
 
