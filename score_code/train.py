@@ -290,7 +290,9 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
     # --- resolve config, run directory ----------------------------------------------------------------------
     config.validate()
-    accelerator = Accelerator()  # one CPU process, or DDP/FSDP when started by `accelerate launch`
+    # One process, or DDP/FSDP under `accelerate launch` / `torchrun`. cpu=True on a CPU-only host is what makes
+    # accelerate use gloo for several processes there (else it silently runs each process alone).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     print0 = accelerator.print
     run_dir = Path(config.run.output_dir)
     resume_from = prepare_run_dir(run_dir, config.run.resume)

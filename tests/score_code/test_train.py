@@ -301,9 +301,10 @@ def test_two_processes_see_different_tasks_and_end_with_identical_parameters(tmp
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "--main_process_port", "29517", str(script), str(tiny_model_dir), str(out)],
+    # torchrun, not `accelerate launch --cpu`, which starts a single process on a CPU-only host
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", "29517",
+                           str(script), str(tiny_model_dir), str(out)],
                           env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = [json.loads((out / f"rank{r}.json").read_text())["tasks"] for r in (0, 1)]
