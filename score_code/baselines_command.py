@@ -101,20 +101,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=_repair_build_command)
 
     run = actions.add_parser("eval", help="one greedy repair attempt per item; writes metrics.json with "
-                                          "repair_accuracy")
+                                          "repair_accuracy",
+                             description="Flags as in `score-code eval`. The output directory resumes like an eval's.")
     run.add_argument("repair_dir", metavar="REPAIR_DIR", help="a directory written by `repair-set build`")
-    run.add_argument("--model", default="", help="model path, hub id (offline cache) or .gguf; '' = embedded default")
     run.add_argument("--output", required=True, metavar="DIR", help="evaluation output directory (resumable)")
-    run.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
-                     help="prompt through the chat template (default: when the tokenizer has one)")
-    run.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=512, metavar="INT")
-    run.add_argument("--batch_size", "--batch-size", type=int, default=8, metavar="INT")
-    run.add_argument("--sandbox_backend", "--sandbox-backend", choices=["docker", "local"], default="docker",
-                     help="grader (local: rlimits only, no isolation; trusted code only)")
-    run.add_argument("--sandbox_workers", "--sandbox-workers", type=int, default=0, metavar="INT",
-                     help="programs graded in parallel (0 = the sandbox's default)")
-    run.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
-    run.add_argument("--device", default="auto")
+    run.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                     help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
+                          "SmolLM2-135M-Instruct")
+    run.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
+    run.add_argument("--dtype", default="auto", help="auto (bf16 on a capable GPU, else fp32), fp32, bf16, fp16")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
+    run.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
+                     help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
+    run.add_argument("--max-new-tokens", type=int, default=512, help="for the repair attempt (default: 512)")
+    run.add_argument("--batch-size", type=int, default=8, help="dialogues per generate call (default: 8)")
+    run.add_argument("--seed", type=int, default=0, help="seed recorded with the run (decoding is greedy)")
+    run.add_argument("--sandbox", choices=("docker", "local"), default="docker",
+                     help="docker (default, isolated) or local (rlimits only: trusted code only)")
+    run.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
+    run.add_argument("--timeout-s", type=float, default=None, help="per program (default: the sandbox's limit)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_repair_eval_command)
 
 
@@ -159,27 +165,33 @@ def _evaluated_task_ids(eval_dir: Path) -> set[str]:
 
 
 def _repair_eval_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from benchmarks.evaluate import EvalConfig, EvalError
     from benchmarks.report import summary_table
     from sandbox import Sandbox, SandboxError
-    from score_code.generation.hf import HFGenerator
-    from score_code.models import ModelLoadError, load_model
+    from score_code.eval_command import build_generator
+    from score_code.generation import DialogueEncodingError
+    from score_code.generation.vllm import VLLMUnavailable
+    from score_code.models import ModelLoadError
     from score_code.repair import RepairSetError, evaluate_repair
 
     try:
-        loaded = load_model(args.model or None, dtype=args.dtype, device=args.device)
-        generator = HFGenerator(loaded.model, loaded.tokenizer, batch_size=args.batch_size, chat=args.chat,
-                                progress=True)
-        config = EvalConfig(model=loaded.name, chat=generator.chat, max_new_tokens=args.max_new_tokens,
+        config = EvalConfig(max_new_tokens=args.max_new_tokens, seed=args.seed, timeout_s=args.timeout_s,
                             batch_size=args.batch_size)
-        with Sandbox(backend=args.sandbox_backend, workers=args.sandbox_workers or None) as sandbox:
-            metrics = evaluate_repair(generator, args.repair_dir, sandbox, args.output, config)
-    except ModelLoadError as e:
-        return _fail(str(e), e.hint or "")
-    except SandboxError as e:
-        return _fail(str(e), e.hint or "run `sandbox doctor`")
-    except (RepairSetError, EvalError) as e:
-        return _fail(str(e))
+        generator, model_name = build_generator(args)
+        config = replace(config, model=model_name, chat=generator.chat)
+        with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
+            metrics = evaluate_repair(generator, args.repair_dir, sandbox, args.output, config,
+                                      progress=not args.no_progress)
+    except (ModelLoadError, SandboxError, VLLMUnavailable, DialogueEncodingError) as e:
+        return _fail(str(e), getattr(e, "hint", "") or "")
+    except RepairSetError as e:
+        return _fail(str(e), "build the set with `score-code repair-set build EVAL_DIR --tasks ... --output DIR`")
+    except ValueError as e:  # EvalConfig's checks
+        return _fail(str(e), "see `score-code repair-set eval --help`")
+    except EvalError as e:
+        return _fail(str(e), "pass another --output directory, or the same settings to resume")
     print(summary_table(metrics))
     print(f"repair accuracy: {100 * metrics['repair_accuracy']:.1f}% ({metrics['repaired']} of "
           f"{metrics['n_programs']} programs fixed); results in {args.output}")

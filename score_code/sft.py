@@ -58,7 +58,8 @@ METHODS = ("star", "pair-sft")
 # Trainer settings that mean nothing for supervised baselines: refused when given, left out of config.json.
 NOT_APPLICABLE = frozenset(
     {f.name for group in ("objective", "schedule") for f in dataclasses.fields(GROUPS[group])}
-    | {"prompts_per_step", "offline_ratio", "eval_steps", "eval_max_tasks", "eval_max_new_tokens", "log_completions"}
+    | {"prompts_per_step", "offline_ratio", "eval_split", "eval_steps", "eval_max_tasks", "eval_max_new_tokens",
+       "log_completions"}
 )
 
 
@@ -82,8 +83,12 @@ def builder_name(method: str, sft: SFTConfig) -> str:
 
 
 def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
-    """The trainer's flags (score_code.config) plus the baseline group."""
+    """The trainer's flags (score_code.config) plus the baseline group; SCoRe-only flags are hidden from --help
+    (still parsed, so that giving one is refused with its name rather than "unrecognized")."""
     add_arguments(parser)
+    for action in parser._actions:
+        if action.dest in NOT_APPLICABLE:
+            action.help = argparse.SUPPRESS
     group = parser.add_argument_group("baseline")
     hints = typing.get_type_hints(SFTConfig)
     for name, f in SFT_FIELDS.items():

@@ -108,3 +108,22 @@ def test_build_command_keeps_the_evaluated_tasks(tmp_path, capsys):
                               "--output", str(tmp_path / "other")])
     assert args.func(args) == 2  # none of the evaluated tasks is a HumanEval task: refused, not an empty set
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_command_with_a_tiny_model_and_the_local_sandbox(tmp_path, tiny_model_dir, capsys):
+    from score_code.cli import main
+
+    build_repair_set(EVAL_DIR, TASKS, (), tmp_path / "set")
+    argv = ["repair-set", "eval", str(tmp_path / "set"), "--model", str(tiny_model_dir), "--sandbox", "local",
+            "--max-new-tokens", "4", "--output", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    assert "repair accuracy:" in capsys.readouterr().out
+    payload = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert payload["kind"] == "repair" and payload["metrics"]["n_programs"] == 4
+    assert 0.0 <= payload["metrics"]["repair_accuracy"] <= 1.0
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert sorted({(s["task_id"], s["attempt"]) for s in samples}) == [(t, a) for t in ("T1", "T2", "T3", "T4")
+                                                                        for a in (1, 2)]
+    assert main(["compare", str(tmp_path / "out"), "--output", str(tmp_path / "cmp")]) == 0
+    assert "| method | MBPP-R | Acc@t1 |" in (tmp_path / "cmp" / "comparison.md").read_text()
