@@ -1,0 +1,254 @@
+"""HFGenerator and the DialogueEncoder: golden chat prompts, token-in/token-out, stop strings, EOS, left padding,
+seeds, and generating from a live (training) model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import prompts
+from benchmarks.generation import Dialogue, Generator, SamplingParams
+from benchmarks.tasks import load_humaneval, load_mbpp, mbpp_shots
+from score_code.generation import DialogueEncoder, DialogueEncodingError, cut_at_stop
+from score_code.generation.hf import HFGenerator
+
+MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp.jsonl"
+SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+P1 = ("There might be an error in the code above because of lack of understanding of the question. "
+      "Please correct the error, if any, and rewrite the solution. Only output the final correct Python program!")
+TURN2 = f"<|im_end|>\n<|im_start|>user\n{P1}<|im_end|>\n<|im_start|>assistant\n"
+PROMPTS = ["Write a function that adds two numbers.", "def fib(n):",
+           "Hello there, how are you today? Tell me a story about a cat who learns Python."]
+
+
+def _user(text: str) -> Dialogue:
+    return Dialogue(messages=[{"role": "user", "content": text}])
+
+
+@pytest.fixture
+def peaky_model(tiny_model):
+    """The tiny model with wider weights, so greedy decoding gives varied text and clear argmax margins."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in tiny_model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    return tiny_model
+
+
+def _encode_completion(tokenizer, prompt_ids: list[int], completion: str, eos: bool) -> Dialogue:
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
+    return Dialogue(messages=[], token_ids=prompt_ids + ids)
+
+
+# --- golden prompts with the real SmolLM2 tokenizer --------------------------------------------------------------
+
+
+def test_humaneval_golden_prompts(tokenizer):
+    task = load_humaneval()[0]
+    encoder = DialogueEncoder(tokenizer, [tokenizer.eos_token_id])
+    first = prompts.first_dialogue(task)
+    attempt1 = encoder.render(first.messages)
+    assert attempt1 == (
+        SYSTEM + "<|im_start|>user\nComplete the following Python function. Write the whole function, with the "
+        "imports it needs, in one ```python code block.\n\n```python\nfrom typing import List\n\n\n"
+        "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+        + task.prompt.split("-> bool:\n", 1)[1].rstrip() + "\n```<|im_end|>\n<|im_start|>assistant\n"
+    )
+    prompt_ids = encoder.encode(first)
+    assert tokenizer.decode(prompt_ids) == attempt1
+
+    completion = "```python\ndef has_close_elements(numbers, threshold):\n    return False\n```\n"
+    first.messages.append({"role": "assistant", "content": completion})
+    first.token_ids = _encode_completion(tokenizer, prompt_ids, completion, eos=True).token_ids
+    first.encoded_messages = 2
+    prompts.append_self_correction(first, prompts.SELF_CORRECTION_INSTRUCTION)
+    turn2_ids = encoder.encode(first)
+    assert tokenizer.decode(turn2_ids) == attempt1 + completion + TURN2
+    assert tokenizer.decode(turn2_ids) == tokenizer.apply_chat_template(first.messages, tokenize=False,
+                                                                         add_generation_prompt=True)
+
+
+@pytest.mark.skipif(not MBPP.exists(), reason=f"{MBPP} not present (shared data beside the repo)")
+def test_mbpp_golden_prompts(tokenizer):
+    task = load_mbpp(MBPP, "test")[0]
+    shots = mbpp_shots(load_mbpp(MBPP, "prompt"))
+    encoder = DialogueEncoder(tokenizer, [tokenizer.eos_token_id])
+    first = prompts.first_dialogue(task, shots)
+    attempt1 = encoder.render(first.messages)
+    user = first.messages[0]["content"]
+    assert attempt1 == SYSTEM + "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n"
+    assert user.startswith(
+        "You are an expert Python programmer, and here is your task: Write a function to find the similar elements "
+        "from the given two tuple lists. Your code should pass these tests:\n\nassert similar_elements((3, 4, 5, 6),"
+        "(5, 7, 4, 10)) == (4, 5)\n"
+    )
+    assert user.count("[BEGIN]\n") == 4 and user.count("[DONE]") == 3
+    assert user.endswith(f"Your code should pass these tests:\n\n{chr(10).join(task.test_list_for_prompt or task.tests)}"
+                         "\n[BEGIN]\n")
+
+    prompt_ids = encoder.encode(first)
+    completion = "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n[DONE]"
+    first.messages.append({"role": "assistant", "content": completion})
+    first.token_ids = _encode_completion(tokenizer, prompt_ids, completion, eos=False).token_ids  # stop string
+    first.encoded_messages = 2
+    prompts.append_self_correction(first, P1)
+    turn2_ids = encoder.encode(first)
+    assert turn2_ids[:len(first.token_ids)] == first.token_ids
+    assert tokenizer.decode(turn2_ids) == attempt1 + completion + TURN2
+
+
+# --- token-in/token-out ------------------------------------------------------------------------------------------
+
+
+def test_turn_two_appends_to_attempt_one_ids_verbatim(peaky_model, tokenizer):
+    generator = HFGenerator(peaky_model, tokenizer, batch_size=2)
+    assert isinstance(generator, Generator)
+    firsts = generator.generate([_user(PROMPTS[0]), _user(PROMPTS[1])], SamplingParams(max_new_tokens=6))
+    for gen in firsts:
+        assert gen.dialogue.token_ids == gen.prompt_token_ids + gen.token_ids
+        assert gen.dialogue.encoded_messages == 2 and gen.dialogue.messages[-1] == {"role": "assistant",
+                                                                                     "content": gen.text}
+    seconds = generator.generate([prompts.append_self_correction(g.dialogue, P1) for g in firsts],
+                                 SamplingParams(max_new_tokens=4))
+    p1_ids = tokenizer(P1, add_special_tokens=False)["input_ids"]
+    for first, second in zip(firsts, seconds):
+        prefix = first.prompt_token_ids + first.token_ids
+        assert second.prompt_token_ids[:len(prefix)] == prefix
+        suffix = second.prompt_token_ids[len(prefix):]
+        assert first.finish_reason == "length"  # no EOS in the ids: the end-of-turn token is appended
+        assert tokenizer.decode(suffix) == TURN2
+        assert any(suffix[i:i + len(p1_ids)] == p1_ids for i in range(len(suffix)))
+        assert second.dialogue.encoded_messages == 4
+
+
+def test_completion_that_emitted_eos_gets_no_second_end_of_turn(tokenizer):
+    encoder = DialogueEncoder(tokenizer, [tokenizer.eos_token_id])
+    prompt_ids = encoder.encode(_user("hi"))
+    d = _encode_completion(tokenizer, prompt_ids, "x = 1", eos=True)
+    d.messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x = 1"},
+                  {"role": "user", "content": P1}]
+    d.encoded_messages = 2
+    ids = encoder.encode(d)
+    assert ids[:len(d.token_ids)] == d.token_ids
+    assert tokenizer.decode(ids[len(d.token_ids):]) == TURN2.removeprefix("<|im_end|>")
+
+
+def test_earlier_ids_are_never_retokenized(tokenizer):
+    """A completion sampled as odd pieces (one id per character) stays exactly as sampled."""
+    encoder = DialogueEncoder(tokenizer, [tokenizer.eos_token_id])
+    prompt_ids = encoder.encode(_user("hi"))
+    pieces = [tokenizer.convert_tokens_to_ids(c) for c in "return"]
+    assert tokenizer(["return"], add_special_tokens=False)["input_ids"][0] != pieces  # not the canonical ids
+    d = Dialogue(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "return"},
+                           {"role": "user", "content": P1}], token_ids=prompt_ids + pieces, encoded_messages=2)
+    assert encoder.encode(d)[:len(prompt_ids) + len(pieces)] == prompt_ids + pieces
+
+
+def test_plain_prompts_without_chat_template(tokenizer):
+    encoder = DialogueEncoder(tokenizer, [tokenizer.eos_token_id], chat=False)
+    first = Dialogue(messages=[{"role": "user", "content": "def f():\n"}])
+    ids = encoder.encode(first)
+    assert tokenizer.decode(ids) == "def f():\n"
+    completion = _encode_completion(tokenizer, ids, "    return 1\n", eos=False)
+    d = Dialogue(messages=[*first.messages, {"role": "assistant", "content": "    return 1\n"},
+                           {"role": "user", "content": P1}], token_ids=completion.token_ids, encoded_messages=2)
+    ids2 = encoder.encode(d)
+    assert ids2[:len(completion.token_ids)] == completion.token_ids
+    assert tokenizer.decode(ids2) == prompts.render_plain(d.messages)
+
+
+def test_bad_dialogues_are_refused(tokenizer):
+    encoder = DialogueEncoder(tokenizer, [tokenizer.eos_token_id])
+    with pytest.raises(DialogueEncodingError, match="must end with a user message"):
+        encoder.encode(Dialogue(messages=[{"role": "assistant", "content": "x"}]))
+    with pytest.raises(DialogueEncodingError, match="must end at an assistant message"):
+        encoder.encode(Dialogue(messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                                token_ids=[1, 2], encoded_messages=1))
+    with pytest.raises(DialogueEncodingError, match="encoded_messages"):
+        encoder.encode(Dialogue(messages=[{"role": "user", "content": "a"}], token_ids=[1], encoded_messages=1))
+
+
+# --- decoding: stop strings, EOS, padding, seeds -----------------------------------------------------------------
+
+
+def test_cut_at_stop_keeps_the_earliest_stop_string():
+    assert cut_at_stop("abc\n```\nmore\n```\n", ("\n```\n",)) == ("abc\n```\n", True)
+    assert cut_at_stop("x [DONE] y ```", ("```", "[DONE]")) == ("x [DONE]", True)
+    assert cut_at_stop("no stop here", ("\ndef ",)) == ("no stop here", False)
+
+
+def test_stop_string_ends_one_sequence_while_the_batch_continues(peaky_model, tokenizer):
+    generator = HFGenerator(peaky_model, tokenizer, batch_size=3)
+    dialogues = [_user(p) for p in PROMPTS]
+    free = generator.generate(dialogues, SamplingParams(max_new_tokens=12))
+    assert all(g.finish_reason == "length" and len(g.token_ids) == 12 for g in free)
+    target = free[0]
+    # a stop string that completes in the middle of the first completion and nowhere in the others
+    cut_ids = target.token_ids[:6]
+    stop = tokenizer.decode(cut_ids)[-3:]
+    assert stop and all(stop not in g.text for g in free[1:])
+    stopped = generator.generate(dialogues, SamplingParams(max_new_tokens=12, stop=(stop,)))
+    first = stopped[0]
+    assert first.finish_reason == "stop"
+    assert first.text == cut_at_stop(target.text, (stop,))[0] and first.text.endswith(stop)
+    assert target.token_ids[:len(first.token_ids)] == first.token_ids  # through the token that completed it
+    assert stop in tokenizer.decode(first.token_ids) and stop not in tokenizer.decode(first.token_ids[:-1])
+    for before, after in zip(free[1:], stopped[1:]):
+        assert after.token_ids == before.token_ids and after.text == before.text and after.finish_reason == "length"
+
+
+def test_stop_strings_match_only_the_completion(peaky_model, tokenizer):
+    """The prompt ends with 'assistant\\n'; a stop string starting there must not end the completion early."""
+    generator = HFGenerator(peaky_model, tokenizer, batch_size=1)
+    free = generator.generate([_user(PROMPTS[1])], SamplingParams(max_new_tokens=6))[0]
+    first_piece = tokenizer.decode(free.token_ids[:1])
+    stop = "\n" + first_piece  # '\n' from the prompt + the first generated token
+    assert stop not in free.text
+    again = generator.generate([_user(PROMPTS[1])], SamplingParams(max_new_tokens=6, stop=(stop,)))[0]
+    assert again.token_ids == free.token_ids and again.finish_reason == "length"
+
+
+def test_eos_ends_a_sequence_and_is_kept_in_its_ids(peaky_model, tokenizer):
+    free = HFGenerator(peaky_model, tokenizer).generate([_user(PROMPTS[1])], SamplingParams(max_new_tokens=8))[0]
+    eos = free.token_ids[3]
+    k = free.token_ids.index(eos)
+    peaky_model.generation_config.eos_token_id = [tokenizer.eos_token_id, eos]
+    gen = HFGenerator(peaky_model, tokenizer).generate([_user(PROMPTS[1])], SamplingParams(max_new_tokens=8))[0]
+    assert gen.finish_reason == "stop"
+    assert gen.token_ids == free.token_ids[:k + 1]
+
+
+def test_left_padded_batch_matches_batch_size_one(peaky_model, tokenizer):
+    dialogues = [_user(p) for p in PROMPTS]
+    params = SamplingParams(max_new_tokens=8)
+    batched = HFGenerator(peaky_model, tokenizer, batch_size=3).generate(dialogues, params)
+    single = HFGenerator(peaky_model, tokenizer, batch_size=1).generate(dialogues, params)
+    assert len({len(g.prompt_token_ids) for g in batched}) == 3  # really padded
+    for b, s in zip(batched, single):
+        assert b.token_ids == s.token_ids and b.text == s.text and b.prompt_token_ids == s.prompt_token_ids
+
+
+def test_seeded_sampling_reproduces_and_leaves_global_rng_alone(peaky_model, tokenizer):
+    generator = HFGenerator(peaky_model, tokenizer, batch_size=2)
+    dialogues = [_user(p) for p in PROMPTS[:2]]
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=7)
+    state = torch.get_rng_state()
+    a = generator.generate(dialogues, params)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = generator.generate(dialogues, params)
+    c = generator.generate(dialogues, SamplingParams(max_new_tokens=8, temperature=1.0, seed=8))
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    assert [g.token_ids for g in a] != [g.token_ids for g in c]
+
+
+def test_generates_from_the_live_model_and_restores_training_mode(peaky_model, tokenizer):
+    generator = HFGenerator(peaky_model, tokenizer)
+    before = generator.generate([_user(PROMPTS[0])], SamplingParams(max_new_tokens=6))[0]
+    peaky_model.train()
+    with torch.no_grad():
+        peaky_model.model.embed_tokens.weight.mul_(-1.0)  # an optimizer step, drastically
+    after = generator.generate([_user(PROMPTS[0])], SamplingParams(max_new_tokens=6))[0]
+    assert peaky_model.training
+    assert after.token_ids != before.token_ids
