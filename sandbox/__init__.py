@@ -11,17 +11,21 @@ failures are Status.SANDBOX_ERROR results (callers must mask them, never score t
 SandboxUnavailable says what is missing and the command that fixes it (`sandbox build-image`, `sandbox doctor`).
 
 What is covered (backend="docker", the default):
-- A warm pool of long-lived containers (one per core by default), each running sandbox/executor.py; the executor
-  runs each program in its own process, with the trusted test code kept apart from it.
+- A warm pool of long-lived containers (one per core by default), each running sandbox/executor.py, which runs
+  every program in its own processes with the trusted test code apart from it: the tests see only plain data
+  from the program, so a program cannot forge its verdict (see the executor's docstring).
 - Per container: no network (--network none); read-only root; the only writable place is a tmpfs at /scratch
-  with size and inode limits (no /dev/shm: --ipc none, so multiprocessing locks and queues do not work); non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork
-  and thread bombs); memory limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that
-  reaps orphans; labels naming the owner process; --rm.
+  with size and inode limits (no /dev/shm: --ipc none, so multiprocessing locks and queues do not work);
+  non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork and thread bombs); memory
+  limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that reaps orphans; owner labels;
+  --rm.
 - Per program: wall-clock and CPU-time limits, address-space limit, output caps (by the executor); the pool
   also keeps its own deadline, kills a container that does not answer, replaces it and retries the job once.
 - A container is recycled after Limits.programs_per_container programs and after any limit violation.
-- No container outlives its owner: close()/context manager/atexit; containers of dead owners are removed when
-  a new Sandbox starts; `sandbox cleanup` removes any left after a crash.
+- No container outlives its owner: close()/context manager/atexit; if the owner is killed outright, its
+  containers see EOF and exit; containers of dead owners are removed when a new Sandbox starts; and
+  `sandbox cleanup` removes any left after a crash.
+- tests/sandbox/test_docker_adversarial.py lists the attacks checked, one per test.
 
 What is NOT covered:
 - Kernel or container-runtime exploits: containers share the host kernel (Docker's default seccomp and
