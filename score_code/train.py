@@ -2,7 +2,8 @@
 
     score-code train score  --config score_code/recipes/cpu_default.yaml     # stage I, then stage II
     score-code train stage1 ... ;  score-code train stage2 --init-from RUN/checkpoint-N ...
-    accelerate launch -m score_code.cli train score --config score_code/recipes/gpu_lora.yaml
+    accelerate launch -m score_code.cli train score --config score_code/recipes/gpu_lora.yaml   # GPUs
+    torchrun --nproc_per_node 2 -m score_code.cli train score ...                               # CPU processes
 
 One step: sample k two-attempt episodes for each of `prompts_per_step` tasks (temperature 1.0) -> grade both
 attempts in one sandbox batch -> per-attempt advantages -> stage loss (objectives.py) -> backward over
@@ -27,6 +28,11 @@ Deviations from the paper, and choices where it is silent:
 - Sampling seeds derive from (seed, global step, rank), so a resumed run draws the same episodes as an
   uninterrupted one.
 - Scale: the paper trains Gemini 1.0 Pro, batch 128, 1500 steps; recipes here size this for SmolLM2-135M.
+
+Not done yet: rollouts sample through transformers only (`backend: vllm` is refused: no weight sync into a
+vLLM engine); multi-process runs are tested as CPU DDP (gloo); FSDP is wired (the full model state dict is
+gathered for checkpoints) but untested, and its sharded optimizer state is saved per rank 0 only, so an FSDP run
+does not resume exactly.
 """
 from __future__ import annotations
 
@@ -353,9 +359,11 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
     k = config.rollout.samples_per_prompt
     offline_per_task = round(config.rollout.offline_ratio * k)
     offline_cache: dict[tuple[str, int], Generation] = {}  # (task_id, sample index) -> reference attempt 1
-    reference_generator = (ReferenceGenerator(generator, accelerator.unwrap_model(policy)) if reference is None
-                           else make_generator(reference, tokenizer, config.model.backend,
-                                               config.rollout.generation_batch_size))
+    reference_generator: Generator | None = None
+    if offline_per_task:
+        reference_generator = (ReferenceGenerator(generator, accelerator.unwrap_model(policy)) if reference is None
+                               else make_generator(reference, tokenizer, config.model.backend,
+                                                   config.rollout.generation_batch_size))
 
     def first_dialogue(task: Task) -> Dialogue:
         return prompts.first_dialogue(task, shots, chat)
@@ -374,7 +382,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
                                      stop=tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, a)})))
                       for a in (1, 2)]
             offline: dict[int, Generation] = {}
-            if stage == 2 and offline_per_task:
+            if stage == 2 and reference_generator is not None:
                 offline = offline_first_attempts(tasks, k, offline_per_task, offline_cache, first_dialogue,
                                                  reference_generator, params[0])
             rollouts = generate_rollouts(generator, tasks, first_dialogue, instruction, k, params[0], params[1],

@@ -2,7 +2,6 @@
 the beta2 anchor on attempt 1, resume after a kill, the CLI, and an end-to-end run through the Docker sandbox."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -215,12 +214,9 @@ def test_evaluation_during_training_logs_eval_metrics(tmp_path, tiny_model_dir):
 
 
 def _cli(argv: list[str]) -> int:
-    from score_code import train_command
+    from score_code.cli import main
 
-    parser = argparse.ArgumentParser(prog="score-code")
-    train_command.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):
