@@ -254,7 +254,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     rounds = sft.iterations if method == "star" else 1
     run_dir = Path(config.run.output_dir)
     resume_from = prepare_run_dir(run_dir, config.run.resume)
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     if accelerator.num_processes > 1:
         raise ConfigError("the SFT baselines run in one process (sampling goes through benchmarks.evaluate); "
                           "start them without `accelerate launch`")
