@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; the sandbox was shut down and no results file was written", file=sys.stderr)
+        return 130
     except OSError as exc:  # unreadable samples, unwritable results directory, ...
         print(f"error: {exc}", file=sys.stderr)
         return 1
