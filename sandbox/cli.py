@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted (any sandbox containers were shut down; no results file was written)", file=sys.stderr)
+        print("error: interrupted (sandbox containers were shut down; no results file was written)",
+              file=sys.stderr)
         return 130
     except OSError as exc:  # unreadable samples, unwritable results directory, ...
         print(f"error: {exc}", file=sys.stderr)
