@@ -198,6 +198,17 @@ def test_stage2_offline_first_attempts_are_sampled_once_and_reused(tmp_path, tin
     assert firsts and all(len(texts) == 1 for texts in firsts.values())  # one stored attempt per task, reused
 
 
+def test_stage2_starts_from_a_stage1_checkpoint_and_keeps_the_base_model_as_reference(tmp_path, tiny_model_dir):
+    stage1 = train(_config(tmp_path, tiny_model_dir, "stage1", stage1_steps=1, save_steps=1),
+                   reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
+    assert read_metrics(stage1)[0]["kl/attempt1"] == 0.0  # a fresh policy is its reference
+    stage2 = train(_config(tmp_path, tiny_model_dir, "stage2", schedule="2", stage2_steps=1,
+                           init_from=str(stage1 / "checkpoint-1")), reward_fn=capital_reward,
+                   train_tasks=SYNTHETIC_TASKS)
+    row = read_metrics(stage2)[0]
+    assert row["stage"] == 2 and row["kl/attempt1"] > 0.0  # the stage-I policy, measured against the base model
+
+
 @pytest.mark.slow
 def test_evaluation_during_training_logs_eval_metrics(tmp_path, tiny_model_dir):
     config = _config(tmp_path, tiny_model_dir, "evaluated", stage1_steps=2, eval_steps=2, eval_max_tasks=2,
