@@ -122,15 +122,14 @@ def _check_inputs(tasks: Sequence[Task], shots: Sequence[Task]) -> None:
                         "(MBPP task_ids 2, 3, 4)")
 
 
-def _prepare_output_dir(out: Path, config: EvalConfig) -> None:
-    """Refuse results made with other settings; write config.json for a fresh run."""
-    out.mkdir(parents=True, exist_ok=True)
+def _refuse_other_settings(out: Path, config: EvalConfig) -> None:
+    """Results made with other result-changing settings (RESULT_FIELDS) are never resumed into."""
     config_path = out / CONFIG_FILE
     if config_path.exists():
         try:
             previous = json.loads(config_path.read_text(encoding="utf-8"))["config"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise EvalError(f"{config_path}: unreadable ({e}); use another --output directory") from None
+            raise EvalError(f"{config_path}: unreadable ({e}); use another output directory") from None
         current = config.to_dict()
         differing = [k for k in RESULT_FIELDS if previous.get(k) != current[k]]
         if differing:
@@ -142,7 +141,24 @@ def _prepare_output_dir(out: Path, config: EvalConfig) -> None:
     elif (out / RESULTS_FILE).exists() or (out / SAMPLES_FILE).exists():
         raise EvalError(f"{out} has result files but no {CONFIG_FILE}, so their settings are unknown; "
                         "use another output directory")
-    write_json_atomic(config_path, {"schema_version": SCHEMA_VERSION, "config": config.to_dict()})
+
+
+def _resolve(config: EvalConfig, tasks: Sequence[Task], shots: Sequence[Task]) -> EvalConfig:
+    _check_inputs(tasks, shots)
+    computed_hash = dataset_hash(tasks, shots)
+    if config.dataset_hash and config.dataset_hash != computed_hash:
+        raise EvalError(f"config.dataset_hash {config.dataset_hash[:12]}... does not match the tasks given "
+                        f"({computed_hash[:12]}...); leave it empty to have it computed")
+    return replace(config, dataset_hash=computed_hash)
+
+
+def check_output_dir(output_dir: str | Path, config: EvalConfig, tasks: Sequence[Task],
+                     shots: Sequence[Task] = ()) -> None:
+    """Raise what evaluate() would raise about its inputs and `output_dir`, without writing anything.
+
+    For callers that want to fail before an expensive step such as loading the model."""
+    out = Path(output_dir)
+    _refuse_other_settings(out, _resolve(config, tasks, shots))
 
 
 def _load_finished(out: Path, attempts: int) -> set[tuple[str, int]]:
@@ -308,14 +324,11 @@ def write_reports(output_dir: str | Path, metrics: dict, config: EvalConfig, ext
 def evaluate(generator: Generator, tasks: Sequence[Task], sandbox: BatchSandbox, output_dir: str | Path,
              config: EvalConfig, shots: Sequence[Task] = (), progress: bool = True) -> dict:
     """Run (or resume) the evaluation into `output_dir`; returns the metrics (see benchmarks.metrics)."""
-    _check_inputs(tasks, shots)
-    computed_hash = dataset_hash(tasks, shots)
-    if config.dataset_hash and config.dataset_hash != computed_hash:
-        raise EvalError(f"config.dataset_hash {config.dataset_hash[:12]}... does not match the tasks given "
-                        f"({computed_hash[:12]}...); leave it empty to have it computed")
-    config = replace(config, dataset_hash=computed_hash)
+    config = _resolve(config, tasks, shots)
     out = Path(output_dir)
-    _prepare_output_dir(out, config)
+    _refuse_other_settings(out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / CONFIG_FILE, {"schema_version": SCHEMA_VERSION, "config": config.to_dict()})
     finished = _load_finished(out, config.attempts)
     units = [_Unit(i * config.samples + s, t, s) for i, t in enumerate(tasks) for s in range(config.samples)]
     pending = [u for u in units if (u.task.task_id, u.sample_id) not in finished]

@@ -5,8 +5,9 @@
 HumanEval attempt-1 prompts (chat template), greedy, a fixed max_new_tokens and no stop strings, so both sides
 produce the same tokens. The raw side gets the harness's own batches (prompts sorted by length, left-padded);
 the harness overhead is what remains: encoding, the stop/EOS bookkeeping, decoding, building Generations.
-Both sides of a batch size run back to back, twice in alternating order, and the faster run of each counts, so
-load from other processes on the machine skews the comparison less. Target: overhead <= 10%.
+Both sides of a batch size run back to back, --rounds times in alternating order, and the fastest run of each
+counts, so load from other processes on the machine skews the comparison less. Target: overhead <= 10%.
+On a machine shared with other jobs, OMP_NUM_THREADS=1 avoids OpenMP spin-wait collapse (both sides alike).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--prompts-bs1", type=int, default=8, help="prompts for batch size 1 (it is slow)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating raw/harness rounds; the fastest counts")
     args = parser.parse_args()
 
     loaded = load_model(args.model, dtype="fp32", device="cpu")
@@ -68,8 +70,8 @@ def main() -> None:
         batches = [[encoded[i] for i in order[s:s + batch_size]] for s in range(0, n, batch_size)]
         raw_s, harness_s = [], []
         raw_tokens = harness_tokens = 0
-        for round_no in range(2):
-            sides = ("raw", "harness") if round_no == 0 else ("harness", "raw")
+        for round_no in range(args.rounds):
+            sides = ("raw", "harness") if round_no % 2 == 0 else ("harness", "raw")
             for side in sides:
                 start = time.perf_counter()
                 if side == "raw":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.evaluate import ConfigMismatchError, EvalConfig, EvalError, evaluate
+from benchmarks.evaluate import ConfigMismatchError, EvalConfig, EvalError, check_output_dir, evaluate
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.prompts import SELF_CORRECTION_INSTRUCTION
 from benchmarks.tasks import Task, load_humaneval
@@ -172,6 +172,9 @@ def test_resume_skips_finished_tasks_and_tolerates_a_partial_line(tmp_path: Path
 def test_changed_config_is_refused(tmp_path: Path, change: dict, field: str) -> None:
     evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(), progress=False)
     before = (tmp_path / "results.jsonl").read_text()
+    check_output_dir(tmp_path, config(), make_tasks(2))  # same settings: resumable
+    with pytest.raises(ConfigMismatchError, match=rf"{field}: .* there, .* now"):
+        check_output_dir(tmp_path, config(**change), make_tasks(2))  # before loading any model
     with pytest.raises(ConfigMismatchError, match=rf"{field}: .* there, .* now"):
         evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(**change), progress=False)
     assert (tmp_path / "results.jsonl").read_text() == before
