@@ -210,3 +210,26 @@ def test_train_star_command_with_the_local_sandbox(tiny_model_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "not used by the supervised baselines: beta2" in err  # a shared recipe's SCoRe keys are skipped
     assert "command line: beta2 is a SCoRe setting" in err  # a flag is refused
+
+
+@pytest.mark.slow
+def test_resume_mid_round_replays_the_same_steps(tiny_model_dir, tmp_path):
+    """Kill after step 1 (simulated: later checkpoints removed): the resumed run takes the same remaining steps."""
+    import shutil
+
+    run_dir = tmp_path / "star"
+    sft = SFTConfig(iterations=1, sft_batch_size=2)
+    config = tiny_config(tiny_model_dir, run_dir, save_steps=1, save_total_limit=50)
+    train_baseline("star", config, sft, sandbox=ParityGrader(), train_tasks=TASKS)
+    full = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(full) >= 2, "the fixture run must take at least two steps"
+    for checkpoint in ckpt.list_checkpoints(run_dir):
+        if ckpt.checkpoint_step(checkpoint) > 1:
+            shutil.rmtree(checkpoint)
+    state = ckpt.TrainerState.from_file(run_dir / "checkpoint-1" / ckpt.TRAINER_STATE_NAME)
+    assert state.extra == {"round": 1, "round_steps": 1, "round_done": False}
+    train_baseline("star", tiny_config(tiny_model_dir, run_dir, save_steps=1, save_total_limit=50, resume=True), sft,
+                   sandbox=ParityGrader(), train_tasks=TASKS)
+    resumed = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [r["step"] for r in full]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full], rel=1e-5)
