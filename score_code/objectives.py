@@ -90,18 +90,21 @@ def stage_advantages(
 @dataclass
 class Normalizers:
     """Denominators of the aggregation, taken over the whole optimizer batch so that summing the losses of
-    micro-batches gives the loss of the batch (token mean: tokens of each attempt; sequence mean: episodes)."""
+    micro-batches gives the loss of the batch. Token mean: the attempt's tokens; sequence mean: the episodes
+    whose attempt has tokens in the loss (sandbox errors and offline first attempts do not dilute it)."""
 
     tokens1: float
     tokens2: float
-    sequences: float
+    sequences1: float
+    sequences2: float
 
     @classmethod
     def of(cls, mask1: Tensor, mask2: Tensor) -> "Normalizers":
         return cls(
             tokens1=max(float(mask1.sum()), 1.0),
             tokens2=max(float(mask2.sum()), 1.0),
-            sequences=max(float(mask1.shape[0]), 1.0),
+            sequences1=max(float((mask1.sum(dim=1) > 0).sum()), 1.0),
+            sequences2=max(float((mask2.sum(dim=1) > 0).sum()), 1.0),
         )
 
 
@@ -146,12 +149,12 @@ def score_loss(
     ratio = torch.exp(logp - logp.detach())
     kl = k3_kl(logp, ref_logp.detach())
 
-    pg2 = _aggregate(-ratio * advantage2.unsqueeze(1), mask2, aggregation, norm.tokens2, norm.sequences)
+    pg2 = _aggregate(-ratio * advantage2.unsqueeze(1), mask2, aggregation, norm.tokens2, norm.sequences2)
     pg = pg2
     if advantage1 is not None:
-        pg = pg + _aggregate(-ratio * advantage1.unsqueeze(1), mask1, aggregation, norm.tokens1, norm.sequences)
-    kl1 = _aggregate(kl, mask1, aggregation, norm.tokens1, norm.sequences)
-    kl2 = _aggregate(kl, mask2, aggregation, norm.tokens2, norm.sequences)
+        pg = pg + _aggregate(-ratio * advantage1.unsqueeze(1), mask1, aggregation, norm.tokens1, norm.sequences1)
+    kl1 = _aggregate(kl, mask1, aggregation, norm.tokens1, norm.sequences1)
+    kl2 = _aggregate(kl, mask2, aggregation, norm.tokens2, norm.sequences2)
     loss = pg + kl_coef1 * kl1 + kl_coef2 * kl2
     return LossTerms(loss=loss, pg_loss=pg.detach(), kl1=kl1.detach(), kl2=kl2.detach())
 

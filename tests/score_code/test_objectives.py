@@ -156,6 +156,15 @@ def test_token_and_sequence_aggregation_differ_as_defined():
     assert g_seq[0, 0].item() == pytest.approx(-1 / 2) and g_seq[1, 0].item() == pytest.approx(-1 / 6)
 
 
+def test_sequence_mean_ignores_episodes_without_tokens_in_the_loss():
+    logp = torch.zeros(3, 3, requires_grad=True)
+    mask2 = torch.tensor([[0.0, 1, 1], [0, 1, 0], [0, 0, 0]])  # the third episode: sandbox error, masked out
+    terms = obj.stage_loss(1, logp, torch.zeros(3, 3), torch.zeros(3, 3), mask2, torch.ones(3), torch.ones(3),
+                           0.0, 0.0, aggregation="sequence")
+    (grad,) = torch.autograd.grad(terms.loss, logp)
+    assert grad[0, 1].item() == pytest.approx(-1 / 4) and grad[1, 1].item() == pytest.approx(-1 / 2)
+
+
 def test_micro_batches_with_batch_normalizers_sum_to_the_batch_loss():
     torch.manual_seed(3)
     logp, ref = -torch.rand(4, 6), -torch.rand(4, 6)
