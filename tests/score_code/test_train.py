@@ -209,6 +209,19 @@ def test_stage2_starts_from_a_stage1_checkpoint_and_keeps_the_base_model_as_refe
     assert row["stage"] == 2 and row["kl/attempt1"] > 0.0  # the stage-I policy, measured against the base model
 
 
+def test_lora_run_saves_an_adapter_that_stage2_continues_from(tmp_path, tiny_model_dir):
+    lora = dict(lora=True, lora_r=4, lora_alpha=8)
+    stage1 = train(_config(tmp_path, tiny_model_dir, "lora1", stage1_steps=1, save_steps=1, **lora),
+                   reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
+    names = {p.name for p in (stage1 / "checkpoint-1").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt"} <= names
+    assert "model.safetensors" not in names  # the base weights are not copied into every checkpoint
+    stage2 = train(_config(tmp_path, tiny_model_dir, "lora2", schedule="2", stage2_steps=1,
+                           init_from=str(stage1 / "checkpoint-1"), **lora),
+                   reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
+    assert read_metrics(stage2)[0]["kl/attempt1"] > 0.0  # trained adapter vs the adapter-disabled reference
+
+
 @pytest.mark.slow
 def test_evaluation_during_training_logs_eval_metrics(tmp_path, tiny_model_dir):
     config = _config(tmp_path, tiny_model_dir, "evaluated", stage1_steps=2, eval_steps=2, eval_max_tasks=2,
