@@ -21,12 +21,12 @@ class VLLMUnavailable(ImportError):
     hint = "pip install 'score-code[vllm]' on a machine with a CUDA GPU, or use --backend hf"
 
 
-def _import_vllm() -> Any:
+def import_vllm() -> Any:
+    """The vllm module, or VLLMUnavailable with the install hint."""
     try:
         import vllm
     except ImportError as exc:
-        raise VLLMUnavailable(f"the vLLM backend needs the vllm package, which cannot be imported ({exc}); "
-                              f"{VLLMUnavailable.hint}") from exc
+        raise VLLMUnavailable(f"the vLLM backend needs the vllm package, which cannot be imported ({exc})") from exc
     return vllm
 
 
@@ -37,7 +37,7 @@ class VLLMGenerator:
                  seed: int = 0, gpu_memory_utilization: float = 0.85, progress: bool = False,
                  llm: Any | None = None) -> None:
         """`model`: a hub id or an HF checkpoint directory (vLLM loads it); `llm`: an already built engine."""
-        vllm = _import_vllm()
+        vllm = import_vllm()
         from vllm.inputs import TokensPrompt
 
         self._vllm = vllm

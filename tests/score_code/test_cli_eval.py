@@ -3,6 +3,7 @@ model (local sandbox; the real Docker sandbox under the docker marker)."""
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def test_mbpp_without_a_data_file_says_where_to_point(monkeypatch, capsys):
 def test_several_greedy_samples_are_refused(capsys):
     assert main(["eval", "humaneval", "--samples", "3"]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    assert main(["eval", "humaneval", "--limit", "1", "--backend", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert "error: the vLLM backend needs the vllm package" in err and "hint: pip install 'score-code[vllm]'" in err
 
 
 def test_default_output_directory_names_dataset_limit_and_model():
