@@ -6,6 +6,7 @@ they test the pool alone and take seconds. The `docker` tests use the real image
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -300,6 +301,26 @@ def test_missing_image_raises_sandbox_unavailable_with_hint(docker_sandbox):
     with pytest.raises(SandboxUnavailable) as info:
         Sandbox(backend="docker", workers=1, image="score-sandbox:does-not-exist")
     assert "not found" in str(info.value) and info.value.hint
+
+
+def test_docker_backend_without_docker_cli_raises_unavailable_not_local(monkeypatch, tmp_path):
+    from sandbox import SandboxUnavailable
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no docker binary
+    with pytest.raises(SandboxUnavailable, match="docker CLI was not found") as info:
+        Sandbox(backend="docker", workers=1)
+    assert "install Docker" in info.value.hint
+
+
+def test_docker_backend_with_unreachable_engine_says_how_to_start_it(monkeypatch, tmp_path):
+    from sandbox import SandboxUnavailable
+
+    if shutil.which("docker") is None:
+        pytest.skip("needs the docker CLI (not the engine)")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    with pytest.raises(SandboxUnavailable, match="not reachable") as info:
+        Sandbox(backend="docker", workers=1)
+    assert "dockerd" in info.value.hint
 
 
 def test_unknown_backend_is_a_value_error():
