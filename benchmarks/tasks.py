@@ -233,7 +233,7 @@ def _hub_mbpp_records(name: str) -> list[tuple[dict, str]]:
         raise TaskLoadError(f"{name!r} is not a file and the `datasets` package is not installed; {hint}") from None
     repo, _, config = name.partition(":")
     try:
-        loaded = datasets.load_dataset(repo, config or "full")
+        loaded = datasets.load_dataset(repo, config) if config else datasets.load_dataset(repo)
     except Exception as e:  # noqa: BLE001 - datasets raises many types (offline, missing, auth); all mean the same here
         raise TaskLoadError(f"could not load {name!r} from the hub ({type(e).__name__}: {e}); {hint}") from None
     return [(dict(r), f"{name}[{split}][{i}]") for split, ds in loaded.items() for i, r in enumerate(ds)]
