@@ -265,6 +265,24 @@ def test_docker_container_killed_mid_program_is_replaced_and_job_retried(docker_
 
 
 @pytest.mark.docker
+def test_docker_hung_worker_is_killed_at_the_pool_deadline_and_job_retried(docker_sandbox):
+    with Sandbox(backend="docker", workers=1, grace_s=1.0) as sb:
+        victim = containers(f"score-sandbox.owner={sb._spawner.owner}")
+        # SIGSTOP every process of the sandbox user in the container: the executor can no longer answer
+        freeze = threading.Timer(0.5, lambda: subprocess.run(
+            ["docker", "exec", *victim, "sh", "-c", "kill -STOP -1"], capture_output=True))
+        freeze.start()
+        start = time.monotonic()
+        result = sb.run(Job.generic("import time\ntime.sleep(1.5)\n" + ADD, ADD_TEST, timeout_s=2))
+        elapsed_s = time.monotonic() - start
+        freeze.join()
+        assert result.status is Status.PASSED, result.error
+        assert sb.replaced_workers == 1
+        assert 3.0 <= elapsed_s < 15, f"the retry should start at the pool deadline (3 s), took {elapsed_s:.1f} s"
+        assert containers(f"score-sandbox.owner={sb._spawner.owner}") != victim
+
+
+@pytest.mark.docker
 def test_no_container_left_after_close(docker_sandbox):
     sb = Sandbox(backend="docker", workers=2)
     owner = sb._spawner.owner
