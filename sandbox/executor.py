@@ -11,16 +11,18 @@ Protocol (this process's stdout is the protocol channel; no other process ever h
     ping      {"op": "ping"} -> {"op": "pong"};   EOF on stdin -> exit 0 (exit 3 after answering, if the executor
               cannot go on: restart it)
 
-Why the program cannot forge its verdict. Per request this process (E) uses two processes:
-  - U, untrusted: forked from a zygote Z that E forked before it read any request, so U's memory never held test
-    code or expected values. U runs the program in a fresh __main__ under rlimits, without capabilities, inside
-    Landlock (read-only system and Python dirs, read-write scratch, no /proc, no TCP) and a seccomp filter (it
-    cannot signal E, Z, T, E's parent or PID 1, nor ptrace or read other processes' memory), then answers T's calls
-    with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset, plus builtin
-    types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else stays in U behind an
-    opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
-  - T, trusted: forked from E, runs the dataset's test code with the program's names bound to RPC proxies, so
-    every comparison happens in T between plain values, and reports each test outcome to E over a pipe U never holds.
+Why the program cannot forge its verdict. For each request this process (E) uses two processes:
+  - U, untrusted, one per program: forked from a zygote Z that E forked before it read any request, so U's memory
+    never held test code or expected values. U runs the program in a fresh __main__ under rlimits, without
+    capabilities, inside Landlock (read-only system and Python dirs, read-write scratch, no /proc, no TCP) and a
+    seccomp filter (it cannot signal E, Z, T, E's parent or PID 1, nor ptrace or read other processes' memory),
+    then answers T's calls with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/
+    frozenset, plus builtin types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else
+    stays in U behind an opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
+  - T, trusted: forked from E once and reused (a fork per program costs more than most programs; a T that did not
+    finish a run is killed and replaced). For each program it runs the dataset's test code in a fresh namespace with
+    the program's names bound to RPC proxies, so every comparison happens in T between plain values, and reports
+    each test outcome to E over a socket U never holds.
   An always-true __eq__, a str subclass, stack walking, gc hunting, SkipTest, sys.exit/os._exit/atexit/excepthook
   tricks and fake protocol lines therefore cannot produce "passed": only tests that ran to completion in T count,
   and all of them must pass.
@@ -777,22 +779,35 @@ def failure_message(exc: BaseException, sources: dict[str, list[str]]) -> str:
     return describe_exception(exc)
 
 
-def trusted_child(plan: "Plan", rpc_in: int, rpc_out: int, report: int, parent_pid: int) -> None:
-    """Become T: run the plan's tests against the program in U and report each outcome to E. Never returns."""
+def trusted_main(sock_fd: int, parent_pid: int) -> None:
+    """Become T, forked once and reused: for each job E sends (with that run's two RPC pipe ends), run its tests
+    against the program in U and report each outcome back on the same socket. U never holds this socket, and T's
+    memory is out of U's reach (non-dumpable, no /proc, no ptrace). Never returns."""
     try:
         die_with_parent(parent_pid)
         prctl(PR_SET_DUMPABLE, 0)  # inherited from E already; explicit because U must never open /proc/<T>/fd
         move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
-                  2: os.open(os.devnull, os.O_WRONLY), 3: rpc_in, 4: rpc_out, 5: report})
+                  2: os.open(os.devnull, os.O_WRONLY), 3: sock_fd})
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        trusted_run(plan, Channel(3, 4), 5)
-    except BaseException as exc:  # noqa: BLE001
+        sock = socket.socket(fileno=3)
+        plans: dict[tuple, Plan] = {}
+        while True:
+            job, fds = recv_message(sock, 2)
+            if job is None:
+                break
+            if len(fds) != 2:
+                raise SandboxError(f"a job came with {len(fds)} fds instead of the two RPC pipe ends")
+            try:
+                trusted_run(cached_plan(plans, job), Channel(fds[0], fds[1]), 3)
+            finally:  # U sees EOF on its request pipe and exits
+                for fd in fds:
+                    os.close(fd)
+    except BaseException as exc:  # noqa: BLE001 - E sees the error, then EOF, and starts another T
         try:
-            write_json_line(5, {"error": "trusted test process: " + describe_exception(exc)})
+            write_json_line(3, {"error": "trusted test process: " + describe_exception(exc)})
         except BaseException:  # noqa: BLE001
             pass
-    finally:
-        os._exit(0)
+    os._exit(0)
 
 
 LOAD_OUTCOMES = ("ok", "syntax_error", "runtime_error", "memory_exceeded")
@@ -997,6 +1012,37 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(data)
 
 
+def send_message(sock: socket.socket, obj: dict, fds: list[int]) -> None:
+    """One length-prefixed JSON message, with fds passed along (SCM_RIGHTS)."""
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    socket.send_fds(sock, [struct.pack("=q", len(body))], fds)
+    sock.sendall(body)
+
+
+def recv_message(sock: socket.socket, max_fds: int) -> tuple[dict | None, list[int]]:
+    """The next send_message (None at EOF) and the fds that came with it."""
+    header, fds, _, _ = socket.recv_fds(sock, 8, max_fds)
+    if not header:
+        return None, fds
+    header += recv_exact(sock, 8 - len(header))
+    return json.loads(recv_exact(sock, struct.unpack("=q", header)[0])), fds
+
+
+def cached_plan(plans: dict[tuple, Plan], job: dict) -> Plan:
+    """make_plan through a bounded cache: RL grades the same task many times, so its tests compile once."""
+    try:
+        key = (job["format"], tuple(job["tests"]), job.get("setup_code") or "", job.get("entry_point") or "")
+        plan = plans.get(key)
+    except (TypeError, KeyError):
+        return make_plan(job)  # raises the precise SandboxError
+    if plan is None:
+        plan = make_plan(job)
+        if len(plans) >= PLAN_CACHE_SIZE:
+            del plans[next(iter(plans))]
+        plans[key] = plan
+    return plan
+
+
 def zygote_main(sock: socket.socket) -> None:
     """Serve E: fork U for each spawn request, answer its pid; on E's "reap" (sent after E killed everything),
     reap U and answer its wait status and CPU time. U is not reaped before that, so its pid cannot be reused
@@ -1006,11 +1052,9 @@ def zygote_main(sock: socket.socket) -> None:
     os.environ.update({"PATH": path, "LANG": "C.UTF-8"})
     try:
         while True:
-            header, fds, _, _ = socket.recv_fds(sock, 8, 8)
-            if not header:
+            spec, fds = recv_message(sock, 4)
+            if spec is None:
                 break
-            header += recv_exact(sock, 8 - len(header))
-            spec = json.loads(recv_exact(sock, struct.unpack("=q", header)[0]))
             spec["zygote_pid"] = os.getpid()
             u_pid = os.fork()
             if u_pid == 0:
@@ -1202,6 +1246,42 @@ class Executor:
                       2: os.open(os.devnull, os.O_WRONLY), 3: zsock_child.fileno()})
             zygote_main(socket.socket(fileno=3))
         zsock_child.close()
+        self.t_sock: socket.socket | None = None  # T's control socket (jobs in, reports out)
+        self.t_pid = 0  # 0: no T, start one before the next run
+        self.start_trusted()
+
+    def start_trusted(self) -> None:
+        """Fork T: once at start, and again after a run that T did not finish (it is killed then)."""
+        self.t_sock, t_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.t_pid = os.fork()
+        if self.t_pid == 0:
+            self.t_sock.close()
+            self.zsock.close()
+            trusted_main(t_end.fileno(), self.pid)
+        t_end.close()
+
+    def send_to_trusted(self, job: dict, fds: list[int]) -> None:
+        """Hand T the trusted parts of a job and its ends of the RPC pipes (a fresh T if the last one is gone)."""
+        trusted = {k: job.get(k) for k in ("format", "tests", "setup_code", "entry_point")}
+        try:
+            send_message(self.t_sock, trusted, fds)
+        except OSError:
+            self.stop_trusted()
+            self.start_trusted()
+            send_message(self.t_sock, trusted, fds)
+
+    def stop_trusted(self) -> None:
+        """Kill and reap T (unless a sweep reaped it already and set t_pid to 0); the next run starts another."""
+        if self.t_pid:
+            try:
+                os.kill(self.t_pid, signal.SIGKILL)
+                os.waitpid(self.t_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.t_pid = 0
+        if self.t_sock is not None:
+            self.t_sock.close()
+            self.t_sock = None
 
     # --- one request ---------------------------------------------------------------------------------------------
     def handle(self, request: dict) -> dict:
@@ -1211,7 +1291,7 @@ class Executor:
         try:
             if type(job) is not dict or type(request.get("limits")) is not dict:
                 raise SandboxError("a request needs a 'job' object and a 'limits' object")
-            plan = self.plan(job)
+            plan = cached_plan(self.plans, job)
             expected = plan.expected_tests
             limits = request["limits"]
             missing = [k for k in REQUIRED_LIMITS if k not in limits]
@@ -1223,19 +1303,6 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - an executor bug must still answer, as a sandbox error
             result = {"status": "sandbox_error", "error": "executor: " + describe_exception(exc)}
         return result_dict(result, job_id, expected)
-
-    def plan(self, job: dict) -> Plan:
-        try:
-            key = (job["format"], tuple(job["tests"]), job.get("setup_code") or "", job.get("entry_point") or "")
-            plan = self.plans.get(key)
-        except (TypeError, KeyError):
-            return make_plan(job)  # raises the precise SandboxError
-        if plan is None:
-            plan = make_plan(job)
-            if len(self.plans) >= PLAN_CACHE_SIZE:
-                del self.plans[next(iter(self.plans))]
-            self.plans[key] = plan
-        return plan
 
     def run(self, job: dict, limits: dict, plan: Plan) -> dict:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
@@ -1249,38 +1316,42 @@ class Executor:
         err_r, err_w = os.pipe()
         req_r, req_w = os.pipe()  # T -> U
         resp_r, resp_w = os.pipe()  # U -> T
-        rep_r, rep_w = os.pipe()  # T -> E
-        child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w, rep_w]  # closed here once T and U hold them
+        child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w]  # closed here once T and U hold them
         if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
             limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         oom0 = read_oom_kills() if self.mode == "container" else -1
-        run, u_pid, t_pid, sweep_error = Run(), 0, 0, ""
+        run, u_pid, sweep_error = Run(), 0, ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
         try:
-            t_pid = os.fork()
-            if t_pid == 0:
-                trusted_child(plan, resp_r, req_w, rep_w, self.pid)
+            if self.t_pid == 0:
+                self.start_trusted()
+            self.send_to_trusted(job, [resp_r, req_w])
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
                     "landlock_abi": self.landlock_abi, "shared_memory_dirs": self.shared_memory_dirs,
-                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, t_pid, os.getppid()) if p > 1]}
+                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
             while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
                 os.close(child_ends.pop())
-            self.collect(run, captures, rep_r, t0 + timeout_s, limits["output_bytes"])
+            self.collect(run, captures, self.t_sock.fileno(), t0 + timeout_s, limits["output_bytes"])
             wall_time_s = time.monotonic() - t0
         finally:
             for fd in child_ends:
                 os.close(fd)
-            statuses, sweep_error = self.sweep(u_pid, t_pid)
+            t_pid = self.t_pid
+            statuses, sweep_error = self.sweep(u_pid, spare=t_pid if run.done else 0)
+            if not run.done:  # T may be anywhere in the tests, or its report stream cut mid-line: replace it
+                if t_pid in statuses:
+                    self.t_pid = 0  # the sweep killed and reaped it
+                self.stop_trusted()
             u_status, u_cpu_s = self.reap_untrusted() if u_pid > 0 and not sweep_error else (None, 0.0)
             for fd in (out_r, err_r):
                 if not run.output_exceeded:
                     self.drain(fd, captures[fd], limits["output_bytes"], run)
-            for fd in (out_r, err_r, rep_r):
+            for fd in (out_r, err_r):
                 os.close(fd)
             wipe(scratch)
             for directory in self.shared_memory_dirs:  # POSIX semaphores and shared memory the program left
@@ -1302,10 +1373,8 @@ class Executor:
 
     def spawn(self, spec: dict, fds: list[int]) -> int:
         """Ask the zygote for a U with these pipe ends; returns U's pid (U is the zygote's child)."""
-        body = json.dumps(spec).encode()
         try:
-            socket.send_fds(self.zsock, [struct.pack("=q", len(body))], fds)
-            self.zsock.sendall(body)
+            send_message(self.zsock, spec, fds)
             return struct.unpack("=q", recv_exact(self.zsock, 8))[0]
         except (OSError, EOFError) as exc:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
@@ -1424,13 +1493,13 @@ class Executor:
 
     def strays(self) -> set[int]:
         """Container mode: every live process of ours in the PID namespace except init, E and the zygote."""
-        return live_processes_of_ours(exclude={1, self.pid, self.zygote_pid})
+        return live_processes_of_ours(exclude={1, self.pid, self.zygote_pid, self.t_pid})
 
-    def sweep(self, u_pid: int, t_pid: int) -> tuple[dict[int, tuple], str]:
+    def sweep(self, u_pid: int, spare: int) -> tuple[dict[int, tuple], str]:
         """SIGKILL U, its session and every descendant (orphans come back to E, a child subreaper), reap them all.
 
         Container mode also kills anything else of ours in the PID namespace (the effect of kill(-1), sparing the
-        zygote). Local mode never signals anything that is not E's descendant."""
+        zygote and the `spare` T, if any). Local mode never signals anything that is not E's descendant."""
         reaped: dict[int, tuple] = {}
         if u_pid > 0:  # U stays unreaped (the zygote's child) until after the sweep, so its pid is still U's
             for kill in (os.killpg, os.kill):
@@ -1442,7 +1511,7 @@ class Executor:
         if u_pid > 0 and not wait_dead(u_pid, end):  # as U exits, its orphans are re-parented to E
             return {}, f"the program's process {u_pid} did not die within {SWEEP_TIMEOUT_S} s"
         while True:
-            targets = self.children() - {self.zygote_pid}
+            targets = self.children() - {self.zygote_pid, spare}
             if self.mode == "container":
                 targets |= self.strays()
             for pid in targets:
@@ -1468,6 +1537,13 @@ class Executor:
                 return reaped, f"could not kill the program's processes within {SWEEP_TIMEOUT_S} s: {sorted(targets)}"
 
     def close(self) -> None:
+        if self.t_sock is not None:
+            self.t_sock.close()  # T and the zygote exit at EOF
+        if self.t_pid:
+            try:
+                os.waitpid(self.t_pid, 0)
+            except ChildProcessError:
+                pass
         self.zsock.close()
         try:
             os.waitpid(self.zygote_pid, 0)
