@@ -28,7 +28,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from benchmarks import prompts
 from benchmarks.evaluate import CONFIG_FILE, RESULTS_FILE, SAMPLES_FILE
@@ -198,26 +198,27 @@ def _first_messages(tasks: Sequence[Task], shots: Sequence[Task], chat: bool) ->
     return {t.task_id: prompts.first_dialogue(t, shots, chat).messages for t in tasks}
 
 
-def _check_known(traces: Traces, tasks: Sequence[Task]) -> None:
+def _traced_tasks(traces: Traces, tasks: Sequence[Task], stats: BuildStats) -> Iterator[tuple[Task, list]]:
+    """(task, its (attempt 1, attempt 2) pairs) for the tasks that have traces, in task order; counts them."""
     unknown = sorted(set(traces.by_task) - {t.task_id for t in tasks})
     if unknown:
         raise BaselineDataError(f"{traces.source_dir}: {len(unknown)} task_ids are not among the tasks given "
                                 f"(first: {unknown[0]})")
+    for task in tasks:
+        pairs = traces.samples(task.task_id)
+        if pairs:
+            stats.problems += 1
+            stats.traces += len(pairs)
+            yield task, pairs
 
 
 def build_star(traces: Traces, tasks: Sequence[Task], shots: Sequence[Task] = (),
                include_correct: bool = False) -> tuple[list[dict], BuildStats]:
     """D_STaR (i->c traces) or, with include_correct, D+_STaR (also c->c), in task then sample order."""
-    _check_known(traces, tasks)
     first = _first_messages(tasks, shots, traces.chat)
     stats = BuildStats(builder="star+" if include_correct else "star", source_dir=traces.source_dir)
     records: list[dict] = []
-    for task in tasks:
-        pairs = traces.samples(task.task_id)
-        if not pairs:
-            continue
-        stats.problems += 1
-        stats.traces += len(pairs)
+    for task, pairs in _traced_tasks(traces, tasks, stats):
         before = len(records)
         any_correct = False
         for y1, y2 in pairs:
@@ -241,17 +242,11 @@ def build_star(traces: Traces, tasks: Sequence[Task], shots: Sequence[Task] = ()
 def build_pair_sft(traces: Traces, tasks: Sequence[Task], shots: Sequence[Task] = (),
                    include_correct: bool = False, seed: int = 0) -> tuple[list[dict], BuildStats]:
     """D_SFT (each incorrect attempt + a random correct one of its problem) or D+_SFT (also correct + correct)."""
-    _check_known(traces, tasks)
     first = _first_messages(tasks, shots, traces.chat)
     stats = BuildStats(builder="pair-sft+" if include_correct else "pair-sft", source_dir=traces.source_dir,
                        seed=seed)
     records: list[dict] = []
-    for task in tasks:
-        pairs = traces.samples(task.task_id)
-        if not pairs:
-            continue
-        stats.problems += 1
-        stats.traces += len(pairs)
+    for task, pairs in _traced_tasks(traces, tasks, stats):
         pool: list[Attempt] = []
         for y1, y2 in pairs:
             if not (y1.sandbox_error or y2.sandbox_error):
