@@ -20,6 +20,9 @@ Deviations from the paper, and choices where it is silent:
   Chat models get their end-of-turn token after y2 so that they learn to stop.
 - There is no training reward, so no "best" checkpoint: pruning keeps the newest `save_total_limit`.
 - A round whose filter keeps nothing trains nothing (logged in iteration-N/data/stats.json) and goes on.
+- metrics.jsonl rows carry the step's loss and, under the SCoRe trainer's names (attempt1/reward,
+  attempt2/reward, delta, delta_i2c, delta_c2i), the accuracy of the round's sampled traces (temperature 1.0),
+  so `score-code plot` draws both kinds of run.
 """
 from __future__ import annotations
 
@@ -326,8 +329,12 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
             # --- train: SFT passes over this round's records ----------------------------------------------
             examples = [encode_record(r, generator.encoder, sft.loss_on == "both") for r in records]
             steps_per_epoch = math.ceil(len(examples) / sft.sft_batch_size)
-            round_metrics = {"round": round_no, "samples/acc_t1": sampled["accuracy"]["t1"],
-                             "samples/acc_t2": sampled["accuracy"]["t2"], "data/records": float(len(records))}
+            # The round's sampled traces under the SCoRe trainer's names, so `score-code plot` draws them too.
+            transition = sampled["transitions"]["t1->t2"]
+            round_metrics = {"round": round_no, "attempt1/reward": sampled["accuracy"]["t1"],
+                             "attempt2/reward": sampled["accuracy"]["t2"], "reward": sampled["accuracy"]["t2"],
+                             "delta": transition["delta"], "delta_i2c": transition["i_to_c"],
+                             "delta_c2i": transition["c_to_i"], "data/records": float(len(records))}
             round_step = 0
             for epoch in range(sft.epochs):
                 order = epoch_order(len(examples), seed, round_no, epoch)

@@ -165,6 +165,9 @@ def test_pair_sft_plus_is_one_round_over_pairs(tiny_model_dir, tmp_path):
     assert stats["builder"] == "pair-sft+" and stats["records"]["i->c"] > 0 and stats["records"]["c->c"] > 0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == -(-stats["records_total"] // 8)
+    sampled = json.loads((run_dir / "iteration-1" / "samples" / "metrics.json").read_text())["metrics"]
+    assert all(r["attempt1/reward"] == sampled["accuracy"]["t1"] and r["attempt2/reward"] == sampled["accuracy"]["t2"]
+               and r["delta"] == sampled["transitions"]["t1->t2"]["delta"] for r in rows)
     assert ckpt.latest_checkpoint(run_dir).name == f"checkpoint-{len(rows)}"
 
 
