@@ -53,6 +53,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -430,8 +431,9 @@ U_RPC_IN, U_RPC_OUT = 3, 4  # fds of the RPC pipes inside U
 
 
 def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
-    """Become U: harden this fresh fork, run the setup, report "running" (the first line on the RPC pipe, written
-    before any program code ran, so T can trust it), run the program, then serve T's calls. Never returns."""
+    """Become U: finish confining this fresh fork of the (already confined) zygote, run the setup, report "running"
+    (the first line on the RPC pipe, written before any program code ran, so T can trust it), run the program, then
+    serve T's calls. Never returns."""
     try:
         die_with_parent(spec["zygote_pid"])
         os.setsid()
@@ -445,11 +447,8 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         os.chdir(scratch)
         os.environ.update({"HOME": scratch, "TMPDIR": scratch, "SCORE_SANDBOX_RUN": spec["nonce"]})
         tempfile.tempdir = None
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:  # the OOM killer picks untrusted processes first
-                f.write("1000")
-        except OSError:
-            pass
+        if spec["hardening_error"]:
+            raise SandboxError(spec["hardening_error"])
         mb = 1024 * 1024
         lim = spec["limits"]
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
@@ -458,9 +457,6 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
-        drop_capabilities()
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-        install_landlock(spec["landlock_abi"], [scratch, *spec["shared_memory_dirs"]])
         install_seccomp(spec["blocked_pids"], os.getpgid(0))
         sys.argv = ["program.py"]
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
@@ -1043,19 +1039,31 @@ def cached_plan(plans: dict[tuple, Plan], job: dict) -> Plan:
     return plan
 
 
-def zygote_main(sock: socket.socket) -> None:
-    """Serve E: fork U for each spawn request, answer its pid; on E's "reap" (sent after E killed everything),
-    reap U and answer its wait status and CPU time. U is not reaped before that, so its pid cannot be reused
-    while E may still signal it. Never returns."""
+def zygote_main(sock: socket.socket, landlock_abi: int, writable: list[str]) -> None:
+    """Confine this process once (every U inherits it), then serve E: fork U for each spawn request, answer its pid;
+    on E's "reap" (sent after E killed everything), reap U and answer its wait status and CPU time. U is not reaped
+    before that, so its pid cannot be reused while E may still signal it. Never returns."""
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     os.environ.clear()  # once here rather than in every U: programs see only these variables
     os.environ.update({"PATH": path, "LANG": "C.UTF-8"})
+    hardening_error = ""  # reported by every U as a sandbox error: no program runs unconfined
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:  # inherited: the OOM killer picks untrusted processes first
+            f.write("1000")
+    except OSError:
+        pass
+    try:
+        drop_capabilities()
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        install_landlock(landlock_abi, writable)
+    except BaseException as exc:  # noqa: BLE001
+        hardening_error = describe_exception(exc)
     try:
         while True:
             spec, fds = recv_message(sock, 4)
             if spec is None:
                 break
-            spec["zygote_pid"] = os.getpid()
+            spec["zygote_pid"], spec["hardening_error"] = os.getpid(), hardening_error
             u_pid = os.fork()
             if u_pid == 0:
                 sock.close()
@@ -1112,7 +1120,11 @@ def wipe(path: str) -> None:
         except FileNotFoundError:
             pass
 
-    if not os.path.lexists(path):
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):  # a file, link, FIFO or socket: unlink, never open it
+            os.unlink(path)
+            return
+    except FileNotFoundError:
         return
     try:
         if not os.path.islink(path):
@@ -1176,19 +1188,36 @@ def wait_dead(pid: int, deadline: float) -> bool:
     return True
 
 
-def read_oom_kills() -> int:
-    """The container cgroup's oom_kill counter (cgroup v2, then v1); -1 when unavailable."""
-    for path, key in (("/sys/fs/cgroup/memory.events", "oom_kill"), ("/sys/fs/cgroup/memory/memory.oom_control",
-                                                                       "oom_kill")):
+def oom_kill_counters() -> list[str]:
+    """Files that may hold this process's cgroup oom_kill counter: its own cgroup (v2 memory.events, or v1
+    memory.oom_control) from /proc/self/cgroup, then the container's root cgroup."""
+    paths = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f.read().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if controllers == "":
+                    paths.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
+                elif "memory" in controllers.split(","):
+                    paths.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control")
+    except (OSError, ValueError):
+        pass
+    return paths + ["/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+
+
+def read_oom_kills(paths: list[str]) -> tuple[int, list[str]]:
+    """The first readable oom_kill counter among `paths` and that path alone (later reads compare against this very
+    counter); (-1, []) when none is readable."""
+    for i, path in enumerate(paths):
         try:
             with open(path) as f:
                 for line in f:
                     name, _, value = line.partition(" ")
-                    if name == key:
-                        return int(value)
+                    if name == "oom_kill":
+                        return int(value), paths[i:i + 1]
         except (OSError, ValueError):
             continue
-    return -1
+    return -1, []
 
 
 class Run:
@@ -1236,6 +1265,14 @@ class Executor:
         self.landlock_abi = landlock_abi()
         # multiprocessing needs /dev/shm; only a container's is private (and wiped after each program)
         self.shared_memory_dirs = ["/dev/shm"] if mode == "container" and os.access("/dev/shm", os.W_OK) else []
+        # Each program's scratch dir is a fresh run-<random> inside this one, the only place Landlock lets programs
+        # write; the zygote's ruleset holds this very directory, so it is never removed, only emptied.
+        self.programs_dir = os.path.join(scratch_base, "programs")
+        wipe(self.programs_dir)  # left by an earlier executor on the same --scratch
+        os.mkdir(self.programs_dir, 0o700)
+        self.programs_dir_id = os.lstat(self.programs_dir)[1:3]  # (inode, device)
+        # The cgroup's OOM-kill count, read after every run: a SIGKILL is memory_exceeded only if this count grew
+        self.oom_kills, self.oom_counter_paths = read_oom_kills(oom_kill_counters())
         self.plans: dict[tuple, Plan] = {}  # RL grades the same task many times: compile its tests once
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.zygote_pid = os.fork()
@@ -1244,7 +1281,8 @@ class Executor:
             self.zsock.close()
             move_fds({0: os.open(os.devnull, os.O_RDONLY), 1: os.open(os.devnull, os.O_WRONLY),
                       2: os.open(os.devnull, os.O_WRONLY), 3: zsock_child.fileno()})
-            zygote_main(socket.socket(fileno=3))
+            zygote_main(socket.socket(fileno=3), self.landlock_abi,
+                        [self.programs_dir, *self.shared_memory_dirs])
         zsock_child.close()
         self.t_sock: socket.socket | None = None  # T's control socket (jobs in, reports out)
         self.t_pid = 0  # 0: no T, start one before the next run
@@ -1308,9 +1346,18 @@ class Executor:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
         if type(job.get("program")) is not str:
             raise SandboxError("job program must be a string")
-        for entry in os.listdir(self.scratch_base):  # whatever an earlier program planted next to its own dir
-            wipe(os.path.join(self.scratch_base, entry))
-        scratch = os.path.join(self.scratch_base, "run-" + os.urandom(8).hex())
+        try:
+            programs_dir_id = os.lstat(self.programs_dir)[1:3]
+        except OSError:
+            programs_dir_id = None
+        if programs_dir_id != self.programs_dir_id:
+            self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
+            raise SandboxError(self.fatal)
+        for base in (self.scratch_base, self.programs_dir):  # whatever an earlier program planted next to its dir
+            for entry in os.listdir(base):
+                if os.path.join(base, entry) != self.programs_dir:
+                    wipe(os.path.join(base, entry))
+        scratch = os.path.join(self.programs_dir, "run-" + os.urandom(8).hex())
         os.mkdir(scratch, 0o700)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -1320,7 +1367,6 @@ class Executor:
         if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
             limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        oom0 = read_oom_kills() if self.mode == "container" else -1
         run, u_pid, sweep_error = Run(), 0, ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
@@ -1330,7 +1376,6 @@ class Executor:
             self.send_to_trusted(job, [resp_r, req_w])
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "landlock_abi": self.landlock_abi, "shared_memory_dirs": self.shared_memory_dirs,
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
@@ -1363,8 +1408,9 @@ class Executor:
         if t_usage is not None:
             escaped_cpu_s -= t_usage.ru_utime + t_usage.ru_stime
         cpu_s = u_cpu_s + max(escaped_cpu_s, 0.0)
-        oom1 = read_oom_kills() if oom0 >= 0 else -1
-        status, error = self.verdict(run, u_status, cpu_s, limits, oom1 > oom0 >= 0, plan)
+        oom_kills, self.oom_counter_paths = read_oom_kills(self.oom_counter_paths)
+        oom_killed, self.oom_kills = oom_kills > self.oom_kills >= 0, oom_kills
+        status, error = self.verdict(run, u_status, cpu_s, limits, oom_killed, plan)
         if sweep_error:
             status, error = "sandbox_error", sweep_error
             self.fatal = sweep_error
@@ -1438,23 +1484,24 @@ class Executor:
                 return
 
     def verdict(self, run: Run, u_status, cpu_s: float, limits: dict, oom_killed: bool, plan: Plan) -> tuple[str, str]:
-        died = ""
+        died, sig = "", 0
         if u_status is not None and (run.load == "died" or run.program_gone):
             if os.WIFSIGNALED(u_status):
-                died = signal_name(os.WTERMSIG(u_status))
+                sig = os.WTERMSIG(u_status)
+                died = f"killed by signal {sig} ({signal_name(sig)})"
             elif os.WIFEXITED(u_status):
                 died = f"exit code {os.WEXITSTATUS(u_status)}"
         if run.output_exceeded:
             return "output_exceeded", f"the program wrote more than {limits['output_bytes']} bytes to stdout or stderr"
-        if run.timed_out or died == "SIGXCPU" or (died == "SIGKILL" and cpu_s >= limits["cpu_s"]):
+        if run.timed_out or sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits["cpu_s"]):
             return "timeout", (f"wall-clock limit of {run.timeout_s:g} s" if run.timed_out else
                                f"CPU limit of {limits['cpu_s']} s")
         if run.trusted_error:
             return "sandbox_error", run.trusted_error
         if run.load == "sandbox_error":
             return "sandbox_error", run.load_error
-        if oom_killed or died == "SIGKILL":
-            return "memory_exceeded", "the program's process was killed by the out-of-memory killer (SIGKILL)"
+        if oom_killed:  # a SIGKILL alone proves nothing: the program may have sent it to its own group
+            return "memory_exceeded", "a process of the program was killed by the out-of-memory killer"
         if run.load == "memory_exceeded" or run.memory:
             return "memory_exceeded", f"MemoryError (limit {limits['program_memory_mb']} MB of address space)"
         if run.load == "syntax_error":

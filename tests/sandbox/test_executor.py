@@ -518,6 +518,13 @@ def test_memory_hog_is_memory_exceeded(client, body):
     assert_still_healthy(client)
 
 
+def test_sigkill_to_its_own_group_is_a_runtime_error_not_memory(client):
+    """Only the cgroup's oom_kill counter makes a SIGKILL an out-of-memory verdict."""
+    result = client.grade(mbpp("import os, signal\nos.killpg(os.getpgrp(), signal.SIGKILL)\n" + GOOD_ADD))
+    assert result.status is Status.RUNTIME_ERROR and "killed by signal 9 (SIGKILL)" in result.error, result
+    assert_still_healthy(client)
+
+
 def test_output_cap(client):
     result = client.grade(mbpp("print('x' * (10 * 1024 * 1024))\n" + GOOD_ADD))
     assert result.status is Status.OUTPUT_EXCEEDED and result.reward == 0.0, result
@@ -540,6 +547,16 @@ def test_program_errors(client, program, status, error):
 def test_scratch_too_deep_for_rmtree_is_still_wiped(client):
     program = "import os\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\nos.chmod('.', 0)\n" + GOOD_ADD
     assert client.grade(mbpp(program)).status is Status.PASSED
+    assert_still_healthy(client)
+
+
+def test_fifo_and_symlink_planted_next_to_the_scratch_dir_are_wiped(client):
+    """Opening a FIFO to remove it would block the executor; a symlink must be removed, never followed."""
+    program = "import os\nos.mkfifo('../planted-fifo')\nos.symlink('/etc', '../planted-link')\n" + GOOD_ADD
+    assert client.grade(mbpp(program)).status is Status.PASSED
+    check = "import os\ndef add(a, b):\n    return sorted(os.listdir('..'))\n"
+    result = client.grade(mbpp(check, ["assert len(add(0, 0)) == 1"]))  # only its own run dir is left
+    assert result.status is Status.PASSED, result
     assert_still_healthy(client)
 
 
@@ -607,9 +624,11 @@ def test_killing_the_executor_takes_its_processes_along():
 
 # --- whole datasets (slow) -------------------------------------------------------------------------------------------
 MBPP_PATH = Path(os.environ.get("SCORE_CODE_MBPP", "/work/shared/data/mbpp.jsonl"))  # the original mbpp.jsonl
-# MBPP references that cannot pass here, with the reason; each is still graded and must fail in exactly this way.
+# MBPP references whose verdict depends on the machine, with the reason; each is still graded and must end in one
+# of the listed ways.
 MBPP_KNOWN_BROKEN = {
-    123: (Status.TIMEOUT, "amicable_numbers_sum(9999) needs ~20 s of CPU in the reference, over the 10 s default"),
+    123: ({Status.TIMEOUT, Status.PASSED}, "amicable_numbers_sum(9999) needs 7 s of CPU on an idle core and over "
+          "20 s on a loaded one: the 10 s default CPU limit passes it or not"),
 }
 
 
@@ -653,4 +672,5 @@ def test_all_mbpp_reference_solutions_pass():
     print(f"\n{len(rows)} MBPP programs in {time.perf_counter() - started:.1f} s")
     assert client.close() == 0
     assert failures == {}
-    assert broken == {task_id: status for task_id, (status, _) in MBPP_KNOWN_BROKEN.items()}
+    assert set(broken) == set(MBPP_KNOWN_BROKEN)
+    assert all(status in MBPP_KNOWN_BROKEN[task_id][0] for task_id, status in broken.items()), broken
