@@ -10,7 +10,8 @@ continues the prompt. The rules, in order:
    there are none, the stretches of raw text that parse as Python (prose lines before and after are dropped).
 3. A body that continues the prompt (its first line is indented, it does not define entry_point) becomes
    prompt + body.
-4. Pick the first block that defines entry_point (else the longest one that parses); imports and helpers it uses
+4. Pick the first block that defines entry_point (else the longest one that parses), cut to its longest parsing
+   head when that still defines entry_point; imports and helpers it uses
    but does not define are taken from the other blocks, then from the prompt (HumanEval prompts carry imports
    such as `from typing import List` and helpers such as `poly`).
 5. Sanitize: keep imports and the definitions reachable from entry_point, drop top-level test code (prints,
@@ -216,7 +217,8 @@ def _sanitize(code: str, entry_point: str) -> str:
     for i, node in enumerate(tree.body):
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
         (kept_lines if i in keep else dropped_lines).update(range(start, node.end_lineno + 1))
-    lines = code.split("\n")
+    last_kept = max(kept_lines)  # comments after the last kept statement belong to dropped test code
+    lines = code.split("\n")[:last_kept]
     out = [line for n, line in enumerate(lines, start=1) if n not in dropped_lines or n in kept_lines]
     return re.sub(r"\n{3,}", "\n\n\n", "\n".join(out)).strip("\n") + "\n"
 
@@ -301,6 +303,11 @@ def extract_code(text: str, entry_point: str, prompt: str | None = None) -> str:
     chosen = _choose([_Block(textwrap.dedent(b.code), b.closed) for b in blocks], entry_point)
     if chosen is None:
         return ""
+    if not _parses(chosen.code):  # e.g. a broken "example usage" line or a cut-off second function after it
+        lines = chosen.code.split("\n")
+        head = "\n".join(lines[:_longest_parsing_prefix(lines)]) + "\n"
+        if _defines(head, entry_point):
+            chosen = _Block(head, chosen.closed)
     others = [textwrap.dedent(b.code) for b in blocks if textwrap.dedent(b.code) != chosen.code]
     code = _add_missing_context(chosen.code, others + ([prompt] if prompt else []))
     return _sanitize(code, entry_point)

@@ -48,6 +48,12 @@ def test_prefers_the_block_defining_the_entry_point_and_pulls_helpers_and_import
     assert "assert" not in code and "print" not in code  # top-level test code is dropped
 
 
+def test_broken_example_after_the_function_is_cut() -> None:
+    """Real case (Mbpp/13): a syntax error in the model's own usage example must not sink its function."""
+    text = ("```python\ndef count(d):\n    return len(d)\n\n# Example usage:\nprint(count({'a', 'b']))\n```")
+    assert extract_code(text, "count") == "def count(d):\n    return len(d)\n"
+
+
 def test_raw_code_with_prose_before_and_after() -> None:
     text = "Here you go:\nR = 3\n\ndef min_cost(c):\n    return R\nThis function returns R.\n"
     assert extract_code(text, "min_cost") == "R = 3\n\ndef min_cost(c):\n    return R\n"
