@@ -1,7 +1,6 @@
 """Code extraction: hand-made cases for each rule, then real SmolLM2-135M-Instruct outputs (fixtures)."""
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
