@@ -13,12 +13,15 @@ Protocol (this process's stdout is the protocol channel; no other process ever h
 
 Why the program cannot forge its verdict. For each request this process (E) uses two processes:
   - U, untrusted, one per program: forked from a zygote Z that E forked before it read any request, so U's memory
-    never held test code or expected values. U runs the program in a fresh __main__ under rlimits, without
-    capabilities, inside Landlock (read-only system and Python dirs, read-write scratch, no /proc, no TCP) and a
-    seccomp filter (it cannot signal E, Z, T, E's parent or PID 1, nor ptrace or read other processes' memory),
-    then answers T's calls with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/
-    frozenset, plus builtin types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else
-    stays in U behind an opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
+    never held test code or expected values. Z confines itself once and U inherits it: no capabilities,
+    no_new_privs, Landlock (read-only system and Python dirs, read-write <scratch>/programs only, no /proc, no TCP).
+    U adds its own seccomp filter (it cannot signal E, Z, T, E's parent, PID 1 or other process groups, nor ptrace
+    or read other processes' memory). E has Z fork the next U as soon as an answer is out; that U waits, confined,
+    for its job line (program, prompt, limits: nothing trusted), sets the rlimits, runs the program in a fresh
+    __main__, then answers T's calls with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/
+    dict/set/frozenset, plus builtin types by name and Counter/OrderedDict/defaultdict as their dict content.
+    Anything else stays in U behind an opaque handle that T sees as a RemoteRef: equal only to itself, no truth
+    value.
   - T, trusted: forked from E once and reused (a fork per program costs more than most programs; a T that did not
     finish a run is killed and replaced). For each program it runs the dataset's test code in a fresh namespace with
     the program's names bound to RPC proxies, so every comparison happens in T between plain values, and reports
@@ -55,7 +58,6 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -431,9 +433,11 @@ U_RPC_IN, U_RPC_OUT = 3, 4  # fds of the RPC pipes inside U
 
 
 def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
-    """Become U: finish confining this fresh fork of the (already confined) zygote, run the setup, report "running"
-    (the first line on the RPC pipe, written before any program code ran, so T can trust it), run the program, then
-    serve T's calls. Never returns."""
+    """Become U: finish confining this fresh fork of the (already confined) zygote, then wait for the job (E forks
+    U ahead of the request; the job line holds only the program, the prompt and the limits), run the setup, report
+    "running" (the first line on the RPC pipe, written before any program code ran, so T can trust it), run the
+    program, then serve T's calls. Never returns."""
+    reader, got_job = LineReader(U_RPC_IN, 1 << 30), False
     try:
         die_with_parent(spec["zygote_pid"])
         os.setsid()
@@ -449,15 +453,21 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         tempfile.tempdir = None
         if spec["hardening_error"]:
             raise SandboxError(spec["hardening_error"])
+        prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
+        install_seccomp(spec["blocked_pids"], os.getpgid(0))
+        line = reader.readline()
+        got_job = True
+        if line is None:  # E discarded this U before giving it a job
+            os._exit(0)
+        job = json.loads(line)
+        reader.max_bytes = MAX_MESSAGE_BYTES
         mb = 1024 * 1024
-        lim = spec["limits"]
+        lim = job["limits"]
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
         resource.setrlimit(resource.RLIMIT_AS, (lim["program_memory_mb"] * mb,) * 2)
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
-        install_seccomp(spec["blocked_pids"], os.getpgid(0))
         sys.argv = ["program.py"]
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16),
@@ -471,23 +481,25 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         ns.update({"__builtins__": builtins, "__name__": "__main__", "__doc__": None})
     except BaseException as exc:  # noqa: BLE001 - report any hardening failure as a sandbox error, then die
         try:
+            if not got_job:  # failed before the job came: answer the job with it
+                reader.readline()
             write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "hardening: " + describe_exception(exc)})
         finally:
             os._exit(70)
     try:
-        if spec["setup_code"]:
+        if job["setup_code"]:
             try:
-                exec(compile(spec["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
+                exec(compile(job["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
             except BaseException as exc:  # noqa: BLE001 - trusted setup failing is the dataset's fault
                 write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "setup: " + describe_exception(exc)})
                 os._exit(70)
         flush_std()
         write_json_line(U_RPC_OUT, {"stage": "running"})
-        load = unsafe_load(spec["program"], ns)
+        load = unsafe_load(job["program"], ns)
         flush_std()
         write_json_line(U_RPC_OUT, load)
         if load["load"] == "ok":
-            unsafe_serve(ns)
+            unsafe_serve(ns, reader)
         flush_std()
     finally:
         os._exit(0)
@@ -525,7 +537,7 @@ def unsafe_load(program: str, ns: dict) -> dict:
     return {"load": "ok"}
 
 
-def unsafe_serve(ns: dict) -> None:
+def unsafe_serve(ns: dict, reader: LineReader) -> None:
     """Answer T's requests until T closes the pipe. Results go back as plain data or opaque handles."""
     handles: dict[int, object] = {}
 
@@ -538,7 +550,6 @@ def unsafe_serve(ns: dict) -> None:
     def ref_of(hid: int, _name: str):
         return handles[hid]
 
-    reader = LineReader(U_RPC_IN, MAX_MESSAGE_BYTES)
     while True:
         line = reader.readline()
         if line is None:
@@ -1134,6 +1145,7 @@ def wipe(path: str) -> None:
         else:
             shutil.rmtree(path, onerror=fix)
     except (OSError, RecursionError):  # deeper than Python's recursion limit: coreutils walk any depth
+        import subprocess  # here only: it imports threading, whose at-fork hook costs every U fork ~0.5 ms of CPU
         for argv in (["chmod", "-R", "u+rwx", "--", path], ["rm", "-rf", "--", path]):
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            check=False)
@@ -1259,6 +1271,17 @@ def result_dict(fields: dict, job_id: str = "", expected: int = 0) -> dict:
     return out
 
 
+class Prepared:
+    """A U forked ahead of its request: its pid, scratch dir, E's ends of its output pipes, both ends of the RPC
+    pipes that go to T with the job, and the T pid its seccomp filter protects."""
+
+    __slots__ = ("u_pid", "scratch", "out_r", "err_r", "req_w", "resp_r", "t_pid")
+
+    def __init__(self, u_pid: int, scratch: str, out_r: int, err_r: int, req_w: int, resp_r: int, t_pid: int) -> None:
+        self.u_pid, self.scratch, self.out_r, self.err_r = u_pid, scratch, out_r, err_r
+        self.req_w, self.resp_r, self.t_pid = req_w, resp_r, t_pid
+
+
 class Executor:
     def __init__(self, mode: str, scratch_base: str) -> None:
         self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
@@ -1286,7 +1309,54 @@ class Executor:
         zsock_child.close()
         self.t_sock: socket.socket | None = None  # T's control socket (jobs in, reports out)
         self.t_pid = 0  # 0: no T, start one before the next run
-        self.start_trusted()
+        self.prepared: Prepared | None = None
+
+    def prepare(self) -> None:
+        """Start T if needed and fork the next U, both off the request's critical path (E calls this after writing
+        each answer). U gets its scratch dir, pipes and seccomp filter now and waits, confined, for its job."""
+        if self.t_pid == 0:
+            self.start_trusted()
+        if self.prepared is not None:
+            if self.prepared.t_pid == self.t_pid:
+                return
+            self.discard_prepared()  # its seccomp filter protects a T that is gone
+        try:
+            programs_dir_id = os.lstat(self.programs_dir)[1:3]
+        except OSError:
+            programs_dir_id = None
+        if programs_dir_id != self.programs_dir_id:
+            self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
+            raise SandboxError(self.fatal)
+        scratch = os.path.join(self.programs_dir, "run-" + os.urandom(8).hex())
+        os.mkdir(scratch, 0o700)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        req_r, req_w = os.pipe()  # E (the job), then T -> U
+        resp_r, resp_w = os.pipe()  # U -> T
+        spec = {"scratch": scratch, "nonce": os.urandom(8).hex(),
+                "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
+        try:
+            u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
+        except SandboxError:
+            for fd in (out_r, err_r, req_w, resp_r):
+                os.close(fd)
+            wipe(scratch)
+            raise
+        finally:
+            for fd in (out_w, err_w, req_r, resp_w):  # E must not hold them: T and U see EOF when the other is gone
+                os.close(fd)
+        self.prepared = Prepared(u_pid, scratch, out_r, err_r, req_w, resp_r, self.t_pid)
+
+    def discard_prepared(self) -> None:
+        """Kill and reap a U that never got a job, close its pipes and remove its scratch dir."""
+        prepared, self.prepared = self.prepared, None
+        if prepared is None:
+            return
+        os.kill(prepared.u_pid, signal.SIGKILL)  # not reaped yet (the zygote waits for E), so the pid is still U's
+        self.reap_untrusted()
+        for fd in (prepared.out_r, prepared.err_r, prepared.req_w, prepared.resp_r):
+            os.close(fd)
+        wipe(prepared.scratch)
 
     def start_trusted(self) -> None:
         """Fork T: once at start, and again after a run that T did not finish (it is killed then)."""
@@ -1299,14 +1369,9 @@ class Executor:
         t_end.close()
 
     def send_to_trusted(self, job: dict, fds: list[int]) -> None:
-        """Hand T the trusted parts of a job and its ends of the RPC pipes (a fresh T if the last one is gone)."""
+        """Hand T the trusted parts of a job and its ends of the RPC pipes."""
         trusted = {k: job.get(k) for k in ("format", "tests", "setup_code", "entry_point")}
-        try:
-            send_message(self.t_sock, trusted, fds)
-        except OSError:
-            self.stop_trusted()
-            self.start_trusted()
-            send_message(self.t_sock, trusted, fds)
+        send_message(self.t_sock, trusted, fds)
 
     def stop_trusted(self) -> None:
         """Kill and reap T (unless a sweep reaped it already and set t_pid to 0); the next run starts another."""
@@ -1346,39 +1411,25 @@ class Executor:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
         if type(job.get("program")) is not str:
             raise SandboxError("job program must be a string")
-        try:
-            programs_dir_id = os.lstat(self.programs_dir)[1:3]
-        except OSError:
-            programs_dir_id = None
-        if programs_dir_id != self.programs_dir_id:
-            self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
-            raise SandboxError(self.fatal)
-        for base in (self.scratch_base, self.programs_dir):  # whatever an earlier program planted next to its dir
-            for entry in os.listdir(base):
-                if os.path.join(base, entry) != self.programs_dir:
-                    wipe(os.path.join(base, entry))
-        scratch = os.path.join(self.programs_dir, "run-" + os.urandom(8).hex())
-        os.mkdir(scratch, 0o700)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        req_r, req_w = os.pipe()  # T -> U
-        resp_r, resp_w = os.pipe()  # U -> T
-        child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w]  # closed here once T and U hold them
         if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
             limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        run, u_pid, sweep_error = Run(), 0, ""
+        self.prepare()
+        prepared, self.prepared = self.prepared, None
+        u_pid, out_r, err_r = prepared.u_pid, prepared.out_r, prepared.err_r
+        child_ends = [prepared.req_w, prepared.resp_r]  # closed here once T holds them
+        run, sweep_error = Run(), ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
         try:
-            if self.t_pid == 0:
-                self.start_trusted()
-            self.send_to_trusted(job, [resp_r, req_w])
-            spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
-                    "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
+            u_job = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
+                     "humaneval" else "", "limits": limits}
             t0 = time.monotonic()
-            u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
+            try:
+                write_json_line(prepared.req_w, u_job)
+                self.send_to_trusted(job, [prepared.resp_r, prepared.req_w])
+            except OSError as exc:
+                raise SandboxError(f"the program's process or the trusted test process is gone ({exc})") from None
             while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
                 os.close(child_ends.pop())
             self.collect(run, captures, self.t_sock.fileno(), t0 + timeout_s, limits["output_bytes"])
@@ -1398,7 +1449,10 @@ class Executor:
                     self.drain(fd, captures[fd], limits["output_bytes"], run)
             for fd in (out_r, err_r):
                 os.close(fd)
-            wipe(scratch)
+            for base in (self.scratch_base, self.programs_dir):  # the run's dir and whatever the program planted
+                for entry in os.listdir(base):
+                    if os.path.join(base, entry) != self.programs_dir:
+                        wipe(os.path.join(base, entry))
             for directory in self.shared_memory_dirs:  # POSIX semaphores and shared memory the program left
                 for entry in os.listdir(directory):
                     wipe(os.path.join(directory, entry))
@@ -1584,6 +1638,10 @@ class Executor:
                 return reaped, f"could not kill the program's processes within {SWEEP_TIMEOUT_S} s: {sorted(targets)}"
 
     def close(self) -> None:
+        try:
+            self.discard_prepared()
+        except (SandboxError, OSError):
+            pass  # the zygote is gone, and its U with it (PR_SET_PDEATHSIG)
         if self.t_sock is not None:
             self.t_sock.close()  # T and the zygote exit at EOF
         if self.t_pid:
@@ -1598,6 +1656,12 @@ class Executor:
             pass
 
 
+def prepare_quietly(executor: Executor) -> None:
+    """Prepare the next U between requests; a failure (the zygote is gone) is reported by the next request."""
+    try:
+        executor.prepare()
+    except (SandboxError, OSError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1633,6 +1697,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executor: --scratch {scratch_base} is not a writable directory ({exc})", file=sys.stderr)
         return 2
     executor = Executor(args.mode, scratch_base)
+    prepare_quietly(executor)
     seccomp = platform.machine() in SECCOMP_ARCHES
     if not seccomp:
         print(f"executor: no seccomp filter for architecture {platform.machine()!r}: programs may signal the grader",
@@ -1662,6 +1727,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "a request must be a JSON object"})
             answer["id"] = request.get("id") if type(request) is dict else None
             write_json_line(proto_out, answer)
+            if not executor.fatal:
+                prepare_quietly(executor)  # the next U forks while the client reads this answer
             if executor.fatal:
                 code = 3
                 break
