@@ -1336,7 +1336,7 @@ class Executor:
         spec = {"scratch": scratch, "nonce": os.urandom(8).hex(),
                 "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
         try:
-            u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
+            self.spawn(spec, [out_w, err_w, req_r, resp_w])
         except SandboxError:
             for fd in (out_r, err_r, req_w, resp_r):
                 os.close(fd)
@@ -1345,18 +1345,20 @@ class Executor:
         finally:
             for fd in (out_w, err_w, req_r, resp_w):  # E must not hold them: T and U see EOF when the other is gone
                 os.close(fd)
-        self.prepared = Prepared(u_pid, scratch, out_r, err_r, req_w, resp_r, self.t_pid)
+        self.prepared = Prepared(0, scratch, out_r, err_r, req_w, resp_r, self.t_pid)
 
     def discard_prepared(self) -> None:
         """Kill and reap a U that never got a job, close its pipes and remove its scratch dir."""
         prepared, self.prepared = self.prepared, None
         if prepared is None:
             return
-        os.kill(prepared.u_pid, signal.SIGKILL)  # not reaped yet (the zygote waits for E), so the pid is still U's
-        self.reap_untrusted()
-        for fd in (prepared.out_r, prepared.err_r, prepared.req_w, prepared.resp_r):
-            os.close(fd)
-        wipe(prepared.scratch)
+        try:
+            os.kill(self.pid_of(prepared), signal.SIGKILL)  # not reaped yet (the zygote waits for E): still U's pid
+            self.reap_untrusted()
+        finally:
+            for fd in (prepared.out_r, prepared.err_r, prepared.req_w, prepared.resp_r):
+                os.close(fd)
+            wipe(prepared.scratch)
 
     def start_trusted(self) -> None:
         """Fork T: once at start, and again after a run that T did not finish (it is killed then)."""
@@ -1416,12 +1418,13 @@ class Executor:
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.prepare()
         prepared, self.prepared = self.prepared, None
-        u_pid, out_r, err_r = prepared.u_pid, prepared.out_r, prepared.err_r
+        out_r, err_r = prepared.out_r, prepared.err_r
         child_ends = [prepared.req_w, prepared.resp_r]  # closed here once T holds them
-        run, sweep_error = Run(), ""
+        run, u_pid, sweep_error = Run(), 0, ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
         try:
+            u_pid = self.pid_of(prepared)
             u_job = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                      "humaneval" else "", "limits": limits}
             t0 = time.monotonic()
@@ -1471,11 +1474,21 @@ class Executor:
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
                 "stderr": captures[err_r].text(), "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
 
-    def spawn(self, spec: dict, fds: list[int]) -> int:
-        """Ask the zygote for a U with these pipe ends; returns U's pid (U is the zygote's child)."""
+    def spawn(self, spec: dict, fds: list[int]) -> None:
+        """Ask the zygote for a U with these pipe ends, without waiting: E reads the next request while the zygote
+        forks, and reads U's pid (U is the zygote's child) in pid_of."""
         try:
             send_message(self.zsock, spec, fds)
-            return struct.unpack("=q", recv_exact(self.zsock, 8))[0]
+        except OSError as exc:
+            self.fatal = f"the zygote process is gone ({exc}); restart the executor"
+            raise SandboxError(self.fatal) from None
+
+    def pid_of(self, prepared: Prepared) -> int:
+        """The prepared U's pid, read from the zygote the first time it is needed."""
+        try:
+            if prepared.u_pid == 0:
+                prepared.u_pid = struct.unpack("=q", recv_exact(self.zsock, 8))[0]
+            return prepared.u_pid
         except (OSError, EOFError) as exc:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
             raise SandboxError(self.fatal) from None
