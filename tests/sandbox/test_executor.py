@@ -401,6 +401,24 @@ def add(a, b):
     assert_still_healthy(client)
 
 
+def test_trusted_process_is_reused_and_its_replacement_is_protected(client):
+    """T serves program after program; after a timeout it is replaced, and the next program cannot signal the new T."""
+    zygote = int(client.grade(mbpp("import os\nprint(os.getppid())\n" + GOOD_ADD)).stdout)
+    trusted = children(client.ready["pid"]) - {zygote}
+    assert len(trusted) == 1
+    assert client.grade(mbpp(GOOD_ADD)).status is Status.PASSED
+    assert children(client.ready["pid"]) - {zygote} == trusted
+    assert client.grade(mbpp("while True:\n    pass\n" + GOOD_ADD), SHORT).status is Status.TIMEOUT
+    assert client.send({"op": "ping"}) == {"op": "pong"}  # handled after the next U and T were prepared
+    (successor,) = children(client.ready["pid"]) - {zygote}
+    assert {successor} != trusted
+    program = (f"import os, signal\ntry:\n    os.kill({successor}, signal.SIGKILL)\n    outcome = 'killed'\n"
+               "except PermissionError:\n    outcome = 'refused'\ndef add(a, b):\n    return outcome\n")
+    result = client.grade(mbpp(program, ["assert add(0, 0) == 'refused'"]))
+    assert result.status is Status.PASSED, result
+    assert_still_healthy(client)
+
+
 def test_files_stay_in_a_fresh_scratch_dir(client):
     program = """
 import os
