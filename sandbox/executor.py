@@ -16,12 +16,10 @@ Why the program cannot forge its verdict. For each request this process (E) uses
     never held test code or expected values. Z confines itself once and U inherits it: no capabilities,
     no_new_privs, Landlock (read-only system and Python dirs, read-write <scratch>/programs only, no /proc, no TCP).
     U adds its own seccomp filter (it cannot signal E, Z, T, E's parent, PID 1 or other process groups, nor ptrace
-    or read other processes' memory). E has Z fork the next U as soon as an answer is out; that U waits, confined,
-    for its job line (program, prompt, limits: nothing trusted), sets the rlimits, runs the program in a fresh
-    __main__, then answers T's calls with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/
-    dict/set/frozenset, plus builtin types by name and Counter/OrderedDict/defaultdict as their dict content.
-    Anything else stays in U behind an opaque handle that T sees as a RemoteRef: equal only to itself, no truth
-    value.
+    or read other processes' memory) and the rlimits, runs the program in a fresh __main__, then answers T's calls
+    with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset, plus builtin
+    types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else stays in U behind an
+    opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
   - T, trusted: forked from E once and reused (a fork per program costs more than most programs; a T that did not
     finish a run is killed and replaced). For each program it runs the dataset's test code in a fresh namespace with
     the program's names bound to RPC proxies, so every comparison happens in T between plain values, and reports
@@ -433,11 +431,9 @@ U_RPC_IN, U_RPC_OUT = 3, 4  # fds of the RPC pipes inside U
 
 
 def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
-    """Become U: finish confining this fresh fork of the (already confined) zygote, then wait for the job (E forks
-    U ahead of the request; the job line holds only the program, the prompt and the limits), run the setup, report
-    "running" (the first line on the RPC pipe, written before any program code ran, so T can trust it), run the
-    program, then serve T's calls. Never returns."""
-    reader, got_job = LineReader(U_RPC_IN, 1 << 30), False
+    """Become U: finish confining this fresh fork of the (already confined) zygote, run the setup, report "running"
+    (the first line on the RPC pipe, written before any program code ran, so T can trust it), run the program, then
+    serve T's calls. Never returns."""
     try:
         die_with_parent(spec["zygote_pid"])
         os.setsid()
@@ -453,21 +449,15 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         tempfile.tempdir = None
         if spec["hardening_error"]:
             raise SandboxError(spec["hardening_error"])
-        prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
-        install_seccomp(spec["blocked_pids"], os.getpgid(0))
-        line = reader.readline()
-        got_job = True
-        if line is None:  # E discarded this U before giving it a job
-            os._exit(0)
-        job = json.loads(line)
-        reader.max_bytes = MAX_MESSAGE_BYTES
         mb = 1024 * 1024
-        lim = job["limits"]
+        lim = spec["limits"]
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
         resource.setrlimit(resource.RLIMIT_AS, (lim["program_memory_mb"] * mb,) * 2)
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
+        install_seccomp(spec["blocked_pids"], os.getpgid(0))
         sys.argv = ["program.py"]
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16),
@@ -481,25 +471,23 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         ns.update({"__builtins__": builtins, "__name__": "__main__", "__doc__": None})
     except BaseException as exc:  # noqa: BLE001 - report any hardening failure as a sandbox error, then die
         try:
-            if not got_job:  # failed before the job came: answer the job with it
-                reader.readline()
             write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "hardening: " + describe_exception(exc)})
         finally:
             os._exit(70)
     try:
-        if job["setup_code"]:
+        if spec["setup_code"]:
             try:
-                exec(compile(job["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
+                exec(compile(spec["setup_code"], "<prompt>", "exec", dont_inherit=True), ns)
             except BaseException as exc:  # noqa: BLE001 - trusted setup failing is the dataset's fault
                 write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "setup: " + describe_exception(exc)})
                 os._exit(70)
         flush_std()
         write_json_line(U_RPC_OUT, {"stage": "running"})
-        load = unsafe_load(job["program"], ns)
+        load = unsafe_load(spec["program"], ns)
         flush_std()
         write_json_line(U_RPC_OUT, load)
         if load["load"] == "ok":
-            unsafe_serve(ns, reader)
+            unsafe_serve(ns)
         flush_std()
     finally:
         os._exit(0)
@@ -537,7 +525,7 @@ def unsafe_load(program: str, ns: dict) -> dict:
     return {"load": "ok"}
 
 
-def unsafe_serve(ns: dict, reader: LineReader) -> None:
+def unsafe_serve(ns: dict) -> None:
     """Answer T's requests until T closes the pipe. Results go back as plain data or opaque handles."""
     handles: dict[int, object] = {}
 
@@ -550,6 +538,7 @@ def unsafe_serve(ns: dict, reader: LineReader) -> None:
     def ref_of(hid: int, _name: str):
         return handles[hid]
 
+    reader = LineReader(U_RPC_IN, MAX_MESSAGE_BYTES)
     while True:
         line = reader.readline()
         if line is None:
@@ -1271,17 +1260,6 @@ def result_dict(fields: dict, job_id: str = "", expected: int = 0) -> dict:
     return out
 
 
-class Prepared:
-    """A U forked ahead of its request: its pid, scratch dir, E's ends of its output pipes, both ends of the RPC
-    pipes that go to T with the job, and the T pid its seccomp filter protects."""
-
-    __slots__ = ("u_pid", "scratch", "out_r", "err_r", "req_w", "resp_r", "t_pid")
-
-    def __init__(self, u_pid: int, scratch: str, out_r: int, err_r: int, req_w: int, resp_r: int, t_pid: int) -> None:
-        self.u_pid, self.scratch, self.out_r, self.err_r = u_pid, scratch, out_r, err_r
-        self.req_w, self.resp_r, self.t_pid = req_w, resp_r, t_pid
-
-
 class Executor:
     def __init__(self, mode: str, scratch_base: str) -> None:
         self.mode, self.scratch_base, self.pid, self.fatal = mode, scratch_base, os.getpid(), ""
@@ -1309,56 +1287,7 @@ class Executor:
         zsock_child.close()
         self.t_sock: socket.socket | None = None  # T's control socket (jobs in, reports out)
         self.t_pid = 0  # 0: no T, start one before the next run
-        self.prepared: Prepared | None = None
-
-    def prepare(self) -> None:
-        """Start T if needed and fork the next U, both off the request's critical path (E calls this after writing
-        each answer). U gets its scratch dir, pipes and seccomp filter now and waits, confined, for its job."""
-        if self.t_pid == 0:
-            self.start_trusted()
-        if self.prepared is not None:
-            if self.prepared.t_pid == self.t_pid:
-                return
-            self.discard_prepared()  # its seccomp filter protects a T that is gone
-        try:
-            programs_dir_id = os.lstat(self.programs_dir)[1:3]
-        except OSError:
-            programs_dir_id = None
-        if programs_dir_id != self.programs_dir_id:
-            self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
-            raise SandboxError(self.fatal)
-        scratch = os.path.join(self.programs_dir, "run-" + os.urandom(8).hex())
-        os.mkdir(scratch, 0o700)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        req_r, req_w = os.pipe()  # E (the job), then T -> U
-        resp_r, resp_w = os.pipe()  # U -> T
-        spec = {"scratch": scratch, "nonce": os.urandom(8).hex(),
-                "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
-        try:
-            self.spawn(spec, [out_w, err_w, req_r, resp_w])
-        except SandboxError:
-            for fd in (out_r, err_r, req_w, resp_r):
-                os.close(fd)
-            wipe(scratch)
-            raise
-        finally:
-            for fd in (out_w, err_w, req_r, resp_w):  # E must not hold them: T and U see EOF when the other is gone
-                os.close(fd)
-        self.prepared = Prepared(0, scratch, out_r, err_r, req_w, resp_r, self.t_pid)
-
-    def discard_prepared(self) -> None:
-        """Kill and reap a U that never got a job, close its pipes and remove its scratch dir."""
-        prepared, self.prepared = self.prepared, None
-        if prepared is None:
-            return
-        try:
-            os.kill(self.pid_of(prepared), signal.SIGKILL)  # not reaped yet (the zygote waits for E): still U's pid
-            self.reap_untrusted()
-        finally:
-            for fd in (prepared.out_r, prepared.err_r, prepared.req_w, prepared.resp_r):
-                os.close(fd)
-            wipe(prepared.scratch)
+        self.start_trusted()
 
     def start_trusted(self) -> None:
         """Fork T: once at start, and again after a run that T did not finish (it is killed then)."""
@@ -1371,9 +1300,14 @@ class Executor:
         t_end.close()
 
     def send_to_trusted(self, job: dict, fds: list[int]) -> None:
-        """Hand T the trusted parts of a job and its ends of the RPC pipes."""
+        """Hand T the trusted parts of a job and its ends of the RPC pipes (a fresh T if the last one is gone)."""
         trusted = {k: job.get(k) for k in ("format", "tests", "setup_code", "entry_point")}
-        send_message(self.t_sock, trusted, fds)
+        try:
+            send_message(self.t_sock, trusted, fds)
+        except OSError:
+            self.stop_trusted()
+            self.start_trusted()
+            send_message(self.t_sock, trusted, fds)
 
     def stop_trusted(self) -> None:
         """Kill and reap T (unless a sweep reaped it already and set t_pid to 0); the next run starts another."""
@@ -1413,26 +1347,39 @@ class Executor:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
         if type(job.get("program")) is not str:
             raise SandboxError("job program must be a string")
+        try:
+            programs_dir_id = os.lstat(self.programs_dir)[1:3]
+        except OSError:
+            programs_dir_id = None
+        if programs_dir_id != self.programs_dir_id:
+            self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
+            raise SandboxError(self.fatal)
+        for base in (self.scratch_base, self.programs_dir):  # whatever an earlier program planted next to its dir
+            for entry in os.listdir(base):
+                if os.path.join(base, entry) != self.programs_dir:
+                    wipe(os.path.join(base, entry))
+        scratch = os.path.join(self.programs_dir, "run-" + os.urandom(8).hex())
+        os.mkdir(scratch, 0o700)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        req_r, req_w = os.pipe()  # T -> U
+        resp_r, resp_w = os.pipe()  # U -> T
+        child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w]  # closed here once T and U hold them
         if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
             limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.prepare()
-        prepared, self.prepared = self.prepared, None
-        out_r, err_r = prepared.out_r, prepared.err_r
-        child_ends = [prepared.req_w, prepared.resp_r]  # closed here once T holds them
         run, u_pid, sweep_error = Run(), 0, ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
         try:
-            u_pid = self.pid_of(prepared)
-            u_job = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
-                     "humaneval" else "", "limits": limits}
+            if self.t_pid == 0:
+                self.start_trusted()
+            self.send_to_trusted(job, [resp_r, req_w])
+            spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
+                    "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
+                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
-            try:
-                write_json_line(prepared.req_w, u_job)
-                self.send_to_trusted(job, [prepared.resp_r, prepared.req_w])
-            except OSError as exc:
-                raise SandboxError(f"the program's process or the trusted test process is gone ({exc})") from None
+            u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
             while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
                 os.close(child_ends.pop())
             self.collect(run, captures, self.t_sock.fileno(), t0 + timeout_s, limits["output_bytes"])
@@ -1446,16 +1393,14 @@ class Executor:
                 if t_pid in statuses:
                     self.t_pid = 0  # the sweep killed and reaped it
                 self.stop_trusted()
+                self.start_trusted()
             u_status, u_cpu_s = self.reap_untrusted() if u_pid > 0 and not sweep_error else (None, 0.0)
             for fd in (out_r, err_r):
                 if not run.output_exceeded:
                     self.drain(fd, captures[fd], limits["output_bytes"], run)
             for fd in (out_r, err_r):
                 os.close(fd)
-            for base in (self.scratch_base, self.programs_dir):  # the run's dir and whatever the program planted
-                for entry in os.listdir(base):
-                    if os.path.join(base, entry) != self.programs_dir:
-                        wipe(os.path.join(base, entry))
+            wipe(scratch)
             for directory in self.shared_memory_dirs:  # POSIX semaphores and shared memory the program left
                 for entry in os.listdir(directory):
                     wipe(os.path.join(directory, entry))
@@ -1474,21 +1419,11 @@ class Executor:
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
                 "stderr": captures[err_r].text(), "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
 
-    def spawn(self, spec: dict, fds: list[int]) -> None:
-        """Ask the zygote for a U with these pipe ends, without waiting: E reads the next request while the zygote
-        forks, and reads U's pid (U is the zygote's child) in pid_of."""
+    def spawn(self, spec: dict, fds: list[int]) -> int:
+        """Ask the zygote for a U with these pipe ends; returns U's pid (U is the zygote's child)."""
         try:
             send_message(self.zsock, spec, fds)
-        except OSError as exc:
-            self.fatal = f"the zygote process is gone ({exc}); restart the executor"
-            raise SandboxError(self.fatal) from None
-
-    def pid_of(self, prepared: Prepared) -> int:
-        """The prepared U's pid, read from the zygote the first time it is needed."""
-        try:
-            if prepared.u_pid == 0:
-                prepared.u_pid = struct.unpack("=q", recv_exact(self.zsock, 8))[0]
-            return prepared.u_pid
+            return struct.unpack("=q", recv_exact(self.zsock, 8))[0]
         except (OSError, EOFError) as exc:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
             raise SandboxError(self.fatal) from None
@@ -1651,10 +1586,6 @@ class Executor:
                 return reaped, f"could not kill the program's processes within {SWEEP_TIMEOUT_S} s: {sorted(targets)}"
 
     def close(self) -> None:
-        try:
-            self.discard_prepared()
-        except (SandboxError, OSError):
-            pass  # the zygote is gone, and its U with it (PR_SET_PDEATHSIG)
         if self.t_sock is not None:
             self.t_sock.close()  # T and the zygote exit at EOF
         if self.t_pid:
@@ -1669,12 +1600,6 @@ class Executor:
             pass
 
 
-def prepare_quietly(executor: Executor) -> None:
-    """Prepare the next U between requests; a failure (the zygote is gone) is reported by the next request."""
-    try:
-        executor.prepare()
-    except (SandboxError, OSError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1710,7 +1635,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executor: --scratch {scratch_base} is not a writable directory ({exc})", file=sys.stderr)
         return 2
     executor = Executor(args.mode, scratch_base)
-    prepare_quietly(executor)
     seccomp = platform.machine() in SECCOMP_ARCHES
     if not seccomp:
         print(f"executor: no seccomp filter for architecture {platform.machine()!r}: programs may signal the grader",
@@ -1740,8 +1664,6 @@ def main(argv: list[str] | None = None) -> int:
                                       "a request must be a JSON object"})
             answer["id"] = request.get("id") if type(request) is dict else None
             write_json_line(proto_out, answer)
-            if not executor.fatal:
-                prepare_quietly(executor)  # the next U forks while the client reads this answer
             if executor.fatal:
                 code = 3
                 break
