@@ -1367,7 +1367,6 @@ class Executor:
         child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w]  # closed here once T and U hold them
         if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
             limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
-        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         run, u_pid, sweep_error = Run(), 0, ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
@@ -1375,6 +1374,7 @@ class Executor:
             if self.t_pid == 0:
                 self.start_trusted()
             self.send_to_trusted(job, [resp_r, req_w])
+            usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # after a T replaced in send_to_trusted is reaped
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
