@@ -1,12 +1,26 @@
-"""Shared fixtures: a Docker sandbox (fails under CI=..., skips elsewhere, when unavailable) and a local one."""
+"""Shared fixtures: a Docker sandbox (fails under CI=..., skips elsewhere, when unavailable) and a local one.
+
+The MBPP data is ../shared/data/mbpp.jsonl beside the repository (or $SCORE_CODE_MBPP). Tests that need it skip on
+a laptop without it, so under CI its absence stops the session before any test runs, instead of skipping them.
+"""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from sandbox import Sandbox, SandboxError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a hub at test time
+os.environ.setdefault("SCORE_CODE_MBPP", str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mbpp.jsonl"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    mbpp = Path(os.environ["SCORE_CODE_MBPP"])
+    if os.environ.get("CI") and not mbpp.is_file():
+        raise pytest.UsageError(f"{mbpp} is missing: CI needs shared/data beside the repository (or $SCORE_CODE_MBPP)")
 
 
 @pytest.fixture(scope="session")

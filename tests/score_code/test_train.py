@@ -20,7 +20,7 @@ from score_code.rollout import Episode, collate
 from score_code.train import (TrainError, phase_plan, prepare_run_dir, reference_log_probs, sequence_log_probs,
                               stage_at, tasks_for_step, train)
 
-MBPP_PATH = Path(os.environ.get("SCORE_CODE_MBPP", "/work/shared/data/mbpp.jsonl"))
+MBPP_PATH = Path(os.environ["SCORE_CODE_MBPP"])  # set by tests/conftest.py
 REPO = Path(__file__).resolve().parents[2]
 
 # --- synthetic verifiable task: a random tiny model says a word starting with a capital letter about 28% of the
