@@ -7,18 +7,12 @@ adds `star` and `pair-sft` to the `train` group. Library errors are typed; they 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from score_code.console import fail
 
 SELF_REFINE_NOTE = ("Self-Refine (the paper's prompting baseline) needs no training: it is the base model under "
                     "`score-code eval`, whose second attempt answers the instruction p1.")
-
-
-def _fail(message: str, hint: str = "") -> int:
-    print(f"error: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-    return 2
 
 
 # --- train star / train pair-sft ---------------------------------------------------------------------------------
@@ -59,13 +53,13 @@ def _train_command(args: argparse.Namespace) -> int:
         config, sft = sft_from_args(args)
         train_baseline(args.method, config, sft)
     except ConfigError as e:
-        return _fail(str(e), f"see `{command} --help`")
+        return fail(str(e), f"see `{command} --help`")
     except TaskLoadError as e:
-        return _fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
+        return fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
     except (ModelLoadError, SandboxError) as e:
-        return _fail(str(e), getattr(e, "hint", "") or "")
+        return fail(str(e), getattr(e, "hint", "") or "")
     except (TrainError, CheckpointError, EvalError, BaselineDataError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     return 0
 
 
@@ -130,7 +124,7 @@ def _compare_command(args: argparse.Namespace) -> int:
     try:
         text = compare(args.runs, args.output, labels=args.labels, force=args.force)
     except CompareError as e:
-        return _fail(str(e), "each RUN_DIR must be an output directory of `score-code eval` or `repair-set eval`")
+        return fail(str(e), "each RUN_DIR must be an output directory of `score-code eval` or `repair-set eval`")
     print(text)
     print(f"wrote {Path(args.output) / 'comparison.md'} and {Path(args.output) / 'comparison.png'}")
     return 0
@@ -149,7 +143,7 @@ def _repair_build_command(args: argparse.Namespace) -> int:
         tasks = [t for t in tasks if t.task_id in evaluated]  # the evaluation may have run a subset, in order
         manifest = build_repair_set(args.eval_dir, tasks, load_shots(args.tasks), args.output)
     except (TaskLoadError, BaselineDataError, RepairSetError, OSError, json.JSONDecodeError) as e:
-        return _fail(str(e), "pass the --tasks and --split the evaluation used")
+        return fail(str(e), "pass the --tasks and --split the evaluation used")
     counts = manifest["counts"]
     print(f"{args.output}: {counts['items']} wrong programs from {counts['problems']} problems "
           f"({counts['attempt1_failing']} failing attempt-1 samples, {counts['empty_programs']} empty, "
@@ -185,13 +179,13 @@ def _repair_eval_command(args: argparse.Namespace) -> int:
             metrics = evaluate_repair(generator, args.repair_dir, sandbox, args.output, config,
                                       progress=not args.no_progress)
     except (ModelLoadError, SandboxError, VLLMUnavailable, DialogueEncodingError) as e:
-        return _fail(str(e), getattr(e, "hint", "") or "")
+        return fail(str(e), getattr(e, "hint", "") or "")
     except RepairSetError as e:
-        return _fail(str(e), "build the set with `score-code repair-set build EVAL_DIR --tasks ... --output DIR`")
+        return fail(str(e), "build the set with `score-code repair-set build EVAL_DIR --tasks ... --output DIR`")
     except ValueError as e:  # EvalConfig's checks
-        return _fail(str(e), "see `score-code repair-set eval --help`")
+        return fail(str(e), "see `score-code repair-set eval --help`")
     except EvalError as e:
-        return _fail(str(e), "pass another --output directory, or the same settings to resume")
+        return fail(str(e), "pass another --output directory, or the same settings to resume")
     print(summary_table(metrics))
     print(f"repair accuracy: {100 * metrics['repair_accuracy']:.1f}% ({metrics['repaired']} of "
           f"{metrics['n_programs']} programs fixed); results in {args.output}")

@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from score_code.console import fail
+
 MBPP_ENV = "SCORE_CODE_MBPP"
 
 
@@ -55,13 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="output directory (default: runs/eval-<dataset>[-limitN]-<model>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
-
-
-def _fail(message: str, hint: str = "") -> int:
-    print(f"error: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-    return 2
 
 
 def _dataset_spec(args: argparse.Namespace) -> str:
@@ -125,13 +120,13 @@ def run(args: argparse.Namespace) -> int:
     from score_code.models import ModelLoadError
 
     if args.limit is not None and args.limit < 1:
-        return _fail(f"--limit must be >= 1, got {args.limit}")
+        return fail(f"--limit must be >= 1, got {args.limit}")
     try:
         spec = _dataset_spec(args)
         tasks = load_tasks(spec, args.split)
         shots = load_shots(spec)
     except (TaskLoadError, OSError) as e:
-        return _fail(str(e), f"pass a readable file, or --mbpp-path / ${MBPP_ENV} for 'mbpp'")
+        return fail(str(e), f"pass a readable file, or --mbpp-path / ${MBPP_ENV} for 'mbpp'")
     if args.limit:
         tasks = tasks[: args.limit]
     output = Path(args.output) if args.output else default_output_dir(args)
@@ -142,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             feedback=args.feedback, timeout_s=args.timeout_s, batch_size=args.batch_size,
         )
     except ValueError as e:
-        return _fail(str(e), "see `score-code eval --help`")
+        return fail(str(e), "see `score-code eval --help`")
     try:
         generator, model_name = build_generator(args)
         config = replace(config, model=model_name, chat=generator.chat)
@@ -152,9 +147,9 @@ def run(args: argparse.Namespace) -> int:
         with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
             metrics = evaluate(generator, tasks, sandbox, output, config, shots=shots, progress=not args.no_progress)
     except (ModelLoadError, SandboxError, VLLMUnavailable, DialogueEncodingError) as e:
-        return _fail(str(e), getattr(e, "hint", "") or "")
+        return fail(str(e), getattr(e, "hint", "") or "")
     except EvalError as e:
-        return _fail(str(e), "pass another --output directory, or the same settings to resume")
+        return fail(str(e), "pass another --output directory, or the same settings to resume")
     print(summary_table(metrics))
     print(f"\nresults: {output}/results.jsonl, report: {output}/report.md")
     return 0

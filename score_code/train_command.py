@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from score_code.console import fail
 
 TRAIN_COMMANDS = {
     "score": ("SCoRe: stage I then stage II (or the --schedule, e.g. 1,2,1,2 interleaved)", None),
@@ -37,13 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.set_defaults(func=_plot)
 
 
-def _fail(message: str, hint: str = "") -> int:
-    print(f"error: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-    return 2
-
-
 def _train(args: argparse.Namespace) -> int:
     from benchmarks.tasks import TaskLoadError
     from sandbox import SandboxError
@@ -59,13 +53,13 @@ def _train(args: argparse.Namespace) -> int:
             apply_overrides(config, {"schedule": args.schedule_override}, source=command)
         train(config)
     except ConfigError as e:
-        return _fail(str(e), f"see `{command} --help`")
+        return fail(str(e), f"see `{command} --help`")
     except TaskLoadError as e:
-        return _fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
+        return fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
     except (ModelLoadError, SandboxError) as e:
-        return _fail(str(e), getattr(e, "hint", "") or "")
+        return fail(str(e), getattr(e, "hint", "") or "")
     except (TrainError, CheckpointError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     return 0
 
 
@@ -77,6 +71,6 @@ def _plot(args: argparse.Namespace) -> int:
     try:
         out = plot_run(Path(args.run_dir), Path(args.output) if args.output else None)
     except PlotError as e:
-        return _fail(str(e), "pass the --output_dir of a `score-code train` run")
+        return fail(str(e), "pass the --output_dir of a `score-code train` run")
     print(out)
     return 0
