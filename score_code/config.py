@@ -276,21 +276,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per field (default SUPPRESS, so only flags given on the command line override the recipe)."""
     parser.add_argument("--config", metavar="RECIPE", help="YAML recipe (flat keys = the flags below without --)")
     for group, cls in GROUPS.items():
-        arg_group = parser.add_argument_group(group)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            typ = hints[f.name]
-            names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-            kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{f.metadata['help']} (default: {f.default!r})"}
-            if typ is bool:
-                kw["action"] = argparse.BooleanOptionalAction
-            elif typing.get_origin(typ) is Literal:
-                kw["choices"] = list(typing.get_args(typ))
-            else:
-                kw["type"] = typ
-                kw["metavar"] = typ.__name__.upper()
-            arg_group.add_argument(*names, **kw)
+        add_dataclass_arguments(parser.add_argument_group(group), cls)
+
+
+def add_dataclass_arguments(arg_group: argparse._ArgumentGroup, cls: type) -> None:
+    """A flag per field of `cls`, spelled like the field (a dashed alias too), typed from its annotation."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                              "help": f"{f.metadata['help']} (default: {f.default!r})"}
+        if typ is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(typ) is Literal:
+            kw["choices"] = list(typing.get_args(typ))
+        else:
+            kw["type"] = typ
+            kw["metavar"] = typ.__name__.upper()
+        arg_group.add_argument(*names, **kw)
 
 
 def from_args(args: argparse.Namespace) -> TrainConfig:

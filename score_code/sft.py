@@ -51,6 +51,7 @@ from score_code.config import (
     _coerce,
     _f,
     add_arguments,
+    add_dataclass_arguments,
     apply_overrides,
     get_value,
     load_recipe,
@@ -92,19 +93,7 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if action.dest in NOT_APPLICABLE:
             action.help = argparse.SUPPRESS
-    group = parser.add_argument_group("baseline")
-    hints = typing.get_type_hints(SFTConfig)
-    for name, f in SFT_FIELDS.items():
-        typ = hints[name]
-        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
-                              "help": f"{f.metadata['help']} (default: {f.default!r})"}
-        if typ is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(typ) is Literal:
-            kw["choices"] = list(typing.get_args(typ))
-        else:
-            kw["type"], kw["metavar"] = typ, typ.__name__.upper()
-        group.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), **kw)
+    add_dataclass_arguments(parser.add_argument_group("baseline"), SFTConfig)
 
 
 def apply_sft_overrides(config: TrainConfig, sft: SFTConfig, values: dict[str, Any], source: str,
