@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from score_code.console import fail
+from score_code.eval_command import add_model_arguments
 
 SELF_REFINE_NOTE = ("Self-Refine (the paper's prompting baseline) needs no training: it is the base model under "
                     "`score-code eval`, whose second attempt answers the instruction p1.")
@@ -99,14 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              description="Flags as in `score-code eval`. The output directory resumes like an eval's.")
     run.add_argument("repair_dir", metavar="REPAIR_DIR", help="a directory written by `repair-set build`")
     run.add_argument("--output", required=True, metavar="DIR", help="evaluation output directory (resumable)")
-    run.add_argument("--model", default=None, metavar="ID_OR_PATH",
-                     help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
-                          "SmolLM2-135M-Instruct")
-    run.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
-    run.add_argument("--dtype", default="auto", help="auto (bf16 on a capable GPU, else fp32), fp32, bf16, fp16")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
-    run.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
-                     help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
+    add_model_arguments(run)
     run.add_argument("--max-new-tokens", type=int, default=512, help="for the repair attempt (default: 512)")
     run.add_argument("--batch-size", type=int, default=8, help="dialogues per generate call (default: 8)")
     run.add_argument("--seed", type=int, default=0, help="seed recorded with the run (decoding is greedy)")

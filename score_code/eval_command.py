@@ -26,14 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", help="'humaneval', 'mbpp' (file from --mbpp-path or $SCORE_CODE_MBPP), "
                                         "or a path to an MBPP file or a task JSONL file")
     # Model and decoding
-    parser.add_argument("--model", default=None, metavar="ID_OR_PATH",
-                        help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
-                             "SmolLM2-135M-Instruct")
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on a capable GPU, else fp32), fp32, bf16, fp16")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
-    parser.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
-                        help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
+    add_model_arguments(parser)
     parser.add_argument("--attempts", type=int, default=2, help="attempts per sample (default: 2, the paper's)")
     parser.add_argument("--samples", type=int, default=1, help="samples per task; > 1 gives pass@k (needs --temperature > 0)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as in the paper)")
@@ -58,6 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model flags shared by every command that generates (eval, repair-set eval)."""
+    parser.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                        help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
+                             "SmolLM2-135M-Instruct")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on a capable GPU, else fp32), fp32, bf16, fp16")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
+    parser.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
+                        help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
 
 def _dataset_spec(args: argparse.Namespace) -> str:
     """'humaneval', a file path, or for 'mbpp' the file from --mbpp-path / $SCORE_CODE_MBPP."""
