@@ -641,7 +641,7 @@ def test_killing_the_executor_takes_its_processes_along():
 
 
 # --- whole datasets (slow) -------------------------------------------------------------------------------------------
-MBPP_PATH = Path(os.environ.get("SCORE_CODE_MBPP", "/work/shared/data/mbpp.jsonl"))  # the original mbpp.jsonl
+MBPP_PATH = Path(os.environ["SCORE_CODE_MBPP"])  # the original mbpp.jsonl (set by tests/conftest.py)
 # MBPP references whose verdict depends on the machine, with the reason; each is still graded and must end in one
 # of the listed ways.
 MBPP_KNOWN_BROKEN = {
