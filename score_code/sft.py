@@ -237,7 +237,8 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
 
     from benchmarks.evaluate import EvalConfig, evaluate
     from score_code.logging_utils import RunLogger
-    from score_code.train import TrainError, build_models, load_training_tasks, make_generator, prepare_run_dir, save
+    from score_code.train import (TrainError, build_models, load_training_tasks, make_generator, make_optimizer,
+                                  prepare_run_dir, save)
 
     # --- resolve config, run directory ----------------------------------------------------------------------
     if method not in METHODS:
@@ -271,11 +272,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
     policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
     del reference  # supervised: no KL, no reference model
-    opt = config.optim
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
-                                  betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
-    warmup = opt.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    optimizer, scheduler = make_optimizer(policy, config.optim)
     state = ckpt.TrainerState(metric_for_best_model="none")
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, optimizer, scheduler)
@@ -332,8 +329,8 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
                     if round_step <= done_steps:
                         continue  # taken before the checkpoint this run resumed from
                     batch = collate([examples[i] for i in order[start:start + sft.sft_batch_size]], pad_id)
-                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, opt.micro_batch_size,
-                                        opt.max_grad_norm)
+                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, config.optim.micro_batch_size,
+                                        config.optim.max_grad_norm)
                     state.global_step += 1
                     state.extra = {"round": round_no, "round_steps": round_step, "round_done": False}
                     logger.log(state.global_step, {**update, **round_metrics, "epoch": epoch + 1})

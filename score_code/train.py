@@ -51,7 +51,7 @@ from benchmarks import prompts
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
 from benchmarks.tasks import Task
 from score_code import checkpoint as ckpt
-from score_code.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from score_code.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from score_code.logging_utils import RunLogger, rollout_metrics
 from score_code.objectives import Normalizers, selected_log_probs, stage_advantages, stage_loss
 from score_code.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
@@ -286,6 +286,15 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
+
+def make_optimizer(policy: torch.nn.Module, opt: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam(W) over the trainable parameters and a linear warm-up then constant schedule (shared with the SFT baselines)."""
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
+                                  betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
+    warmup = opt.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    return optimizer, scheduler
+
 def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: Sequence[Task] | None = None,
           shots: Sequence[Task] = (), after_step: Callable[[int, Any], None] | None = None) -> Path:
     """Run the schedule; returns the run directory. `reward_fn` / `train_tasks` replace the sandbox and MBPP
@@ -331,11 +340,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # --- optimizer and schedule ------------------------------------------------------------------------------
-    opt = config.optim
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
-                                  betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
-    warmup = opt.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    optimizer, scheduler = make_optimizer(policy, config.optim)
     state = ckpt.TrainerState()
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, optimizer, scheduler)
