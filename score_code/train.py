@@ -288,7 +288,7 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
 
 def make_optimizer(policy: torch.nn.Module, opt: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """Adam(W) over the trainable parameters and a linear warm-up then constant schedule (shared with the SFT baselines)."""
+    """AdamW over the trainable parameters, linear warm-up then constant; shared with the SFT baselines."""
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
                                   betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
     warmup = opt.warmup_steps
