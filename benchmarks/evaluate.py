@@ -72,7 +72,7 @@ class EvalConfig:
     prompts_version: str = prompts.PROMPTS_VERSION
     timeout_s: float | None = None  # per program; None = the sandbox's Limits.timeout_s
     # --- how it runs (does not change results) ----------------------------------------------------------------
-    batch_size: int = 8  # dialogues per generate call and jobs per sandbox batch
+    batch_size: int = 32  # dialogues per generate call and jobs per sandbox batch
     k_values: tuple[int, ...] = (1, 5, 10)  # pass@k reported for the k that every task's sample count allows
 
     def __post_init__(self) -> None:
