@@ -97,6 +97,14 @@ def _chat_flag(value: str) -> bool | None:
     return {"auto": None, "yes": True, "no": False}[value]
 
 
+def _resolved_chat(args: argparse.Namespace) -> bool:
+    """Whether prompts go through the chat template, as the generator will decide it (--chat auto: if it has one)."""
+    from score_code.models import load_tokenizer
+
+    chat = _chat_flag(args.chat)
+    return getattr(load_tokenizer(args.model), "chat_template", None) is not None if chat is None else chat
+
+
 def build_generator(args: argparse.Namespace) -> tuple[Any, str]:
     """(generator, model name for the record) for --backend/--model."""
     from score_code.models import DEFAULT_MODEL_NAME, ensure_default_checkpoint
@@ -117,13 +125,13 @@ def build_generator(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.evaluate import EvalConfig, EvalError, evaluate
+    from benchmarks.evaluate import EvalConfig, EvalError, check_output_dir, evaluate
     from benchmarks.report import summary_table
     from benchmarks.tasks import TaskLoadError, load_shots, load_tasks
     from sandbox import Sandbox, SandboxError
     from score_code.generation import DialogueEncodingError
     from score_code.generation.vllm import VLLMUnavailable
-    from score_code.models import ModelLoadError
+    from score_code.models import DEFAULT_MODEL_NAME, ModelLoadError
 
     if args.limit is not None and args.limit < 1:
         return fail(f"--limit must be >= 1, got {args.limit}")
@@ -145,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return fail(str(e), "see `score-code eval --help`")
     try:
+        # Refuse a mismatched output directory before the (slow) model load; the tokenizer alone decides `chat`.
+        config = replace(config, model=args.model or DEFAULT_MODEL_NAME, chat=_resolved_chat(args))
+        check_output_dir(output, config, tasks, shots)
         generator, model_name = build_generator(args)
         config = replace(config, model=model_name, chat=generator.chat)
         print(f"eval: {len(tasks)} tasks of {config.dataset}, model {model_name} ({args.backend}, "

@@ -94,6 +94,24 @@ def test_eval_end_to_end_with_the_local_sandbox(tiny_model_dir, tmp_path, capsys
     assert config["model"] == str(tiny_model_dir) and config["chat"] is True and config["dataset"] == "humaneval"
 
 
+def test_changed_settings_are_refused_before_the_model_loads(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "he"
+    args = ["eval", "humaneval", "--model", str(tiny_model_dir), "--limit", "1", "--sandbox", "local",
+            "--output", str(out), "--no-progress"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main([*args, "--max-new-tokens", "4"]) == 0
+    capsys.readouterr()
+
+    def no_model_load(*a, **k):
+        raise AssertionError("the model was loaded before the output directory was checked")
+
+    monkeypatch.setattr("score_code.models.load_model", no_model_load)
+    assert main([*args, "--max-new-tokens", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens: 4 there, 5 now" in err and str(out) in err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not MBPP.exists(), reason=f"{MBPP} not present (shared data beside the repo)")
 def test_eval_mbpp_from_mbpp_path(tiny_model_dir, tmp_path, capsys):
