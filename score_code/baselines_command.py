@@ -39,29 +39,14 @@ def register_train(train_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_command(args: argparse.Namespace) -> int:
-    from benchmarks.evaluate import EvalError
-    from benchmarks.tasks import TaskLoadError
-    from sandbox import SandboxError
-    from score_code.baselines import BaselineDataError
-    from score_code.checkpoint import CheckpointError
-    from score_code.config import ConfigError
-    from score_code.models import ModelLoadError
     from score_code.sft import sft_from_args, train_baseline
-    from score_code.train import TrainError
+    from score_code.train_command import run_training
 
-    command = f"score-code train {args.method}"
-    try:
+    def body() -> None:
         config, sft = sft_from_args(args)
         train_baseline(args.method, config, sft)
-    except ConfigError as e:
-        return fail(str(e), f"see `{command} --help`")
-    except TaskLoadError as e:
-        return fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
-    except (ModelLoadError, SandboxError) as e:
-        return fail(str(e), getattr(e, "hint", "") or "")
-    except (TrainError, CheckpointError, EvalError, BaselineDataError) as e:
-        return fail(str(e))
-    return 0
+
+    return run_training(f"score-code train {args.method}", body)
 
 
 # --- compare -------------------------------------------------------------------------------------------------------

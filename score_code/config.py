@@ -36,7 +36,11 @@ class ModelConfig:
                             "the reference stays --model")
     dtype: Literal["auto", "float32", "bfloat16"] = _f("auto", "weights dtype; auto = bfloat16 on a bf16-capable "
                                                                "GPU, float32 on CPU")
-    backend: Literal["hf", "vllm"] = _f("hf", "generation backend for rollouts")
+    backend: Literal["hf", "vllm"] = _f("hf", "generation backend for rollouts: the policy itself through "
+                                               "transformers, or a vLLM engine colocated in the (single) training "
+                                               "process whose weights are synced from the policy after each update")
+    vllm_gpu_memory_utilization: float = _f(0.3, "backend vllm: share of GPU memory the engine may take (weights + "
+                                                 "KV cache); the rest is left to training")
     lora: bool = _f(False, "train a LoRA adapter (peft); the reference is the same model with the adapter disabled")
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = lora_alpha / lora_r)")

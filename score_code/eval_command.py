@@ -111,12 +111,12 @@ def build_generator(args: argparse.Namespace) -> tuple[Any, str]:
 
     chat = _chat_flag(args.chat)
     if args.backend == "vllm":
-        from score_code.generation.vllm import VLLMGenerator, import_vllm
+        from score_code.generation.vllm import VLLMGenerator, import_vllm, vllm_dtype
 
         import_vllm()  # fail before converting or loading anything
         source = args.model or str(ensure_default_checkpoint())
-        dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(args.dtype, args.dtype)
-        return VLLMGenerator(source, chat=chat, dtype=dtype, seed=args.seed), args.model or DEFAULT_MODEL_NAME
+        return (VLLMGenerator(source, chat=chat, dtype=vllm_dtype(args.dtype), seed=args.seed),
+                args.model or DEFAULT_MODEL_NAME)
     from score_code.generation.hf import HFGenerator
     from score_code.models import load_model
 

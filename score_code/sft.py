@@ -238,7 +238,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     from benchmarks.evaluate import EvalConfig, evaluate
     from score_code.logging_utils import RunLogger
     from score_code.train import (TrainError, build_models, load_training_tasks, make_generator, make_optimizer,
-                                  prepare_run_dir, save)
+                                  prepare_run_dir, refresh_generator, save)
 
     # --- resolve config, run directory ----------------------------------------------------------------------
     if method not in METHODS:
@@ -278,8 +278,8 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
         state = ckpt.load_training_state(resume_from, optimizer, scheduler)
         print(f"resuming from {resume_from} at global step {state.global_step} ({state.extra})")
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model.backend,
-                               config.rollout.generation_batch_size)
+    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model,
+                               config.rollout.generation_batch_size, accelerator.num_processes, seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # --- grader, logs ----------------------------------------------------------------------------------------
@@ -297,6 +297,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     try:
         for round_no in range(first_round, rounds + 1):
             round_dir = run_dir / f"iteration-{round_no}"
+            refresh_generator(generator, accelerator.unwrap_model(policy))  # a vLLM engine samples the current model
             # --- sample: k graded two-attempt traces per task from the current model (resumable) ----------
             eval_config = EvalConfig(
                 model=f"{run_dir}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",

@@ -29,16 +29,19 @@ Deviations from the paper, and choices where it is silent:
   uninterrupted one.
 - Scale: the paper trains Gemini 1.0 Pro, batch 128, 1500 steps; recipes here size this for SmolLM2-135M.
 
-Not done yet: rollouts sample through transformers only (`backend: vllm` is refused: no weight sync into a
-vLLM engine); multi-process runs are tested as CPU DDP (gloo); FSDP is wired (the full model state dict is
-gathered for checkpoints) but untested, and its sharded optimizer state is saved per rank 0 only, so an FSDP run
-does not resume exactly.
+- `backend: vllm`: one engine colocated with a single training process; after every update the policy's
+  weights (LoRA folded in) are copied into it (generation/vllm.py), so rollouts stay on-policy.
+
+Not done yet: the vLLM path is tested against a stand-in engine only (no GPU here); multi-process runs are
+tested as CPU DDP (gloo); FSDP is wired (the full model state dict is gathered for checkpoints) but untested,
+and its sharded optimizer state is saved per rank 0 only, so an FSDP run does not resume exactly.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
+import os
 import random
 import sys
 import time
@@ -52,6 +55,7 @@ from benchmarks.generation import Dialogue, Generation, Generator, SamplingParam
 from benchmarks.tasks import Task
 from score_code import checkpoint as ckpt
 from score_code.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from score_code.generation.vllm import VLLMGenerator
 from score_code.logging_utils import RunLogger, rollout_metrics
 from score_code.objectives import Normalizers, selected_log_probs, stage_advantages, stage_loss
 from score_code.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
@@ -193,13 +197,33 @@ class ReferenceGenerator:
             return self.generator.generate(dialogues, params)
 
 
-def make_generator(model: Any, tokenizer: Any, backend: str, batch_size: int) -> Generator:
-    if backend != "hf":
-        raise ConfigError(f"backend={backend!r}: the trainer samples with the policy being trained, which only the "
-                          "'hf' backend does today (vLLM weight sync is not implemented); use backend: hf")
+def make_generator(model: Any, tokenizer: Any, model_cfg: ModelConfig, batch_size: int, world_size: int = 1,
+                   seed: int = 0) -> Generator:
+    """Rollouts sample from `model` itself (hf) or from a colocated vLLM engine holding a copy of its weights
+    (vllm; `refresh_generator` re-syncs that copy after each update)."""
     from score_code.generation.hf import HFGenerator
 
-    return HFGenerator(model, tokenizer, batch_size=batch_size)
+    if model_cfg.backend == "hf":
+        return HFGenerator(model, tokenizer, batch_size=batch_size)
+    if world_size > 1:
+        raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world_size} "
+                          "processes; launch one process, or use backend: hf for multi-process runs")
+    from score_code.generation.vllm import VLLMGenerator, import_vllm, vllm_dtype
+    from score_code.models import ensure_default_checkpoint
+
+    import_vllm()
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine's model must live in this process
+    generator = VLLMGenerator(model_cfg.model or str(ensure_default_checkpoint()), tokenizer=tokenizer,
+                              dtype=vllm_dtype(model_cfg.dtype), seed=seed,
+                              gpu_memory_utilization=model_cfg.vllm_gpu_memory_utilization)
+    generator.sync_weights(model)  # the engine loaded the base model; the policy may be a checkpoint or adapter
+    return generator
+
+
+def refresh_generator(generator: Generator, policy: Any) -> None:
+    """After the policy changed: a vLLM engine's copy of the weights is synced (the hf backend samples the policy)."""
+    if isinstance(generator, VLLMGenerator):
+        generator.sync_weights(policy)
 
 
 def policy_update(policy: Any, reference: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any,
@@ -346,8 +370,8 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
         state = ckpt.load_training_state(resume_from, optimizer, scheduler)
         print0(f"resuming from {resume_from} at global step {state.global_step}")
     policy, optimizer = accelerator.prepare(policy, optimizer)  # the scheduler is stepped by hand, once per step
-    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model.backend,
-                               config.rollout.generation_batch_size)
+    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model,
+                               config.rollout.generation_batch_size, world, config.run.seed)
     chat = generator.chat
 
     # --- grader, logs ----------------------------------------------------------------------------------------
@@ -365,10 +389,14 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
     offline_per_task = round(config.rollout.offline_ratio * k)
     offline_cache: dict[tuple[str, int], Generation] = {}  # (task_id, sample index) -> reference attempt 1
     reference_generator: Generator | None = None
-    if offline_per_task:
-        reference_generator = (ReferenceGenerator(generator, accelerator.unwrap_model(policy)) if reference is None
-                               else make_generator(reference, tokenizer, config.model.backend,
-                                                   config.rollout.generation_batch_size))
+    if offline_per_task:  # sampled once per task, through transformers whatever the rollout backend
+        from score_code.generation.hf import HFGenerator
+
+        batch_size = config.rollout.generation_batch_size
+        reference_generator = (
+            ReferenceGenerator(HFGenerator(accelerator.unwrap_model(policy), tokenizer, batch_size=batch_size),
+                               accelerator.unwrap_model(policy))
+            if reference is None else HFGenerator(reference, tokenizer, batch_size=batch_size))
 
     def first_dialogue(task: Task) -> Dialogue:
         return prompts.first_dialogue(task, shots, chat)
@@ -405,6 +433,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
             update_start = time.perf_counter()
             update = policy_update(policy, reference, optimizer, scheduler, accelerator, collate(episodes, pad_id),
                                    advantage1, advantage2, stage, config)
+            refresh_generator(generator, accelerator.unwrap_model(policy))
             update_s = time.perf_counter() - update_start
 
             # --- log -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from score_code.console import fail
 
@@ -38,29 +39,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.set_defaults(func=_plot)
 
 
-def _train(args: argparse.Namespace) -> int:
+def run_training(command: str, body: Callable[[], None]) -> int:
+    """Run a training command's `body`; the library's typed errors become one `error:`/`hint:` message (exit 2).
+    Shared by the SCoRe and the baseline trainers, which fail in the same ways."""
+    from benchmarks.evaluate import EvalError
     from benchmarks.tasks import TaskLoadError
     from sandbox import SandboxError
+    from score_code.baselines import BaselineDataError
     from score_code.checkpoint import CheckpointError
-    from score_code.config import ConfigError, apply_overrides, from_args
+    from score_code.config import ConfigError
+    from score_code.generation.vllm import VLLMUnavailable
     from score_code.models import ModelLoadError
-    from score_code.train import TrainError, train
+    from score_code.train import TrainError
 
-    command = f"score-code train {args.train_command}"
     try:
-        config = from_args(args)
-        if args.schedule_override is not None:
-            apply_overrides(config, {"schedule": args.schedule_override}, source=command)
-        train(config)
+        body()
     except ConfigError as e:
         return fail(str(e), f"see `{command} --help`")
     except TaskLoadError as e:
         return fail(str(e), "pass --mbpp_path /path/to/mbpp.jsonl, or --tasks FILE.jsonl")
-    except (ModelLoadError, SandboxError) as e:
+    except (ModelLoadError, SandboxError, VLLMUnavailable) as e:
         return fail(str(e), getattr(e, "hint", "") or "")
-    except (TrainError, CheckpointError) as e:
+    except (TrainError, CheckpointError, EvalError, BaselineDataError) as e:
         return fail(str(e))
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from score_code.config import apply_overrides, from_args
+    from score_code.train import train
+
+    command = f"score-code train {args.train_command}"
+
+    def body() -> None:
+        config = from_args(args)
+        if args.schedule_override is not None:
+            apply_overrides(config, {"schedule": args.schedule_override}, source=command)
+        train(config)
+
+    return run_training(command, body)
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -4,12 +4,13 @@ Prompts are passed as `TokensPrompt(prompt_token_ids=...)`, so the ids built by 
 token-out) reach the engine verbatim. vLLM is an optional extra (`pip install 'score-code[vllm]'`): importing
 this module never needs it; constructing a VLLMGenerator does.
 
-This backend serves a model loaded by vLLM itself (e.g. for evaluation); a policy being trained with the HF
-backend is not visible to it unless its weights are saved and reloaded.
+For training, the engine is colocated with the policy in one process: `sync_weights(policy)` copies the
+policy's current weights (LoRA deltas folded in) into the engine's model through vLLM's own `load_weights`, the
+pattern TRL's colocate mode uses, so rollouts sample from the policy being trained.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from score_code.generation import DialogueEncoder, eos_token_ids, finish
@@ -28,6 +29,50 @@ def import_vllm() -> Any:
     except ImportError as exc:
         raise VLLMUnavailable(f"the vLLM backend needs the vllm package, which cannot be imported ({exc})") from exc
     return vllm
+
+
+def vllm_dtype(dtype: str) -> str:
+    """Our dtype spellings (fp32, bf16, fp16, or torch names) in vLLM's."""
+    return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+
+
+def served_weights(model: Any) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) pairs of `model` as a plain HF checkpoint names them, which is what vLLM's `load_weights`
+    reads. For a peft LoRA model each adapted weight is base + delta, computed aside: the model is not touched
+    (merging and unmerging in place would leave rounding drift in bf16 base weights)."""
+    import torch
+
+    if not hasattr(model, "get_base_model"):  # a plain transformers model
+        yield from model.state_dict().items()
+        return
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    merged: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                weight = module.get_base_layer().weight
+                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+                merged[f"{name}.weight"] = weight + delta if torch.is_tensor(delta) else weight
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        name = name.replace(".base_layer.", ".")
+        yield name, merged.get(name, tensor)
+
+
+def engine_model(llm: Any) -> Any:
+    """The torch module inside an in-process vLLM engine (the path differs across vLLM versions)."""
+    executor = getattr(getattr(llm, "llm_engine", None), "model_executor", None)
+    worker = getattr(executor, "driver_worker", None)
+    for runner in (getattr(worker, "model_runner", None), getattr(getattr(worker, "worker", None), "model_runner", None)):
+        if runner is not None and hasattr(runner, "model"):
+            return runner.model
+    raise VLLMUnavailable(
+        "cannot reach the model inside this vLLM engine to copy the policy's weights into it; the engine must run "
+        "in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, set by the trainer before the engine starts)"
+    )
 
 
 class VLLMGenerator:
@@ -53,12 +98,21 @@ class VLLMGenerator:
     def encode(self, dialogue: Dialogue) -> list[int]:
         return self.encoder.encode(dialogue)
 
-    def _sampling_params(self, params: SamplingParams) -> Any:
+    def sync_weights(self, model: Any) -> None:
+        """Copy `model`'s current weights into the engine, so the next generate samples from it."""
+        import torch
+
+        with torch.no_grad():
+            engine_model(self.llm).load_weights(served_weights(model))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+
+    def _sampling_params(self, params: SamplingParams, index: int) -> Any:
         return self._vllm.SamplingParams(
             max_tokens=params.max_new_tokens,
             temperature=params.temperature,  # 0 = greedy in vLLM too
             top_p=params.top_p,
-            seed=params.seed,
+            # vLLM seeds each request on its own: one seed for all would draw identical samples of a prompt
+            seed=None if params.seed is None else params.seed + index,
             stop=list(params.stop) or None,
             include_stop_str_in_output=True,  # the contract keeps the stop string in the text
             stop_token_ids=self.eos_ids,
@@ -69,7 +123,7 @@ class VLLMGenerator:
         prompts = [self.encode(d) for d in dialogues]
         outputs = self.llm.generate(
             [self._tokens_prompt(prompt_token_ids=p) for p in prompts],
-            self._sampling_params(params),
+            [self._sampling_params(params, i) for i in range(len(prompts))],
             use_tqdm=self.progress,
         )
         generations = []

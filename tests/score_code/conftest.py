@@ -8,6 +8,8 @@ milliseconds.
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,12 @@ def tiny_model(tokenizer):
     return build_tiny_model(tokenizer)
 
 
+@pytest.fixture
+def make_tiny_model(tokenizer):
+    """Builds fresh tiny models (seeded) for tests that need several."""
+    return lambda seed=TINY_SEED: build_tiny_model(tokenizer, seed)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tokenizer, tmp_path_factory) -> Path:
     """A saved HF checkpoint directory (tiny model + real tokenizer) for CLI and loading tests."""
@@ -68,3 +76,44 @@ def tiny_model_dir(tokenizer, tmp_path_factory) -> Path:
     build_tiny_model(tokenizer).save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+# --- a stand-in `vllm` (the real one needs a CUDA GPU) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """A `vllm` module whose SamplingParams and TokensPrompt build plain dicts; a test sets `.LLM` if it needs one."""
+    module = types.ModuleType("vllm")
+    module.SamplingParams = lambda **kwargs: kwargs
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    module.inputs = inputs
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    return module
+
+
+class EngineModel:
+    """Stands in for the model inside a vLLM engine: `load_weights` takes (HF name, tensor) pairs, as vLLM's do."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def load_weights(self, weights) -> None:
+        params = self.model.state_dict()
+        for name, tensor in weights:
+            params[name].copy_(tensor)
+
+
+def in_process_engine(model) -> types.SimpleNamespace:
+    """`llm.llm_engine` of an engine running in this process, with `model` where vLLM keeps it."""
+    runner = types.SimpleNamespace(model=EngineModel(model))
+    return types.SimpleNamespace(model_executor=types.SimpleNamespace(
+        driver_worker=types.SimpleNamespace(model_runner=runner)))
+
+
+@pytest.fixture
+def vllm_stand_ins() -> types.SimpleNamespace:
+    """The helpers above, for test modules (imported with --import-mode=importlib, they cannot import conftest)."""
+    return types.SimpleNamespace(in_process_engine=in_process_engine)

@@ -2,14 +2,16 @@
 engine only where vllm is installed (an optional extra that needs a CUDA GPU)."""
 from __future__ import annotations
 
+import copy
 import sys
 import types
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from benchmarks.generation import Dialogue, SamplingParams
-from score_code.generation.vllm import VLLMGenerator, VLLMUnavailable
+from score_code.generation.vllm import VLLMGenerator, VLLMUnavailable, served_weights
 
 P1 = "Please correct the error, if any."
 
@@ -19,18 +21,6 @@ def test_without_vllm_construction_says_how_to_install(monkeypatch):
     with pytest.raises(VLLMUnavailable, match="needs the vllm package") as info:
         VLLMGenerator("any-model")
     assert "pip install 'score-code[vllm]'" in info.value.hint
-
-
-@dataclass
-class _Completion:
-    text: str
-    token_ids: list[int]
-    finish_reason: str
-
-
-@dataclass
-class _Request:
-    outputs: list[_Completion]
 
 
 @dataclass
@@ -44,19 +34,8 @@ class _FakeLLM:
     def generate(self, prompts, sampling_params, use_tqdm=False):
         self.calls.append((prompts, sampling_params))
         ids = self.tokenizer(self.reply, add_special_tokens=False)["input_ids"]
-        return [_Request([_Completion(self.reply, ids, "stop")]) for _ in prompts]
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    module = types.ModuleType("vllm")
-    module.SamplingParams = lambda **kwargs: kwargs
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
-    module.inputs = inputs
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    return module
+        completion = types.SimpleNamespace(text=self.reply, token_ids=ids, finish_reason="stop")
+        return [types.SimpleNamespace(outputs=[completion]) for _ in prompts]
 
 
 def test_token_ids_in_and_out_through_the_engine(fake_vllm, tokenizer):
@@ -64,7 +43,7 @@ def test_token_ids_in_and_out_through_the_engine(fake_vllm, tokenizer):
     generator = VLLMGenerator("unused", tokenizer=tokenizer, llm=llm)
     params = SamplingParams(max_new_tokens=20, temperature=0.7, top_p=0.9, seed=3, stop=("\n```\n",))
     first = generator.generate([Dialogue(messages=[{"role": "user", "content": "write x"}])], params)[0]
-    prompts, sampling = llm.calls[0]
+    prompts, (sampling,) = llm.calls[0]
     assert prompts == [{"prompt_token_ids": first.prompt_token_ids}]
     assert sampling["max_tokens"] == 20 and sampling["seed"] == 3 and sampling["stop"] == ["\n```\n"]
     assert sampling["include_stop_str_in_output"] is True and tokenizer.eos_token_id in sampling["stop_token_ids"]
@@ -86,3 +65,66 @@ def test_real_engine_greedy_generation(tokenizer):
     gens = generator.generate([Dialogue(messages=[{"role": "user", "content": "Say hi."}])],
                               SamplingParams(max_new_tokens=8))
     assert gens[0].token_ids and gens[0].dialogue.token_ids == gens[0].prompt_token_ids + gens[0].token_ids
+
+
+def test_each_prompt_gets_its_own_seed_so_samples_of_one_prompt_differ(fake_vllm, tokenizer):
+    """vLLM seeds every request separately: k copies of a prompt under one seed would be k identical samples."""
+    llm = _FakeLLM(tokenizer, "x = 1\n")
+    generator = VLLMGenerator("unused", tokenizer=tokenizer, llm=llm)
+    dialogue = Dialogue(messages=[{"role": "user", "content": "write x"}])
+    generator.generate([dialogue] * 3, SamplingParams(max_new_tokens=4, temperature=1.0, seed=7))
+    assert [p["seed"] for p in llm.calls[0][1]] == [7, 8, 9]
+    generator.generate([dialogue] * 2, SamplingParams(max_new_tokens=4, temperature=1.0))
+    assert [p["seed"] for p in llm.calls[1][1]] == [None, None]
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)  # peft starts B at zero (a no-op adapter); make the delta visible
+    return policy
+
+
+def test_served_weights_of_a_plain_model_are_its_state_dict(tiny_model):
+    served = dict(served_weights(tiny_model))
+    assert served.keys() == tiny_model.state_dict().keys()
+    assert all(torch.equal(served[k], v) for k, v in tiny_model.state_dict().items())
+
+
+def test_served_weights_of_a_lora_policy_fold_the_adapter_in_without_touching_it(make_tiny_model):
+    base_names = make_tiny_model().state_dict().keys()
+    policy = _lora(make_tiny_model())
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    served = dict(served_weights(policy))
+    merged = copy.deepcopy(policy).merge_and_unload().state_dict()
+    assert served.keys() == base_names == merged.keys()
+    assert all(torch.allclose(served[k], merged[k], atol=1e-6) for k in merged)
+    changed = [k for k in merged if not torch.equal(merged[k], make_tiny_model().state_dict()[k])]
+    assert changed and all(k.endswith("proj.weight") for k in changed)  # the adapter really changed them
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())  # the policy is untouched
+
+
+def test_sync_weights_makes_the_engine_compute_the_policy(fake_vllm, vllm_stand_ins, tokenizer, make_tiny_model):
+    engine = make_tiny_model(seed=5)  # different weights from the policy's base
+    llm = _FakeLLM(tokenizer, "x\n")
+    llm.llm_engine = vllm_stand_ins.in_process_engine(engine)
+    resets = []
+    llm.reset_prefix_cache = lambda: resets.append(True)
+    policy = _lora(make_tiny_model())
+    ids = torch.tensor([[1, 5, 9, 200, 31]])
+    with torch.no_grad():
+        assert not torch.allclose(engine(ids).logits, policy(input_ids=ids).logits, atol=1e-4)
+        VLLMGenerator("unused", tokenizer=tokenizer, llm=llm).sync_weights(policy)
+        assert torch.allclose(engine(ids).logits, policy(input_ids=ids).logits, atol=1e-4)
+    assert resets == [True]
+
+
+def test_sync_weights_into_an_out_of_process_engine_says_what_to_set(fake_vllm, tokenizer, tiny_model):
+    generator = VLLMGenerator("unused", tokenizer=tokenizer, llm=_FakeLLM(tokenizer, "x"))
+    with pytest.raises(VLLMUnavailable, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
+        generator.sync_weights(tiny_model)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,58 @@ def test_lora_run_saves_an_adapter_that_stage2_continues_from(tmp_path, tiny_mod
                            init_from=str(stage1 / "checkpoint-1"), **lora),
                    reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
     assert read_metrics(stage2)[0]["kl/attempt1"] > 0.0  # trained adapter vs the adapter-disabled reference
+
+
+def test_vllm_backend_samples_from_an_engine_synced_after_every_update(tmp_path, tiny_model_dir, fake_vllm,
+                                                                      vllm_stand_ins, monkeypatch):
+    """A stand-in vllm.LLM (its own copy of the base model, generating through transformers) gets the LoRA policy's
+    merged weights at start and after each update; every rollout is sampled from it."""
+    from transformers import AutoModelForCausalLM
+
+    from score_code.generation.vllm import served_weights
+
+    engines = []
+
+    class StandInLLM:
+        def __init__(self, model, dtype, seed, gpu_memory_utilization):
+            self.model = AutoModelForCausalLM.from_pretrained(model).eval()
+            self.llm_engine = vllm_stand_ins.in_process_engine(self.model)
+            self.prompts = 0
+            engines.append(self)
+
+        def generate(self, prompts, sampling_params, use_tqdm=False):
+            outputs = []
+            for prompt, params in zip(prompts, sampling_params):
+                ids = torch.tensor([prompt["prompt_token_ids"]])
+                torch.manual_seed(params["seed"])
+                with torch.no_grad():
+                    out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
+                                              max_new_tokens=params["max_tokens"], pad_token_id=0)
+                new = out[0, ids.shape[1]:].tolist()
+                text = "Yes" if new[0] % 2 else "no"  # the reward reads the text; any policy-driven text will do
+                outputs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(
+                    text=text, token_ids=new, finish_reason="length")]))
+            self.prompts += len(prompts)
+            return outputs
+
+        def reset_prefix_cache(self):
+            pass
+
+    fake_vllm.LLM = StandInLLM
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    in_sync = []
+
+    def after_step(step, policy):
+        engine = engines[0].model.state_dict()
+        in_sync.append(all(torch.equal(engine[name], t) for name, t in served_weights(policy)))
+
+    config = _config(tmp_path, tiny_model_dir, "vllm", backend="vllm", stage1_steps=2, lora=True, lora_r=4,
+                     lora_alpha=8)
+    train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS, after_step=after_step)
+    assert len(engines) == 1 and engines[0].prompts == 2 * 4 * 4 * 2  # steps x tasks x samples x attempts
+    assert in_sync == [True, True] and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert any(not torch.equal(engines[0].model.state_dict()[k], v) for k, v in base.items())  # it was trained
 
 
 @pytest.mark.slow
