@@ -237,7 +237,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
 
     from benchmarks.evaluate import EvalConfig, evaluate
     from score_code.logging_utils import RunLogger
-    from score_code.train import (TrainError, build_models, load_training_tasks, make_generator, make_optimizer,
+    from score_code.train import (build_models, load_training_tasks, make_generator, make_optimizer,
                                   prepare_run_dir, refresh_generator, save)
 
     # --- resolve config, run directory ----------------------------------------------------------------------
@@ -260,11 +260,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     seed = config.run.seed
     torch.manual_seed(seed)
     random.seed(seed)
-    if train_tasks is None:
-        train_tasks, shots = load_training_tasks(config.data)
-    train_tasks = list(train_tasks)
-    if not train_tasks:
-        raise TrainError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
+    train_tasks, shots = load_training_tasks(config.data, train_tasks, shots)
     print(f"{method}: {len(train_tasks)} tasks x {config.rollout.samples_per_prompt} two-attempt traces per round, "
           f"{rounds} round(s), builder {builder_name(method, sft)}, loss on {sft.loss_on}")
 

@@ -101,21 +101,26 @@ def sampling_seed(seed: int, step: int, rank: int, attempt: int) -> int:
     return (seed * 1_000_003 + step * 1009 + rank * 17 + attempt) % (2**31)
 
 
-def load_training_tasks(data: DataConfig) -> tuple[list[Task], tuple[Task, ...]]:
-    """Training tasks and their few-shot examples (MBPP: the canonical 3 shots)."""
-    import os
-
+def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
+                        shots: Sequence[Task] = ()) -> tuple[list[Task], tuple[Task, ...]]:
+    """Training tasks and their few-shot examples (MBPP: the canonical 3 shots): `tasks`/`shots` when a caller
+    passes its own (tests, custom task lists), else the configured ones. Never empty."""
     from benchmarks.tasks import MBPP_ENV_VAR, load_shots, load_tasks
 
-    spec = data.tasks
-    if spec == "mbpp" and data.mbpp_path:
-        spec = data.mbpp_path
-    elif spec == "mbpp" and not os.environ.get(MBPP_ENV_VAR):
-        raise TrainError(f"training on MBPP needs the data: pass --mbpp_path /path/to/mbpp.jsonl or set {MBPP_ENV_VAR}")
-    tasks = load_tasks(spec, data.train_split)
-    if data.max_train_tasks:
-        tasks = tasks[: data.max_train_tasks]
-    return tasks, load_shots(spec)
+    if tasks is None:
+        spec = data.tasks
+        if spec == "mbpp" and data.mbpp_path:
+            spec = data.mbpp_path
+        elif spec == "mbpp" and not os.environ.get(MBPP_ENV_VAR):
+            raise TrainError(f"training on MBPP needs the data: pass --mbpp_path /path/to/mbpp.jsonl or set "
+                             f"{MBPP_ENV_VAR}")
+        tasks = load_tasks(spec, data.train_split)
+        if data.max_train_tasks:
+            tasks = tasks[: data.max_train_tasks]
+        shots = load_shots(spec)
+    if not tasks:
+        raise TrainError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
+    return list(tasks), tuple(shots)
 
 
 def load_eval_tasks(data: DataConfig, max_tasks: int) -> tuple[list[Task], tuple[Task, ...]]:
@@ -348,11 +353,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
     # --- seed, data ------------------------------------------------------------------------------------------
     torch.manual_seed(config.run.seed + rank)
     random.seed(config.run.seed + rank)
-    if train_tasks is None:
-        train_tasks, shots = load_training_tasks(config.data)
-    train_tasks = list(train_tasks)
-    if not train_tasks:
-        raise TrainError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
+    train_tasks, shots = load_training_tasks(config.data, train_tasks, shots)
     print0(f"{len(train_tasks)} training tasks; {config.rollout.prompts_per_step} x {config.rollout.samples_per_prompt}"
            f" episodes per step per process x {world} process(es) = "
            f"{config.rollout.prompts_per_step * config.rollout.samples_per_prompt * world} episodes per step; "
