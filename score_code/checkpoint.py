@@ -107,12 +107,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's full, unsharded state keyed by parameter name, whatever wraps `model` (DDP, FSDP, peft).
+
+    A collective under FSDP: every process calls it; the state is gathered on the main process (others get {})."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer),  # accelerate wraps it
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def save_checkpoint(
     run_dir: Path,
     state: TrainerState,
     model: Any,
     tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict,
     scheduler: Any,
     save_total_limit: int,
     state_dict: dict[str, torch.Tensor] | None = None,
@@ -120,7 +130,8 @@ def save_checkpoint(
     """Write checkpoint-{state.global_step} atomically, update the best one, prune; returns its path.
 
     `model` is the unwrapped model (anything with `save_pretrained`); `state_dict` the full state dict when the
-    model is sharded (FSDP: `accelerator.get_state_dict(model)`). Call on the main process only.
+    model is sharded (FSDP: `accelerator.get_state_dict(model)`); `optimizer_state` from `optimizer_state()`.
+    Call on the main process only.
     """
     name = f"checkpoint-{state.global_step}"
     final = run_dir / name
@@ -141,7 +152,7 @@ def save_checkpoint(
         save_kw["state_dict"] = state_dict
     model.save_pretrained(tmp, **save_kw)
     tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
+    torch.save(optimizer_state, tmp / OPTIMIZER_NAME)
     torch.save(scheduler.state_dict(), tmp / SCHEDULER_NAME)
     torch.save(_rng_state(), tmp / RNG_STATE_NAME)
     (tmp / TRAINER_STATE_NAME).write_text(state.to_json())
@@ -166,12 +177,19 @@ def prune_checkpoints(run_dir: Path, save_total_limit: int, keep: str | None) ->
     return deleted
 
 
-def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainerState:
-    """Restore optimizer, scheduler and RNG from a checkpoint; weights are loaded with the model (models.py)."""
+def load_training_state(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainerState:
+    """Restore optimizer, scheduler and RNG from a checkpoint; weights are loaded with the model (models.py).
+
+    `model` and `optimizer` as the run uses them (after `accelerator.prepare`): the name-keyed optimizer state is
+    mapped onto their parameters, and sharded again under FSDP."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     for name in (TRAINER_STATE_NAME, OPTIMIZER_NAME, SCHEDULER_NAME):
         if not (checkpoint / name).is_file():
             raise CheckpointError(f"{checkpoint}: {name} is missing; not a training checkpoint")
-    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER_NAME, map_location="cpu", weights_only=True))
+    saved = torch.load(checkpoint / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+    set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), saved,
+                             options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(torch.load(checkpoint / SCHEDULER_NAME, weights_only=True))
     if (checkpoint / RNG_STATE_NAME).is_file():
         _set_rng_state(torch.load(checkpoint / RNG_STATE_NAME, weights_only=False))

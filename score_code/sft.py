@@ -269,11 +269,11 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
     del reference  # supervised: no KL, no reference model
     optimizer, scheduler = make_optimizer(policy, config.optim)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
     state = ckpt.TrainerState(metric_for_best_model="none")
     if resume_from is not None:
-        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
+        state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
         print(f"resuming from {resume_from} at global step {state.global_step} ({state.extra})")
-    policy, optimizer = accelerator.prepare(policy, optimizer)
     generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model,
                                config.rollout.generation_batch_size, accelerator.num_processes, seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

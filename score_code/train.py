@@ -32,9 +32,11 @@ Deviations from the paper, and choices where it is silent:
 - `backend: vllm`: one engine colocated with a single training process; after every update the policy's
   weights (LoRA folded in) are copied into it (generation/vllm.py), so rollouts stay on-policy.
 
+- Checkpoints hold full (unsharded) model and optimizer states, the optimizer's keyed by parameter name, so a run
+  resumes the same under one process, DDP or FSDP.
+
 Not done yet: the vLLM path is tested against a stand-in engine only (no GPU here); multi-process runs are
-tested as CPU DDP (gloo); FSDP is wired (the full model state dict is gathered for checkpoints) but untested,
-and its sharded optimizer state is saved per rank 0 only, so an FSDP run does not resume exactly.
+tested as CPU DDP (gloo); FSDP is wired but untested: accelerate enables FSDP only on accelerators, never on CPU.
 """
 from __future__ import annotations
 
@@ -366,11 +368,11 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
     # --- optimizer and schedule ------------------------------------------------------------------------------
     optimizer, scheduler = make_optimizer(policy, config.optim)
+    policy, optimizer = accelerator.prepare(policy, optimizer)  # the scheduler is stepped by hand, once per step
     state = ckpt.TrainerState()
     if resume_from is not None:
-        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
+        state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
         print0(f"resuming from {resume_from} at global step {state.global_step}")
-    policy, optimizer = accelerator.prepare(policy, optimizer)  # the scheduler is stepped by hand, once per step
     generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model,
                                config.rollout.generation_batch_size, world, config.run.seed)
     chat = generator.chat
@@ -481,9 +483,10 @@ def save(run_dir: Path, state: ckpt.TrainerState, policy: Any, tokenizer: Any, o
 
     sharded = accelerator.distributed_type == DistributedType.FSDP
     state_dict = accelerator.get_state_dict(policy) if sharded else None
+    optimizer_state = ckpt.optimizer_state(policy, optimizer)  # gathered from every process's shard under FSDP
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        ckpt.save_checkpoint(run_dir, state, accelerator.unwrap_model(policy), tokenizer, optimizer, scheduler,
+        ckpt.save_checkpoint(run_dir, state, accelerator.unwrap_model(policy), tokenizer, optimizer_state, scheduler,
                              save_total_limit, state_dict=state_dict)
     accelerator.wait_for_everyone()
 

@@ -51,7 +51,8 @@ def test_layout_and_trainer_state(tmp_path):
     _step(model, opt, sched)
     state = ck.TrainerState(global_step=1, stage=2)
     state.record_reward(0.5)
-    path = ck.save_checkpoint(tmp_path, state, model, TinyTokenizer(), opt, sched, save_total_limit=2)
+    path = ck.save_checkpoint(tmp_path, state, model, TinyTokenizer(), ck.optimizer_state(model, opt), sched,
+                                 save_total_limit=2)
     assert path.name == "checkpoint-1"
     names = {p.name for p in path.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "optimizer.pt", "scheduler.pt",
@@ -61,6 +62,8 @@ def test_layout_and_trainer_state(tmp_path):
     assert saved["best_model_checkpoint"] == "checkpoint-1" and saved["best_metric"] == 0.5
     assert not list(tmp_path.glob(".tmp-*"))
     assert torch.equal(load_file(str(path / "model.safetensors"))["linear.weight"], model.linear.weight)
+    # keyed by parameter name, not position: the same file restores a DDP, FSDP or single-process run
+    assert set(torch.load(path / "optimizer.pt", weights_only=True)["state"]) == {"linear.weight", "linear.bias"}
 
 
 def test_prune_keeps_newest_and_best(tmp_path):
@@ -69,7 +72,8 @@ def test_prune_keeps_newest_and_best(tmp_path):
     for step, reward in [(1, 0.2), (2, 0.9), (3, 0.1), (4, 0.3), (5, 0.0)]:
         state.global_step = step
         state.record_reward(reward)
-        ck.save_checkpoint(tmp_path, state, model, TinyTokenizer(), opt, sched, save_total_limit=2)
+        ck.save_checkpoint(tmp_path, state, model, TinyTokenizer(), ck.optimizer_state(model, opt), sched,
+                                 save_total_limit=2)
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
     assert state.best_model_checkpoint == "checkpoint-2"
     assert ck.latest_checkpoint(tmp_path).name == "checkpoint-5"
@@ -79,7 +83,8 @@ def test_stale_temporary_directory_is_ignored_and_cleaned(tmp_path):
     (tmp_path / ".tmp-checkpoint-7-123").mkdir()  # a kill during a save
     assert ck.latest_checkpoint(tmp_path) is None
     model, opt, sched = _setup()
-    ck.save_checkpoint(tmp_path, ck.TrainerState(global_step=3), model, TinyTokenizer(), opt, sched, 2)
+    ck.save_checkpoint(tmp_path, ck.TrainerState(global_step=3), model, TinyTokenizer(), ck.optimizer_state(model, opt),
+                       sched, 2)
     assert not (tmp_path / ".tmp-checkpoint-7-123").exists()
 
 
@@ -89,7 +94,8 @@ def test_resume_continues_exactly(tmp_path):
         _step(model, opt, sched)
     random.seed(5)
     torch.manual_seed(5)
-    ck.save_checkpoint(tmp_path, ck.TrainerState(global_step=2), model, TinyTokenizer(), opt, sched, 2)
+    ck.save_checkpoint(tmp_path, ck.TrainerState(global_step=2), model, TinyTokenizer(), ck.optimizer_state(model, opt),
+                       sched, 2)
     expected_draw = (random.random(), torch.rand(1).item())
     for _ in range(2):
         _step(model, opt, sched)
@@ -97,7 +103,7 @@ def test_resume_continues_exactly(tmp_path):
 
     fresh, opt2, sched2 = _setup()
     fresh.load_state_dict(load_file(str(tmp_path / "checkpoint-2" / "model.safetensors")))
-    state = ck.load_training_state(tmp_path / "checkpoint-2", opt2, sched2)
+    state = ck.load_training_state(tmp_path / "checkpoint-2", fresh, opt2, sched2)
     assert state.global_step == 2
     assert (random.random(), torch.rand(1).item()) == expected_draw
     assert sched2.last_epoch == 2
@@ -110,7 +116,7 @@ def test_missing_files_raise_naming_the_file(tmp_path):
     (tmp_path / "checkpoint-1").mkdir()
     model, opt, sched = _setup()
     try:
-        ck.load_training_state(tmp_path / "checkpoint-1", opt, sched)
+        ck.load_training_state(tmp_path / "checkpoint-1", model, opt, sched)
     except ck.CheckpointError as exc:
         assert "trainer_state.json is missing" in str(exc)
     else:
