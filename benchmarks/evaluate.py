@@ -72,7 +72,10 @@ class EvalConfig:
     prompts_version: str = prompts.PROMPTS_VERSION
     timeout_s: float | None = None  # per program; None = the sandbox's Limits.timeout_s
     # --- how it runs (does not change results) ----------------------------------------------------------------
-    batch_size: int = 32  # dialogues per generate call and jobs per sandbox batch
+    # Units per round: all their attempt-t dialogues go to the generator in one call (which decodes them as many at a
+    # time as it can, refilling slots as sequences end) and all their programs to the sandbox in one batch. Results
+    # are written per round, so an interrupted run redoes at most one round.
+    round_size: int = 128
     k_values: tuple[int, ...] = (1, 5, 10)  # pass@k reported for the k that every task's sample count allows
 
     def __post_init__(self) -> None:
@@ -85,8 +88,8 @@ class EvalConfig:
                              f"{self.samples} times; set temperature > 0 (e.g. 0.8) or samples=1")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) and batch_size ({self.batch_size}) must be >= 1")
+        if self.max_new_tokens < 1 or self.round_size < 1:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) and round_size ({self.round_size}) must be >= 1")
         if self.feedback is not None and self.feedback not in prompts.FEEDBACK_MODES:
             raise ValueError(f"feedback must be None or one of {prompts.FEEDBACK_MODES}, got {self.feedback!r}")
         object.__setattr__(self, "k_values", tuple(self.k_values))
@@ -339,8 +342,8 @@ def evaluate(generator: Generator, tasks: Sequence[Task], sandbox: BatchSandbox,
     from tqdm import tqdm  # lazy: only needed while running
 
     with tqdm(total=len(units), initial=resumed, unit="sample", desc="eval", disable=not progress) as bar:
-        for start in range(0, len(pending), config.batch_size):
-            batch = pending[start:start + config.batch_size]
+        for start in range(0, len(pending), config.round_size):
+            batch = pending[start:start + config.round_size]
             sample_records, result_records = _run_batch(batch, generator, sandbox, config, shots)
             append_jsonl(out / SAMPLES_FILE, sample_records)  # samples first: results mark a unit finished
             append_jsonl(out / RESULTS_FILE, result_records)

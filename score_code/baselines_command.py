@@ -87,7 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--output", required=True, metavar="DIR", help="evaluation output directory (resumable)")
     add_model_arguments(run)
     run.add_argument("--max-new-tokens", type=int, default=512, help="for the repair attempt (default: 512)")
-    run.add_argument("--batch-size", type=int, default=8, help="dialogues per generate call (default: 8)")
     run.add_argument("--seed", type=int, default=0, help="seed recorded with the run (decoding is greedy)")
     run.add_argument("--sandbox", choices=("docker", "local"), default="docker",
                      help="docker (default, isolated) or local (rlimits only: trusted code only)")
@@ -150,8 +149,7 @@ def _repair_eval_command(args: argparse.Namespace) -> int:
     from score_code.repair import RepairSetError, evaluate_repair
 
     try:
-        config = EvalConfig(max_new_tokens=args.max_new_tokens, seed=args.seed, timeout_s=args.timeout_s,
-                            batch_size=args.batch_size)
+        config = EvalConfig(max_new_tokens=args.max_new_tokens, seed=args.seed, timeout_s=args.timeout_s)
         generator, model_name = build_generator(args)
         config = replace(config, model=model_name, chat=generator.chat)
         with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as in the paper)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="per attempt (default: 512)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="dialogues per generate call (default: 32: CPU decoding is memory-bound, so a step of 32 "
-                             "sequences costs about 1.6x a step of 8)")
+    parser.add_argument("--round-size", type=int, default=128, metavar="N",
+                        help="tasks per round: attempt 1 of all of them, grading, attempt 2, ...; results are saved "
+                             "per round, so an interrupted run redoes at most one (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of sampling (default: 0)")
     parser.add_argument("--feedback", choices=("tests",), default=None,
                         help="show attempt t's first failing test before attempt t+1 (default: none, intrinsic)")
@@ -64,6 +64,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
     parser.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
                         help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="sequences decoded together (hf backend; a finished one's slot goes to the next prompt at "
+                             "once). Default 32: CPU decoding is memory-bound, so a step of 32 costs about 1.6x a "
+                             "step of 8")
+
 
 def _dataset_spec(args: argparse.Namespace) -> str:
     """'humaneval', a file path, or for 'mbpp' the file from --mbpp-path / $SCORE_CODE_MBPP."""
@@ -148,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         config = EvalConfig(
             dataset=dataset_name(args), attempts=args.attempts, samples=args.samples,
             temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-            feedback=args.feedback, timeout_s=args.timeout_s, batch_size=args.batch_size,
+            feedback=args.feedback, timeout_s=args.timeout_s, round_size=args.round_size,
         )
     except ValueError as e:
         return fail(str(e), "see `score-code eval --help`")

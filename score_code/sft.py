@@ -299,8 +299,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
                 model=f"{run_dir}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",
                 chat=generator.chat, attempts=2, samples=config.rollout.samples_per_prompt,
                 temperature=config.rollout.temperature, top_p=config.rollout.top_p,
-                max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no,
-                batch_size=config.rollout.generation_batch_size)
+                max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no)
             sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
                                progress=config.run.progress)
             # --- filter -----------------------------------------------------------------------------------

@@ -1,45 +1,39 @@
-"""transformers backend: batched `model.generate` on a live model (the one being trained, never a copy).
+"""transformers backend: continuous batching over a live model (the one being trained, never a copy).
 
-Batches are left-padded and sorted by prompt length (similar lengths share a batch, so little padding is
-computed). Greedy when temperature is 0, else sampling with temperature/top_p; a seed makes a call reproducible
-without touching the caller's global RNG state. Stop strings are matched on each sequence's completion only
-(transformers' own `stop_strings` also matches text that starts in the prompt, so a prompt ending in "\\n" would
-stop "\\n#" at the first "#"); a stopped sequence is padded while the rest of its batch continues.
+Up to `batch_size` sequences decode together, one forward per token for all of them. A sequence that ends (EOS, a
+stop string, max_new_tokens) leaves the batch at once and the next prompts take the free slots: they are prefilled
+together, left-padded, and their KV cache is merged into the running one. So a batch never waits for its longest
+member (measured on HumanEval with the default model: median completion 64 tokens, but 5 of 32 run to the 512
+limit, so a static batch of 32 spent most of its steps on 5 sequences). Prompts are admitted longest first, so
+peak memory comes early.
+
+Greedy when temperature is 0, else sampling with temperature/top_p; a seed makes a call reproducible without
+touching the caller's global RNG state. Stop strings are matched on each sequence's completion only, so a prompt
+ending in "\\n" cannot complete "\\n#" at the first "#".
 """
 from __future__ import annotations
 
-import contextlib
+import inspect
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from score_code.generation import DialogueEncoder, eos_token_ids, finish
 
 
-class _CompletionStopStrings(StoppingCriteria):
-    """Per sequence: done once its completion text contains a stop string; records where that happened."""
+@dataclass
+class _Sequence:
+    """One prompt being completed. `ids[-1]` is generated but not yet fed to the model."""
 
-    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_len: int, batch_size: int) -> None:
-        self.tokenizer = tokenizer
-        self.stop = [s for s in stop if s]
-        self.prompt_len = prompt_len
-        # A token decodes to at least one character, so the newest stop-string match lies in this many tokens.
-        self.window_tokens = max(len(s) for s in self.stop) + 2
-        self.stopped_at: list[int | None] = [None] * batch_size  # completion length when the stop string appeared
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        length = input_ids.shape[1]
-        start = max(self.prompt_len, length - self.window_tokens)
-        rows = [r for r, at in enumerate(self.stopped_at) if at is None]
-        if rows:
-            windows = self.tokenizer.batch_decode(input_ids[rows, start:length], skip_special_tokens=True)
-            for r, text in zip(rows, windows):
-                if any(s in text for s in self.stop):
-                    self.stopped_at[r] = length - self.prompt_len
-        done = [at is not None for at in self.stopped_at]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+    index: int
+    ids: list[int] = field(default_factory=list)
+    hit: bool = False  # ended by EOS or a stop string (else by max_new_tokens)
+    done: bool = False
 
 
 class HFGenerator:
@@ -65,75 +59,160 @@ class HFGenerator:
 
     def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
         prompts = [self.encode(d) for d in dialogues]
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: peak memory early
-        results: list[Generation | None] = [None] * len(prompts)
-        from tqdm import tqdm
-
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; restored for the trainer afterwards
         try:
-            with tqdm(total=len(prompts), unit="seq", desc="generate", disable=not self.progress) as bar:
-                for batch_no, start in enumerate(range(0, len(order), self.batch_size)):
-                    idx = order[start:start + self.batch_size]
-                    seed = None if params.seed is None else params.seed + batch_no
-                    completions = self._generate_batch([prompts[i] for i in idx], params, seed)
-                    for i, (ids, hit) in zip(idx, completions):
-                        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                        results[i] = finish(dialogues[i], prompts[i], ids, text, hit, params.stop)
-                    bar.update(len(idx))
+            with torch.no_grad():
+                sequences = _Decoder(self, prompts, params).run()
         finally:
             self.model.train(was_training)
-        return results  # type: ignore[return-value]
-
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams,
-                        seed: int | None) -> list[tuple[list[int], bool]]:
-        """(completion ids cut after EOS or the stop string's last token, whether one was hit) per prompt."""
-        device = next(self.model.parameters()).device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            input_ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            attention_mask[row, width - len(p):] = 1
-        stop_criteria = (_CompletionStopStrings(self.tokenizer, params.stop, width, len(prompts))
-                         if any(params.stop) else None)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "eos_token_id": self.eos_ids,
-            "pad_token_id": self.pad_id,
-            "use_cache": True,
-            "do_sample": params.temperature > 0,
-        }
-        if params.temperature > 0:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if stop_criteria is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([stop_criteria])
-        with _seeded(seed, device), torch.no_grad():
-            output = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
-            )
-        new_tokens = output[:, width:].tolist()
-        completions = []
-        for row, ids in enumerate(new_tokens):
-            cut = len(ids)
-            hit = False
-            eos_at = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
-            if eos_at is not None:
-                cut, hit = eos_at + 1, True
-            stopped_at = stop_criteria.stopped_at[row] if stop_criteria is not None else None
-            if stopped_at is not None and stopped_at < cut:
-                cut, hit = stopped_at, True
-            completions.append((ids[:cut], hit))
-        return completions
+        generations = []
+        for dialogue, prompt, seq in zip(dialogues, prompts, sequences):
+            text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
+            generations.append(finish(dialogue, prompt, seq.ids, text, seq.hit, params.stop))
+        return generations
 
 
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device):
-    """Seed torch's RNG for one generate call and restore the caller's RNG state afterwards."""
-    if seed is None:
-        yield
-        return
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+class _Decoder:
+    """The continuous-batching loop of one generate call. Invariants between steps: the cache holds `width` positions
+    for every active sequence (left padding where `mask` is 0), and each sequence's last id is still to be fed."""
+
+    def __init__(self, owner: HFGenerator, prompts: list[list[int]], params: SamplingParams) -> None:
+        self.model, self.tokenizer, self.params = owner.model, owner.tokenizer, params
+        self.batch_size, self.pad_id, self.eos_ids = owner.batch_size, owner.pad_id, set(owner.eos_ids)
+        self.progress = owner.progress
+        self.device = next(self.model.parameters()).device
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft
+        # transformers 5 renamed `past_key_values` to `cache` (the old name goes in 5.40)
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        self.prompts = prompts
+        self.stop = [s for s in params.stop if s]
+        # A token decodes to at least one character, so the newest stop-string match lies in this many tokens.
+        self.window = max((len(s) for s in self.stop), default=0) + 2
+        self.rng = None
+        if params.temperature > 0 and params.seed is not None:
+            self.rng = torch.Generator(device=self.device).manual_seed(params.seed)
+        self.active: list[_Sequence] = []
+        self.cache: DynamicCache | None = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
+
+    def run(self) -> list[_Sequence]:
+        from tqdm import tqdm
+
+        order = sorted(range(len(self.prompts)), key=lambda i: -len(self.prompts[i]))  # longest first
+        waiting = deque(order)
+        finished: list[_Sequence | None] = [None] * len(self.prompts)
+        refill_at = max(1, self.batch_size // 4)  # admit in groups: one prefill and one cache merge per group
+        with tqdm(total=len(self.prompts), unit="seq", desc="generate", disable=not self.progress) as bar:
+            while waiting or self.active:
+                free = self.batch_size - len(self.active)
+                if waiting and (not self.active or (free >= min(refill_at, len(waiting)) and self._mergeable())):
+                    self._admit([waiting.popleft() for _ in range(min(free, len(waiting)))])
+                else:
+                    self._step()
+                for seq in self._retire():
+                    finished[seq.index] = seq
+                    bar.update(1)
+        return finished  # type: ignore[return-value]
+
+    # --- model calls ---------------------------------------------------------------------------------------------
+    def _admit(self, indices: list[int]) -> None:
+        """Prefill these prompts together (left-padded) and merge their cache into the running one."""
+        width = max(len(self.prompts[i]) for i in indices)
+        ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            prompt = self.prompts[i]
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                         use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache})
+        new = [_Sequence(i) for i in indices]
+        self._append(new, self._pick(out.logits[:, -1]))
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+        else:
+            self._merge(cache, mask)
+        self.active.extend(new)
+
+    def _step(self) -> None:
+        """Feed every active sequence its last id; append the next one."""
+        last = torch.tensor([[seq.ids[-1]] for seq in self.active], dtype=torch.long, device=self.device)
+        mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], dim=1)
+        position = self.mask.sum(dim=1, keepdim=True)  # real tokens before this one
+        out = self.model(input_ids=last, attention_mask=mask, position_ids=position, use_cache=True,
+                         **{self.cache_kwarg: self.cache})
+        self.mask = mask
+        self._append(self.active, self._pick(out.logits[:, -1]))
+
+    def _pick(self, logits: torch.Tensor) -> list[int]:
+        params = self.params
+        if params.temperature == 0:
+            return logits.argmax(dim=-1).tolist()
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p  # keeps the top token always
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        return torch.multinomial(probs, 1, generator=self.rng).squeeze(1).tolist()
+
+    # --- bookkeeping ---------------------------------------------------------------------------------------------
+    def _append(self, sequences: Sequence[_Sequence], tokens: list[int]) -> None:
+        """Add one token per sequence; mark the ones it ends (EOS kept in the ids, stop string cut after its token)."""
+        for seq, token in zip(sequences, tokens):
+            seq.ids.append(token)
+            if token in self.eos_ids:
+                seq.hit = seq.done = True
+            elif len(seq.ids) >= self.params.max_new_tokens:
+                seq.done = True
+        if self.stop:
+            pending = [seq for seq in sequences if not seq.hit]
+            texts = self.tokenizer.batch_decode([seq.ids[-self.window:] for seq in pending], skip_special_tokens=True)
+            for seq, text in zip(pending, texts):
+                if any(s in text for s in self.stop):
+                    seq.hit = seq.done = True
+
+    def _retire(self) -> list[_Sequence]:
+        """Drop finished sequences from the batch (and their rows from the cache); returns them."""
+        done = [seq for seq in self.active if seq.done]
+        if not done:
+            return []
+        keep = [row for row, seq in enumerate(self.active) if not seq.done]
+        self.active = [self.active[row] for row in keep]
+        if not keep:
+            self.cache, self.mask = None, self.mask[:0, :0]
+            return done
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else 0
+        if start:  # columns that are padding in every remaining row: cut them from the cache too
+            self.mask = self.mask[:, start:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+        return done
+
+    def _mergeable(self) -> bool:
+        """Sequences can join a running batch only if every cache layer is a plain full-attention one (a
+        sliding-window cache cannot be left-padded); otherwise the next group starts when the batch is empty."""
+        return self.cache is None or all(type(layer) is DynamicLayer for layer in self.cache.layers)
+
+    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Append the rows of `cache`/`mask` to the running ones, left-padding the shorter side to a common width."""
+        old_width, new_width = self.mask.shape[1], mask.shape[1]
+        width = max(old_width, new_width)
+
+        def pad(t: torch.Tensor, by: int, dim: int) -> torch.Tensor:
+            if by == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = by
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for old, new in zip(self.cache.layers, cache.layers):
+            old.keys = torch.cat([pad(old.keys, width - old_width, 2), pad(new.keys, width - new_width, 2)])
+            old.values = torch.cat([pad(old.values, width - old_width, 2), pad(new.values, width - new_width, 2)])
+        self.mask = torch.cat([pad(self.mask, width - old_width, 1), pad(mask, width - new_width, 1)])

@@ -76,7 +76,7 @@ SCRIPT = {("T0", 1): RIGHT, ("T0", 2): RIGHT, ("T1", 1): WRONG, ("T1", 2): RIGHT
 
 
 def config(**kw) -> EvalConfig:
-    return EvalConfig(**{"model": "scripted", "dataset": "fake", "batch_size": 2, **kw})
+    return EvalConfig(**{"model": "scripted", "dataset": "fake", "round_size": 2, **kw})
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -163,7 +163,7 @@ def test_resume_skips_finished_tasks_and_tolerates_a_partial_line(tmp_path: Path
     assert metrics["accuracy"] == {"t1": 0.5, "t2": 0.5}
 
     again = ScriptedGenerator(SCRIPT)
-    assert evaluate(again, tasks, FakeSandbox(), tmp_path, config(batch_size=3), progress=False) == metrics
+    assert evaluate(again, tasks, FakeSandbox(), tmp_path, config(round_size=3), progress=False) == metrics
     assert again.calls == []  # batch_size does not change results: nothing to redo
 
 
@@ -238,7 +238,7 @@ def test_real_docker_sandbox_on_three_humaneval_tasks(tmp_path: Path, docker_san
                 out.append(Generation(text, [1], [1], "stop", d))
             return out
 
-    m = evaluate(ByNumber(script), tasks, docker_sandbox, tmp_path, config(chat=False, batch_size=3), progress=False)
+    m = evaluate(ByNumber(script), tasks, docker_sandbox, tmp_path, config(chat=False, round_size=3), progress=False)
     results = {(r["task_id"], r["attempt"]): r for r in read_lines(tmp_path / "results.jsonl")}
     assert results[("HumanEval/0", 1)]["status"] == "passed"
     assert results[("HumanEval/1", 1)]["status"] == "failed"

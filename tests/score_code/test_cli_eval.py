@@ -25,7 +25,7 @@ def test_help_lists_the_flags(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--limit", "--attempts", "--samples", "--temperature", "--max-new-tokens", "--batch-size",
-                 "--seed", "--backend", "--sandbox", "--workers", "--feedback", "--split", "--output", "--mbpp-path"):
+                 "--round-size", "--seed", "--backend", "--sandbox", "--workers", "--feedback", "--split", "--output", "--mbpp-path"):
         assert flag in out
 
 

@@ -252,3 +252,31 @@ def test_generates_from_the_live_model_and_restores_training_mode(peaky_model, t
     after = generator.generate([_user(PROMPTS[0])], SamplingParams(max_new_tokens=6))[0]
     assert peaky_model.training
     assert after.token_ids != before.token_ids
+
+
+def test_finished_sequences_leave_the_batch_and_waiting_prompts_take_their_slots(peaky_model, tokenizer,
+                                                                                  monkeypatch):
+    """Continuous batching: with 2 slots and 6 prompts ending at different steps, every completion equals its
+    batch-of-one run, and waiting prompts joined sequences already running (their cache merged, left-padded)."""
+    from score_code.generation.hf import _Decoder
+
+    texts = [*PROMPTS, "Sort a list.", "x" * 60, "Write a very long and detailed poem about the sea, please, now."]
+    dialogues = [_user(p) for p in texts]
+    free = HFGenerator(peaky_model, tokenizer, batch_size=1).generate(dialogues, SamplingParams(max_new_tokens=10))
+
+    # extra EOS ids that end four completions at different steps; the other two run to max_new_tokens
+    ends = {0: 1, 2: 4, 3: 0, 5: 7}
+    peaky_model.generation_config.eos_token_id = [tokenizer.eos_token_id,
+                                                  *(free[i].token_ids[step] for i, step in ends.items())]
+    widths = []
+    merge = _Decoder._merge
+    monkeypatch.setattr(_Decoder, "_merge", lambda self, cache, mask: (
+        widths.append((self.mask.shape[1], mask.shape[1])), merge(self, cache, mask)))
+    params = SamplingParams(max_new_tokens=10)
+    single = HFGenerator(peaky_model, tokenizer, batch_size=1).generate(dialogues, params)
+    assert not widths  # one slot: a prompt only ever starts in an empty batch
+    batched = HFGenerator(peaky_model, tokenizer, batch_size=2).generate(dialogues, params)
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+    assert [g.finish_reason for g in batched] == [g.finish_reason for g in single]
+    assert {g.finish_reason for g in batched} == {"stop", "length"}
+    assert any(old > new for old, new in widths)  # joined a running batch, left-padded to its width
