@@ -115,18 +115,20 @@ def build_generator(args: argparse.Namespace) -> tuple[Any, str]:
     from score_code.models import DEFAULT_MODEL_NAME, ensure_default_checkpoint
 
     chat = _chat_flag(args.chat)
+    progress = not args.no_progress  # a round's generation takes minutes on a CPU: show its sequences finishing
     if args.backend == "vllm":
         from score_code.generation.vllm import VLLMGenerator, import_vllm, vllm_dtype
 
         import_vllm()  # fail before converting or loading anything
         source = args.model or str(ensure_default_checkpoint())
-        return (VLLMGenerator(source, chat=chat, dtype=vllm_dtype(args.dtype), seed=args.seed),
+        return (VLLMGenerator(source, chat=chat, dtype=vllm_dtype(args.dtype), seed=args.seed, progress=progress),
                 args.model or DEFAULT_MODEL_NAME)
     from score_code.generation.hf import HFGenerator
     from score_code.models import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    return HFGenerator(loaded.model, loaded.tokenizer, batch_size=args.batch_size, chat=chat), loaded.name
+    generator = HFGenerator(loaded.model, loaded.tokenizer, batch_size=args.batch_size, chat=chat, progress=progress)
+    return generator, loaded.name
 
 
 def run(args: argparse.Namespace) -> int:
