@@ -37,6 +37,8 @@ Deviations from the paper, and choices where it is silent:
 
 Not done yet: the vLLM path is tested against a stand-in engine only (no GPU here); multi-process runs are
 tested as CPU DDP (gloo); FSDP is wired but untested: accelerate enables FSDP only on accelerators, never on CPU.
+Under FSDP every forward is a collective, but the hf backend's continuous batching runs as many forwards as its own
+sequences need, which differs across ranks: FSDP runs would need the ranks' decode loops kept in step.
 """
 from __future__ import annotations
 
