@@ -113,8 +113,13 @@ def optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict:
     A collective under FSDP: every process calls it; the state is gathered on the main process (others get {})."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer),  # accelerate wraps it
+    return get_optimizer_state_dict(model, _torch_optimizer(optimizer),
                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's AcceleratedOptimizer (or the optimizer itself)."""
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 def save_checkpoint(
@@ -188,7 +193,7 @@ def load_training_state(checkpoint: Path, model: Any, optimizer: torch.optim.Opt
         if not (checkpoint / name).is_file():
             raise CheckpointError(f"{checkpoint}: {name} is missing; not a training checkpoint")
     saved = torch.load(checkpoint / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
-    set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), saved,
+    set_optimizer_state_dict(model, _torch_optimizer(optimizer), saved,
                              options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(torch.load(checkpoint / SCHEDULER_NAME, weights_only=True))
     if (checkpoint / RNG_STATE_NAME).is_file():

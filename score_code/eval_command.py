@@ -103,11 +103,11 @@ def _chat_flag(value: str) -> bool | None:
 
 
 def _resolved_chat(args: argparse.Namespace) -> bool:
-    """Whether prompts go through the chat template, as the generator will decide it (--chat auto: if it has one)."""
+    """Whether prompts go through the chat template, decided as the generator will decide it."""
+    from score_code.generation import resolve_chat
     from score_code.models import load_tokenizer
 
-    chat = _chat_flag(args.chat)
-    return getattr(load_tokenizer(args.model), "chat_template", None) is not None if chat is None else chat
+    return resolve_chat(load_tokenizer(args.model), _chat_flag(args.chat))
 
 
 def build_generator(args: argparse.Namespace) -> tuple[Any, str]:

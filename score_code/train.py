@@ -105,6 +105,11 @@ def sampling_seed(seed: int, step: int, rank: int, attempt: int) -> int:
     return (seed * 1_000_003 + step * 1009 + rank * 17 + attempt) % (2**31)
 
 
+def _task_spec(data: DataConfig) -> str:
+    """What benchmarks.tasks.load_tasks reads: --mbpp_path for 'mbpp' when given, else --tasks."""
+    return data.mbpp_path if data.tasks == "mbpp" and data.mbpp_path else data.tasks
+
+
 def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
                         shots: Sequence[Task] = ()) -> tuple[list[Task], tuple[Task, ...]]:
     """Training tasks and their few-shot examples (MBPP: the canonical 3 shots): `tasks`/`shots` when a caller
@@ -112,10 +117,8 @@ def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
     from benchmarks.tasks import MBPP_ENV_VAR, load_shots, load_tasks
 
     if tasks is None:
-        spec = data.tasks
-        if spec == "mbpp" and data.mbpp_path:
-            spec = data.mbpp_path
-        elif spec == "mbpp" and not os.environ.get(MBPP_ENV_VAR):
+        spec = _task_spec(data)
+        if spec == "mbpp" and not os.environ.get(MBPP_ENV_VAR):
             raise TrainError(f"training on MBPP needs the data: pass --mbpp_path /path/to/mbpp.jsonl or set "
                              f"{MBPP_ENV_VAR}")
         tasks = load_tasks(spec, data.train_split)
@@ -131,7 +134,7 @@ def load_eval_tasks(data: DataConfig, max_tasks: int) -> tuple[list[Task], tuple
     """Held-out tasks and their few-shot examples."""
     from benchmarks.tasks import load_shots, load_tasks
 
-    spec = data.mbpp_path if data.tasks == "mbpp" and data.mbpp_path else data.tasks
+    spec = _task_spec(data)
     tasks = load_tasks(spec, data.eval_split)
     return (tasks[:max_tasks] if max_tasks else tasks), load_shots(spec)
 
@@ -217,7 +220,7 @@ def make_generator(model: Any, tokenizer: Any, model_cfg: ModelConfig, batch_siz
     if world_size > 1:
         raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world_size} "
                           "processes; launch one process, or use backend: hf for multi-process runs")
-    from score_code.generation.vllm import VLLMGenerator, import_vllm, vllm_dtype
+    from score_code.generation.vllm import import_vllm, vllm_dtype
     from score_code.models import ensure_default_checkpoint
 
     import_vllm()
@@ -316,10 +319,6 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     return None
 
 
-# --- the run -------------------------------------------------------------------------------------------------------
-
-
-
 def make_optimizer(policy: torch.nn.Module, opt: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW over the trainable parameters, linear warm-up then constant; shared with the SFT baselines."""
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
@@ -327,6 +326,10 @@ def make_optimizer(policy: torch.nn.Module, opt: OptimConfig) -> tuple[torch.opt
     warmup = opt.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return optimizer, scheduler
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
 
 def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: Sequence[Task] | None = None,
           shots: Sequence[Task] = (), after_step: Callable[[int, Any], None] | None = None) -> Path:

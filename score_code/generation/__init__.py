@@ -33,16 +33,21 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def resolve_chat(tokenizer: Any, chat: bool | None) -> bool:
+    """Whether prompts go through the tokenizer's chat template: `chat`, or when None, whether it has one."""
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if chat and not has_template:
+        raise DialogueEncodingError("chat=True but the tokenizer has no chat template; use chat=False "
+                                    "(plain prompts through benchmarks.prompts.render_plain)")
+    return has_template if chat is None else chat
+
+
 class DialogueEncoder:
     """Dialogue -> prompt token ids through the chat template (chat=True) or benchmarks.prompts.render_plain."""
 
     def __init__(self, tokenizer: Any, eos_ids: Sequence[int], chat: bool | None = None) -> None:
-        has_template = getattr(tokenizer, "chat_template", None) is not None
-        if chat and not has_template:
-            raise DialogueEncodingError("chat=True but the tokenizer has no chat template; use chat=False "
-                                        "(plain prompts through benchmarks.prompts.render_plain)")
         self.tokenizer = tokenizer
-        self.chat = has_template if chat is None else chat
+        self.chat = resolve_chat(tokenizer, chat)
         self.eos_ids = set(eos_ids)
 
     def render(self, messages: list[dict[str, str]]) -> str:
