@@ -1,7 +1,7 @@
 """Jobs: an untrusted program plus the trusted test code that judges it, in one of three formats."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 JobFormat = Literal["humaneval", "mbpp", "generic"]
@@ -52,9 +52,11 @@ class Job:
         return cls(program=program, format="generic", tests=(test_code,), **kw)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["tests"] = list(self.tests)
-        return d
+        """The executor's request form. `metadata` stays with the caller: it may hold anything, and the executor
+        never reads it. Built by hand, not with dataclasses.asdict, whose deep copy cost ~0.4 ms per program."""
+        return {"program": self.program, "format": self.format, "tests": list(self.tests),
+                "entry_point": self.entry_point, "setup_code": self.setup_code, "timeout_s": self.timeout_s,
+                "job_id": self.job_id}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Job":

@@ -1,7 +1,7 @@
 """Resource limits applied to every container and every program, with the reasons for each default."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Limits:
     programs_per_container: int = 500  # recycle a container after this many programs (fresh state, no slow leaks)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # flat scalars: no asdict deep copy
 
     @classmethod
     def from_dict(cls, data: dict) -> "Limits":

@@ -1,8 +1,9 @@
 """A warm pool of executor workers: one long-lived process (a `docker run -i` or a local python3) per slot.
 
 Each worker speaks JSON lines (see sandbox/executor.py): a `{"ready": true, ...}` line at start, then one response
-line per request line, one request at a time. Programs reuse a warm worker, so the per-program overhead is a pipe
-round trip, not a container start. The pool keeps its own deadline per request (the job's timeout + grace) on top
+line per request line, one request at a time, over the process's stdin/stdout or (Docker) a unix socket
+bind-mounted into the container. Programs reuse a warm worker, so the per-program overhead is one round trip on
+that channel, not a container start. The pool keeps its own deadline per request (the job's timeout + grace) on top
 of the executor's: a worker that misses it, dies, or answers garbage is killed and replaced in the background, and
 the job is retried once on another worker; a second failure gives a SANDBOX_ERROR result. A worker is also
 recycled after `Limits.programs_per_container` programs or after any limit violation (timeout, memory, output).
@@ -15,6 +16,7 @@ import json
 import os
 import queue
 import select
+import socket
 import subprocess
 import threading
 import time
@@ -36,13 +38,19 @@ class WorkerFailure(Exception):
 
 
 class WorkerProcess:
-    """One executor process and its pipes. `kill` is the backend's hard stop (docker kill, or killpg)."""
+    """One executor process and its protocol channel. `kill` is the backend's hard stop (docker kill, or killpg).
+
+    With a `listener` (a listening unix socket bind-mounted into the container), the channel is the first
+    connection on it, if the executor reaches it; otherwise, and without a listener, the process's stdin/stdout."""
 
     def __init__(self, argv: list[str], name: str, kill: Callable[[], None] | None = None,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 listener: socket.socket | None = None) -> None:
         self.name = name
         self.programs = 0  # programs run on this worker so far
         self._kill_backend = kill
+        self._listener = listener
+        self._conn: socket.socket | None = None
         # A new session: Ctrl-C in the terminal reaches only us, and we close the workers in order.
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      bufsize=0, env=env, cwd=cwd, start_new_session=True)
@@ -53,6 +61,11 @@ class WorkerProcess:
         self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=16)
         self._stderr_thread = threading.Thread(target=self._drain_stderr, name=f"{name}-stderr", daemon=True)
         self._stderr_thread.start()
+
+    @property
+    def channel(self) -> str:
+        """"socket" or "stdio": how requests reach the executor."""
+        return "socket" if self._conn is not None else "stdio"
 
     def _drain_stderr(self) -> None:
         fd = self.proc.stderr.fileno()
@@ -68,7 +81,10 @@ class WorkerProcess:
         return b"".join(self._stderr_tail).decode(errors="replace").strip()[-2000:]
 
     def wait_ready(self, timeout_s: float) -> dict:
-        line = self._read_line(time.monotonic() + timeout_s)
+        deadline = time.monotonic() + timeout_s
+        if self._listener is not None:
+            self._accept(deadline)
+        line = self._read_line(deadline)
         try:
             hello = json.loads(line)
         except ValueError:
@@ -77,6 +93,33 @@ class WorkerProcess:
             raise WorkerFailure(f"worker {self.name} sent {line[:200]!r} instead of its ready line; "
                                 f"stderr: {self.stderr_tail() or '(empty)'}")
         return hello
+
+    def _accept(self, deadline: float) -> None:
+        """Take the executor's connection, or notice it fell back to stdout (it says so before its ready line).
+        The listener is closed either way: nothing can connect after the executor, before any program ran."""
+        listener, self._listener = self._listener, None
+        path = listener.getsockname()
+        try:
+            while True:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise WorkerFailure(f"worker {self.name} did not start before the deadline; "
+                                        f"stderr: {self.stderr_tail() or '(empty)'}")
+                readable, _, _ = select.select([listener, self._out_fd], [], [], timeout)
+                if listener in readable:
+                    self._conn, _ = listener.accept()
+                    self._in_fd = self._out_fd = self._conn.fileno()
+                    os.set_blocking(self._in_fd, False)
+                    return
+                if readable:
+                    return  # stdout has data: the executor could not reach the socket and uses stdin/stdout
+        finally:
+            listener.close()
+            if isinstance(path, str) and path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def request(self, job: Job, limits: Limits, deadline: float) -> Result:
         """Send one job and wait for its result until `deadline` (time.monotonic)."""
@@ -142,7 +185,9 @@ class WorkerProcess:
                 readable, _, _ = select.select([self._out_fd], [], [], timeout)
                 if not readable:
                     continue
-                chunk = os.read(self._out_fd, 1 << 20)
+                chunk = os.read(self._out_fd, 1 << 16)
+            except BlockingIOError:  # the socket is non-blocking (it is also the write end)
+                continue
             except (OSError, ValueError) as exc:  # the pipe was closed under us (close() from another thread)
                 raise WorkerFailure(f"worker {self.name} is gone ({exc})") from None
             if not chunk:
@@ -154,12 +199,21 @@ class WorkerProcess:
                                     f"stderr: {self.stderr_tail() or '(empty)'}")
             self._buf += chunk
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Graceful stop: EOF on stdin ends the executor (and with --rm its container); hard kill if it lingers."""
+    def end_input(self) -> None:
+        """EOF on the channel: the executor finishes and exits (and with --rm its container goes)."""
+        if self._conn is not None:
+            try:
+                self._conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         try:
             self.proc.stdin.close()
         except OSError:
             pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Graceful stop: end_input, then a hard kill if the executor lingers."""
+        self.end_input()
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -178,9 +232,10 @@ class WorkerProcess:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        for pipe in (self.proc.stdin, self.proc.stdout, self._conn, self._listener):
             try:
-                pipe.close()
+                if pipe is not None:
+                    pipe.close()
             except OSError:
                 pass
 
@@ -363,10 +418,7 @@ class Pool:
         while not self._idle.empty():
             self._idle.get_nowait()
         for worker in workers:
-            try:
-                worker.proc.stdin.close()
-            except OSError:
-                pass
+            worker.end_input()
         deadline = time.monotonic() + 5.0
         for worker in workers:
             try:

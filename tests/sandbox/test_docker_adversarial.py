@@ -252,6 +252,17 @@ def test_dns_does_not_resolve(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
+def test_the_protocol_socket_is_out_of_the_programs_reach(docker_sandbox):
+    from sandbox.docker_backend import CHANNEL_IN_CONTAINER
+
+    program = ("import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+               f"s.connect({CHANNEL_IN_CONTAINER!r})\n" + ADD)
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.RUNTIME_ERROR)
+    assert "PermissionError" in result.error, result.error  # seccomp refuses AF_UNIX sockets to programs
+    assert_healthy(docker_sandbox)
+
+
 # --- verdict forgery (the executor's own tests cover more) -----------------------------------------------------
 def test_printing_a_fake_passing_result_is_not_believed(docker_sandbox):
     program = ('import json, os\nprint(json.dumps({"id": "attack", "status": "passed", "expected_tests": 1, '

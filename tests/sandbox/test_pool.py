@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Job, Limits, Sandbox, SandboxError, Status
+from sandbox.docker_backend import executor_path
 from sandbox.pool import Pool, WorkerProcess
 
 FAKE_EXECUTOR = r'''
@@ -215,9 +217,47 @@ def test_close_stops_every_worker_process(fake_spawn):
     assert all(p.poll() is not None for p in procs)
 
 
-# --- Docker ------------------------------------------------------------------------------------------------------
+# --- the protocol channel: a socket the worker connects to, or stdin/stdout -------------------------------------
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TEST = "assert add(2, 3) == 5\n"
+
+
+def socket_worker(tmp_path: Path, connect: str) -> tuple[WorkerProcess, str]:
+    """A real local executor told to connect to `connect`, with a listener bound at tmp_path/w.sock."""
+    path = str(tmp_path / "w.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    argv = [sys.executable, "-u", str(executor_path()), "--mode", "local", "--connect", connect or path]
+    return WorkerProcess(argv, name="sock", listener=listener), path
+
+
+def test_worker_speaks_over_the_socket_and_nothing_else_can_connect_after_it(tmp_path):
+    worker, path = socket_worker(tmp_path, connect="")
+    pool = Pool(lambda: worker, 1, Limits(timeout_s=5.0))
+    try:
+        assert worker.channel == "socket"
+        assert not os.path.exists(path), "the socket must be unlinked once the executor connected"
+        ok, bad = pool.run(Job.generic(ADD, ADD_TEST)), pool.run(Job.generic(ADD.replace("+", "-"), ADD_TEST))
+        assert (ok.status, bad.status) == (Status.PASSED, Status.FAILED)
+    finally:
+        pool.close()
+    assert worker.proc.poll() is not None, "closing the socket must end the executor"
+
+
+def test_worker_falls_back_to_stdio_when_the_socket_is_out_of_reach(tmp_path):
+    worker, path = socket_worker(tmp_path, connect=str(tmp_path / "elsewhere.sock"))
+    pool = Pool(lambda: worker, 1, Limits(timeout_s=5.0))
+    try:
+        assert worker.channel == "stdio"
+        assert pool.run(Job.generic(ADD, ADD_TEST)).status is Status.PASSED
+        assert "cannot connect" in worker.stderr_tail()
+        assert not os.path.exists(path)
+    finally:
+        pool.close()
+
+
+# --- Docker ------------------------------------------------------------------------------------------------------
 
 
 def containers(label: str) -> list[str]:
@@ -239,6 +279,12 @@ def test_docker_batch_in_order_and_all_pass(docker_sandbox):
     results = docker_sandbox.run_batch(jobs)
     assert [r.job_id for r in results] == [str(i) for i in range(8)]
     assert [r.status for r in results] == [Status.PASSED] * 8
+
+
+@pytest.mark.docker
+def test_docker_workers_speak_over_a_bind_mounted_socket_that_is_gone_from_the_host(docker_sandbox):
+    assert {w.channel for w in docker_sandbox._pool._workers} == {"socket"}
+    assert os.listdir(docker_sandbox._spawner._socket_dir) == [], "accepted sockets must be unlinked"
 
 
 @pytest.mark.docker
