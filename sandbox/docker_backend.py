@@ -4,7 +4,8 @@ Every container runs the executor as one long-lived worker (see pool.py) with al
 no network, read-only root, a size- and inode-limited tmpfs at /scratch as the only writable place (no /dev/shm:
 --ipc none, so multiprocessing's semaphores are unavailable to programs), a non-root uid, no capabilities,
 no-new-privileges, pids/memory(no swap)/cpus limits, nofile/fsize ulimits, an init process as PID 1, owner
-labels and --rm.
+labels and --rm. Its one way out is the protocol socket, bind-mounted read-only, which the executor connects to
+before any program runs (programs cannot create unix sockets: see the executor's seccomp filter).
 """
 from __future__ import annotations
 
