@@ -199,10 +199,7 @@ class WorkerProcess:
     def end_input(self) -> None:
         """EOF on the channel: the executor finishes and exits (and with --rm its container goes)."""
         if self._conn is not None:
-            try:
-                self._conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            self._conn.close()
         try:
             self.proc.stdin.close()
         except OSError:
