@@ -48,7 +48,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import resource
 import select
 import shutil
@@ -81,6 +80,7 @@ WARM_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "fu
 # E (and so Z and T) ignore every catchable signal that could stop or kill it; U gets the defaults back.
 IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGIO",
                    "SIGPROF", "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH")
+MACHINE = os.uname().machine  # platform.machine() without importing platform (0.3 MB in every fork)
 STDLIB_FALLBACK = frozenset(WARM_MODULES) | {"sys", "os", "time", "itertools", "regex"}
 
 
@@ -191,12 +191,14 @@ class LineReader:
     def readline(self) -> bytes | None:
         """Next line without its newline, or None at EOF (a partial last line is dropped)."""
         while True:
-            line = self.pop_line()
+            line = self.pop_line() if self.buf else None
             if line is not None:
                 return line
             chunk = os.read(self.fd, READ_CHUNK_BYTES)
             if not chunk:
                 return None
+            if not self.buf and chunk.find(b"\n") == len(chunk) - 1:  # the usual case: one whole message
+                return chunk[:-1]
             self.buf += chunk
 
     def pop_line(self) -> bytes | None:
@@ -212,14 +214,31 @@ class LineReader:
         return line
 
 
+# Built once: json.dumps/json.loads with arguments or bytes rebuild an encoder or sniff the encoding on every call,
+# and T and U exchange one message each way for every call a test makes into the program.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+_parse_json = json.JSONDecoder().decode
+
+
+def json_line(obj) -> bytes:
+    return (_compact_json(obj) + "\n").encode()
+
+
+def parse_line(line: bytes):
+    """A line written by json_line (ASCII JSON); ValueError if it is not one."""
+    return _parse_json(line.decode())
+
+
 def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    written = os.write(fd, data)
+    if written < len(data):  # a pipe or socket took only part of it
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def write_json_line(fd: int, obj) -> None:
-    write_all(fd, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    write_all(fd, json_line(obj))
 
 
 def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -249,7 +268,7 @@ def move_fds(mapping: dict[int, int]) -> None:
 
 def close_fds_from(low_fd: int) -> None:
     """close_range(2) directly: Python < 3.10's os.closerange would call close() a million times."""
-    if platform.machine() in SECCOMP_ARCHES and libc().syscall(436, low_fd, ctypes.c_uint(0xFFFFFFFF), 0) == 0:
+    if MACHINE in SECCOMP_ARCHES and libc().syscall(436, low_fd, ctypes.c_uint(0xFFFFFFFF), 0) == 0:
         return
     for name in os.listdir("/proc/self/fd"):  # kernels before 5.9
         if int(name) >= low_fd:
@@ -350,7 +369,7 @@ def die_with_parent(parent_pid: int) -> None:
 def install_seccomp(blocked_pids: list[int], own_pgid: int) -> None:
     """Install the filter in this process (inherited by its children). Unknown architectures get none; the ready
     line says so ("seccomp": false)."""
-    arch = platform.machine()
+    arch = MACHINE
     if arch not in SECCOMP_ARCHES:
         return
     prog = seccomp_program(arch, blocked_pids, own_pgid)
@@ -368,7 +387,7 @@ LANDLOCK_READ_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/s
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 when unavailable (old kernel, or a seccomp profile that denies it)."""
-    if platform.machine() not in SECCOMP_ARCHES:
+    if MACHINE not in SECCOMP_ARCHES:
         return 0
     abi = libc().syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     return max(abi, 0)
@@ -414,7 +433,7 @@ def install_landlock(abi: int, writable: list[str]) -> None:
 
 def drop_capabilities() -> None:
     """Clear effective/permitted/inheritable capabilities (matters when running as root: no CAP_SYS_PTRACE etc.)."""
-    arch = platform.machine()
+    arch = MACHINE
     if arch not in SECCOMP_ARCHES:
         return
     header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
@@ -544,17 +563,16 @@ def unsafe_serve(ns: dict) -> None:
         line = reader.readline()
         if line is None:
             return
-        msg = json.loads(line)
+        msg = parse_line(line)
         seq = msg["q"]
         try:
-            reply = {"q": seq, "ok": unsafe_answer(msg, ns, handle_of, ref_of)}
-            data = json.dumps(reply, separators=(",", ":")).encode()
-            if len(data) >= MAX_MESSAGE_BYTES:
+            data = json_line({"q": seq, "ok": unsafe_answer(msg, ns, handle_of, ref_of)})
+            if len(data) > MAX_MESSAGE_BYTES:
                 raise OverflowError(f"the answer is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed")
         except BaseException as exc:  # noqa: BLE001 - SkipTest, SystemExit, ... are just failures to T
-            data = json.dumps({"q": seq, "exc": [type(exc).__name__[:100], describe_exception(exc)]}).encode()
+            data = json_line({"q": seq, "exc": [type(exc).__name__[:100], describe_exception(exc)]})
         flush_std()
-        write_all(U_RPC_OUT, data + b"\n")
+        write_all(U_RPC_OUT, data)
 
 
 def unsafe_answer(msg: dict, ns: dict, handle_of, ref_of):
@@ -662,7 +680,7 @@ class Channel:
             self.dead = "the program's process exited"
             raise ProgramGone(self.dead)
         try:
-            msg = json.loads(line)
+            msg = parse_line(line)
         except (ValueError, RecursionError):
             msg = None
         if type(msg) is not dict:
@@ -1231,7 +1249,7 @@ class Run:
         self.done = self.timed_out = self.output_exceeded = self.memory = self.program_gone = False
 
     def on_report(self, line: bytes) -> None:
-        msg = json.loads(line)
+        msg = parse_line(line)
         if "load" in msg:
             self.load, self.load_error = msg["load"], msg.get("error", "")
         elif "test" in msg:
@@ -1603,15 +1621,6 @@ class Executor:
 
 
 
-def release_free_heap() -> None:
-    """Give malloc's free pages back before forking the zygote: compiling this file leaves ~3 MB of them, and every
-    fork and exit of U pays per resident page (~0.07 ms per MB here). glibc only; elsewhere a no-op."""
-    try:
-        libc().malloc_trim(0)
-    except AttributeError:
-        pass
-
-
 def protocol_channel(connect: str) -> tuple[int, int]:
     """(read fd, write fd) of the protocol. The Docker backend bind-mounts a socket its client listens on, so
     requests skip the relay through the docker CLI, daemon and shim (about 1 ms of CPU per program); the client
@@ -1647,9 +1656,8 @@ def main(argv: list[str] | None = None) -> int:
     for module in WARM_MODULES:
         __import__(module)
     import gc
-    gc.collect()
+    gc.collect()  # garbage frozen below would be copied into every fork, forever
     gc.freeze()  # keep the warm heap shared between forks
-    release_free_heap()
     if args.mode == "container":
         others = sorted(live_processes_of_ours(exclude={1, os.getpid(), os.getppid()}))
         if others:  # the per-program sweep kills every such process: refuse to run where that would hurt
@@ -1666,9 +1674,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executor: --scratch {scratch_base} is not a writable directory ({exc})", file=sys.stderr)
         return 2
     executor = Executor(args.mode, scratch_base)
-    seccomp = platform.machine() in SECCOMP_ARCHES
+    seccomp = MACHINE in SECCOMP_ARCHES
     if not seccomp:
-        print(f"executor: no seccomp filter for architecture {platform.machine()!r}: programs may signal the grader",
+        print(f"executor: no seccomp filter for architecture {MACHINE!r}: programs may signal the grader",
               file=sys.stderr)
     write_json_line(proto_out, {"ready": True, "version": EXECUTOR_VERSION, "pid": os.getpid(), "seccomp": seccomp,
                                 "landlock": executor.landlock_abi})
