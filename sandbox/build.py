@@ -5,8 +5,8 @@ Two ways, same result:
 - offline (default): a Debian bookworm rootfs from `debootstrap --variant=minbase --include=python3` (full python3:
   python3-minimal lacks unittest and fractions), imported once with `docker import` as `score-sandbox-base:bookworm`.
   The executor is then added and compiled by `docker create` + `docker cp` + `docker start` + `docker commit`,
-  which needs no registry and no builder, so a rebuild after an executor change takes seconds. Needs root (debootstrap) and a Debian mirror
-  (`$SCORE_SANDBOX_MIRROR`, default http://deb.debian.org/debian).
+  which needs no registry and no builder, so a rebuild after an executor change takes seconds. Needs root
+  (debootstrap) and a Debian mirror (`$SCORE_SANDBOX_MIRROR`, default http://deb.debian.org/debian).
 - `--from-dockerfile`: `docker build` with sandbox/image/Dockerfile (FROM python:3.11-slim), for machines that can
   pull from a registry.
 """
