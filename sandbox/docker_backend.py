@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 from .errors import SandboxError, SandboxUnavailable
@@ -149,7 +150,9 @@ class DockerSpawner:
 
     Each container gets its own listening unix socket, in a directory only this user can enter, bind-mounted
     read-only: the protocol then skips the docker CLI/daemon/shim relay of `docker run -i`, about 1 ms of CPU per
-    program. An engine that cannot mount it (a remote or VM-based engine) leaves the executor on stdin/stdout."""
+    program. Where that cannot work, the executor stays on stdin/stdout: it cannot reach the socket (a VM-based
+    engine), or the engine cannot mount it at all (an engine on another host or in another container), in which
+    case this spawner warns once and stops mounting sockets."""
 
     def __init__(self, image: str, limits: Limits) -> None:
         self.image = image
@@ -157,11 +160,15 @@ class DockerSpawner:
         self.owner = new_owner()
         self._count = itertools.count(1)  # next() is atomic: workers are started from several threads
         self._socket_dir = tempfile.mkdtemp(prefix="score-sandbox-")  # mode 0700
+        self._mount_sockets = True
 
     def __call__(self) -> WorkerProcess:
         pid, tag = self.owner.split(":")[1:]
         n = next(self._count)
         name = f"score-sandbox-{pid}-{tag[:6]}-{n}"
+        stdio_argv = run_argv(self.image, self.limits, name, self.owner)
+        if not self._mount_sockets:
+            return WorkerProcess(stdio_argv, name=name, kill=lambda: _docker_kill(name))
         path = os.path.join(self._socket_dir, f"{n}.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -169,10 +176,18 @@ class DockerSpawner:
             os.chmod(path, 0o666)  # the container's uid must be able to connect; the directory keeps others out
             listener.listen(1)
             return WorkerProcess(run_argv(self.image, self.limits, name, self.owner, channel=path), name=name,
-                                 kill=lambda: _docker_kill(name), listener=listener)
+                                 kill=lambda: _docker_kill(name), listener=listener, stdio_argv=stdio_argv,
+                                 on_stdio=self._stop_mounting_sockets)
         except BaseException:
             listener.close()
             raise
+
+    def _stop_mounting_sockets(self, reason: str) -> None:
+        if self._mount_sockets:
+            self._mount_sockets = False
+            warnings.warn(f"the Docker engine could not start a sandbox container with its protocol socket mounted "
+                          f"({reason[-300:]}); requests go through `docker run -i` instead, about 1 ms more CPU per "
+                          "program", RuntimeWarning, stacklevel=2)
 
     def remove_all(self) -> None:
         """Force-remove any container of this owner that is still around (after the workers were closed)."""

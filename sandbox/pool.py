@@ -41,26 +41,34 @@ class WorkerProcess:
     """One executor process and its protocol channel. `kill` is the backend's hard stop (docker kill, or killpg).
 
     With a `listener` (a listening unix socket bind-mounted into the container), the channel is the first
-    connection on it, if the executor reaches it; otherwise, and without a listener, the process's stdin/stdout."""
+    connection on it, if the executor reaches it; otherwise, and without a listener, the process's stdin/stdout.
+    If the process ends before it connects (an engine on another host or in a VM cannot mount a path of this
+    machine), `stdio_argv` is started in its place, and `on_stdio(reason)` is called once that one is ready."""
 
     def __init__(self, argv: list[str], name: str, kill: Callable[[], None] | None = None,
                  env: dict[str, str] | None = None, cwd: str | None = None,
-                 listener: socket.socket | None = None) -> None:
+                 listener: socket.socket | None = None, stdio_argv: list[str] | None = None,
+                 on_stdio: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.programs = 0  # programs run on this worker so far
         self._kill_backend = kill
+        self._env, self._cwd = env, cwd
         self._listener = listener
+        self._stdio_argv, self._on_stdio = stdio_argv, on_stdio
         self._conn: socket.socket | None = None
         self.channel = ""  # how requests reach the executor, once it is ready: "socket" or "stdio"
+        self._start(argv)
+
+    def _start(self, argv: list[str]) -> None:
         # A new session: Ctrl-C in the terminal reaches only us, and we close the workers in order.
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, env=env, cwd=cwd, start_new_session=True)
+                                     bufsize=0, env=self._env, cwd=self._cwd, start_new_session=True)
         self._out_fd = self.proc.stdout.fileno()
         self._in_fd = self.proc.stdin.fileno()
         os.set_blocking(self._in_fd, False)
         self._buf = bytearray()
         self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=16)
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, name=f"{name}-stderr", daemon=True)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, name=f"{self.name}-stderr", daemon=True)
         self._stderr_thread.start()
 
     def _drain_stderr(self) -> None:
@@ -80,7 +88,17 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         if self._listener is not None:
             self._accept(deadline)
-        line = self._read_line(deadline)
+        fallback_reason = ""
+        try:
+            line = self._read_line(deadline)
+        except WorkerFailure as exc:
+            if self._conn is not None or self._stdio_argv is None or self.proc.poll() is None:
+                raise
+            fallback_reason = self.stderr_tail() or str(exc)
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                pipe.close()
+            self._start(self._stdio_argv)
+            line = self._read_line(deadline)
         try:
             hello = json.loads(line)
         except ValueError:
@@ -89,6 +107,8 @@ class WorkerProcess:
             raise WorkerFailure(f"worker {self.name} sent {line[:200]!r} instead of its ready line; "
                                 f"stderr: {self.stderr_tail() or '(empty)'}")
         self.channel = "socket" if self._conn is not None else "stdio"
+        if fallback_reason and self._on_stdio is not None:
+            self._on_stdio(fallback_reason)
         return hello
 
     def _accept(self, deadline: float) -> None:

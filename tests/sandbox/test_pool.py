@@ -257,6 +257,23 @@ def test_worker_falls_back_to_stdio_when_the_socket_is_out_of_reach(tmp_path):
         pool.close()
 
 
+def test_worker_restarts_on_stdio_when_its_process_ends_before_connecting(tmp_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "w.sock"))
+    listener.listen(1)
+    reasons = []
+    cannot_mount = [sys.executable, "-c", "import sys; sys.exit('bind source path does not exist')"]
+    stdio = [sys.executable, "-u", str(executor_path()), "--mode", "local"]
+    worker = WorkerProcess(cannot_mount, name="mountless", listener=listener, stdio_argv=stdio, on_stdio=reasons.append)
+    pool = Pool(lambda: worker, 1, Limits(timeout_s=5.0))
+    try:
+        assert worker.channel == "stdio"
+        assert pool.run(Job.generic(ADD, ADD_TEST)).status is Status.PASSED
+    finally:
+        pool.close()
+    assert reasons == ["bind source path does not exist"]
+
+
 # --- Docker ------------------------------------------------------------------------------------------------------
 
 
@@ -285,6 +302,22 @@ def test_docker_batch_in_order_and_all_pass(docker_sandbox):
 def test_docker_workers_speak_over_a_bind_mounted_socket_that_is_gone_from_the_host(own_docker_sandbox):
     assert [w.channel for w in own_docker_sandbox._pool._workers] == ["socket", "socket"]
     assert os.listdir(own_docker_sandbox._spawner._socket_dir) == [], "accepted sockets must be unlinked"
+
+
+@pytest.mark.docker
+def test_docker_engine_that_cannot_mount_the_socket_falls_back_to_stdio_with_a_warning(docker_sandbox, monkeypatch):
+    from sandbox import docker_backend
+
+    real_argv = docker_backend.run_argv
+    monkeypatch.setattr(docker_backend, "run_argv",  # the engine's filesystem lacks the path, as in docker-in-docker
+                        lambda *a, channel="": real_argv(*a, channel=channel and "/nonexistent/score-sandbox.sock"))
+    with pytest.warns(RuntimeWarning, match="could not start a sandbox container with its protocol socket"):
+        sb = Sandbox(backend="docker", workers=2, limits=Limits(programs_per_container=1))
+    with sb:
+        assert [w.channel for w in sb._pool._workers] == ["stdio", "stdio"]
+        results = sb.run_batch([Job.generic(ADD, ADD_TEST)] * 3)  # each worker is recycled after one program
+        assert [r.status for r in results] == [Status.PASSED] * 3
+        assert not sb._spawner._mount_sockets
 
 
 @pytest.mark.docker
