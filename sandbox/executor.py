@@ -795,8 +795,9 @@ def failure_message(exc: BaseException, sources: dict[str, list[str]]) -> str:
 
 
 def trusted_main(sock_fd: int, parent_pid: int) -> None:
-    """Become T, forked once and reused: for each job E sends (with that run's two RPC pipe ends), run its tests
-    against the program in U and report each outcome back on the same socket. U never holds this socket, and T's
+    """Become T, forked once and reused: for each job E sends (with that run's two RPC pipe ends), compile its
+    tests (or report why they do not compile), tell E how many there are, run them against the program in U and
+    report each outcome back on the same socket. U never holds this socket, and T's
     memory is out of U's reach (non-dumpable, no /proc, no ptrace). Never returns."""
     try:
         die_with_parent(parent_pid)
@@ -813,7 +814,13 @@ def trusted_main(sock_fd: int, parent_pid: int) -> None:
             if len(fds) != 2:
                 raise SandboxError(f"a job came with {len(fds)} fds instead of the two RPC pipe ends")
             try:
-                trusted_run(cached_plan(plans, job), Channel(fds[0], fds[1]), 3)
+                try:
+                    plan = cached_plan(plans, job)
+                except SandboxError as exc:  # a malformed job: E answers it, no program is started
+                    write_json_line(3, {"plan_error": str(exc)})
+                    continue
+                write_json_line(3, {"expected_tests": plan.expected_tests})
+                trusted_run(plan, Channel(fds[0], fds[1]), 3)
             finally:  # U sees EOF on its request pipe and exits
                 for fd in fds:
                     os.close(fd)
@@ -909,7 +916,7 @@ def run_test(report: int, ch: Channel, plan: "Plan", name: str, body, error: str
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# E: plans (trusted code compiled once), the per-request run, the sweep, the protocol loop.
+# Plans: a job's trusted test code, compiled once by T (which tells E how many tests to expect).
 # ---------------------------------------------------------------------------------------------------------------
 class Unit:
     """One compiled piece of trusted test code: itself a test (`name`), or the module defining `functions`."""
@@ -1245,6 +1252,7 @@ class Run:
 
     def __init__(self) -> None:
         self.load, self.load_error, self.trusted_error, self.timeout_s = "", "", "", 0.0
+        self.expected_tests = 0  # from T, which compiled the tests
         self.tests: list[dict] = []
         self.done = self.timed_out = self.output_exceeded = self.memory = self.program_gone = False
 
@@ -1293,7 +1301,6 @@ class Executor:
         self.programs_dir_id = os.lstat(self.programs_dir)[1:3]  # (inode, device)
         # The cgroup's OOM-kill count, read after every run: a SIGKILL is memory_exceeded only if this count grew
         self.oom_kills, self.oom_counter_paths = read_oom_kills(oom_kill_counters())
-        self.plans: dict[tuple, Plan] = {}  # RL grades the same task many times: compile its tests once
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.zygote_pid = os.fork()
         if self.zygote_pid == 0:
@@ -1311,6 +1318,7 @@ class Executor:
     def start_trusted(self) -> None:
         """Fork T: once at start, and again after a run that T did not finish (it is killed then)."""
         self.t_sock, t_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.t_reports = LineReader(self.t_sock.fileno(), MAX_MESSAGE_BYTES)
         self.t_pid = os.fork()
         if self.t_pid == 0:
             self.t_sock.close()
@@ -1327,6 +1335,20 @@ class Executor:
             self.stop_trusted()
             self.start_trusted()
             send_message(self.t_sock, trusted, fds)
+
+    def await_plan(self, run: Run, deadline: float) -> None:
+        """T's first answer to a job, before any program starts: how many tests it has, or why it is malformed."""
+        fd = self.t_sock.fileno()
+        ready = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]
+        line = self.t_reports.readline() if ready else b""
+        msg = parse_line(line) if line else {}
+        if "plan_error" in msg:
+            run.done = True  # T finished with this job and waits for the next one: keep it
+            raise SandboxError(msg["plan_error"])
+        if type(msg.get("expected_tests")) is not int:
+            why = msg.get("error") or ("did not compile the tests in time" if not ready else "died")
+            raise SandboxError(f"the trusted test process {why}")
+        run.expected_tests = msg["expected_tests"]
 
     def stop_trusted(self) -> None:
         """Kill and reap T (unless a sweep reaped it already and set t_pid to 0); the next run starts another."""
@@ -1345,24 +1367,22 @@ class Executor:
     def handle(self, request: dict) -> dict:
         job = request.get("job") if type(request) is dict else None
         job_id = str(job.get("job_id", "")) if type(job) is dict else ""
-        expected = 0
+        run = Run()
         try:
             if type(job) is not dict or type(request.get("limits")) is not dict:
                 raise SandboxError("a request needs a 'job' object and a 'limits' object")
-            plan = cached_plan(self.plans, job)
-            expected = plan.expected_tests
             limits = request["limits"]
             missing = [k for k in REQUIRED_LIMITS if k not in limits]
             if missing:
                 raise SandboxError(f"request limits lack {missing}")
-            result = self.run(job, limits, plan)
+            result = self.run(job, limits, run)
         except SandboxError as exc:
             result = {"status": "sandbox_error", "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an executor bug must still answer, as a sandbox error
             result = {"status": "sandbox_error", "error": "executor: " + describe_exception(exc)}
-        return result_dict(result, job_id, expected)
+        return result_dict(result, job_id, run.expected_tests)
 
-    def run(self, job: dict, limits: dict, plan: Plan) -> dict:
+    def run(self, job: dict, limits: dict, run: Run) -> dict:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
         if type(job.get("program")) is not str:
             raise SandboxError("job program must be a string")
@@ -1386,7 +1406,7 @@ class Executor:
         child_ends = [out_w, err_w, req_r, req_w, resp_r, resp_w]  # closed here once T and U hold them
         if job.get("timeout_s"):  # a calibrated, longer timeout must not be cut short by the CPU limit
             limits = {**limits, "cpu_s": max(int(limits["cpu_s"]), int(timeout_s + 0.999))}
-        run, u_pid, sweep_error = Run(), 0, ""
+        u_pid, sweep_error = 0, ""
         run.timeout_s = timeout_s
         captures = {out_r: Capture(limits["keep_output_bytes"]), err_r: Capture(limits["keep_output_bytes"])}
         try:
@@ -1394,14 +1414,15 @@ class Executor:
                 self.start_trusted()
             self.send_to_trusted(job, [resp_r, req_w])
             usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # after a T replaced in send_to_trusted is reaped
-            spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if plan.format ==
+            self.await_plan(run, time.monotonic() + timeout_s)
+            spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if job["format"] ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
                     "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
             t0 = time.monotonic()
             u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
             while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
                 os.close(child_ends.pop())
-            self.collect(run, captures, self.t_sock.fileno(), t0 + timeout_s, limits["output_bytes"])
+            self.collect(run, captures, t0 + timeout_s, limits["output_bytes"])
             wall_time_s = time.monotonic() - t0
         finally:
             for fd in child_ends:
@@ -1431,7 +1452,7 @@ class Executor:
         cpu_s = u_cpu_s + max(escaped_cpu_s, 0.0)
         oom_kills, self.oom_counter_paths = read_oom_kills(self.oom_counter_paths)
         oom_killed, self.oom_kills = oom_kills > self.oom_kills >= 0, oom_kills
-        status, error = self.verdict(run, u_status, cpu_s, limits, oom_killed, plan)
+        status, error = self.verdict(run, u_status, cpu_s, limits, oom_killed)
         if sweep_error:
             status, error = "sandbox_error", sweep_error
             self.fatal = sweep_error
@@ -1456,12 +1477,13 @@ class Executor:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
             raise SandboxError(self.fatal) from None
 
-    def collect(self, run: Run, captures: dict[int, Capture], rep_r: int, deadline: float, cap_bytes: int) -> None:
+    def collect(self, run: Run, captures: dict[int, Capture], deadline: float, cap_bytes: int) -> None:
         """Drain U's stdout/stderr and T's reports until T is done, the deadline passes or output exceeds the cap."""
+        reports = self.t_reports
+        rep_r = reports.fd
         poller = select.poll()
         for fd in (*captures, rep_r):
             poller.register(fd, select.POLLIN)
-        reports = LineReader(rep_r, MAX_MESSAGE_BYTES)
         while not run.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -1504,7 +1526,7 @@ class Executor:
                 run.output_exceeded = True
                 return
 
-    def verdict(self, run: Run, u_status, cpu_s: float, limits: dict, oom_killed: bool, plan: Plan) -> tuple[str, str]:
+    def verdict(self, run: Run, u_status, cpu_s: float, limits: dict, oom_killed: bool) -> tuple[str, str]:
         died, sig = "", 0
         if u_status is not None and (run.load == "died" or run.program_gone):
             if os.WIFSIGNALED(u_status):
@@ -1535,11 +1557,11 @@ class Executor:
             return "sandbox_error", f"the trusted test process ended without a verdict (load={run.load!r})"
         if run.program_gone:
             return "runtime_error", f"the program's process ended ({died or 'unknown status'}) during the tests"
-        ok = len(run.tests) == plan.expected_tests and all(t["passed"] for t in run.tests)
+        ok = len(run.tests) == run.expected_tests and all(t["passed"] for t in run.tests)
         if ok:
             return "passed", ""
-        if len(run.tests) != plan.expected_tests:
-            return "failed", f"{len(run.tests)} of {plan.expected_tests} tests ran"
+        if len(run.tests) != run.expected_tests:
+            return "failed", f"{len(run.tests)} of {run.expected_tests} tests ran"
         return "failed", ""
 
     # --- killing everything a program started ----------------------------------------------------------------------

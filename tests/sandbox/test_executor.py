@@ -113,6 +113,37 @@ def test_bad_requests_get_a_sandbox_error_answer(client, line, error):
     assert_still_healthy(client)
 
 
+IN_PROCESS_EXECUTOR = r'''
+import importlib.util, json, sys, tempfile
+spec = importlib.util.spec_from_file_location("executor", sys.argv[1])
+ex = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ex)
+ex.prctl(ex.PR_SET_CHILD_SUBREAPER, 1)
+executor = ex.Executor("local", tempfile.mkdtemp())
+spawned = []
+spawn = executor.spawn
+executor.spawn = lambda spec, fds: spawned.append(1) or spawn(spec, fds)
+t_pid = executor.t_pid
+bad, good = (json.loads(line) for line in sys.stdin)
+answers = [executor.handle(bad), executor.handle(good)]
+print(json.dumps({"statuses": [a["status"] for a in answers], "same_t": executor.t_pid == t_pid,
+                  "spawned": len(spawned)}))
+executor.close()
+'''
+
+
+def test_a_malformed_job_starts_no_program_and_keeps_the_trusted_process(tmp_path):
+    script = tmp_path / "in_process.py"
+    script.write_text(IN_PROCESS_EXECUTOR)
+    bad = {"job": mbpp(GOOD_ADD, ["assert add(1,"]).to_dict(), "limits": FAST.to_dict()}
+    good = {"job": mbpp(GOOD_ADD).to_dict(), "limits": FAST.to_dict()}
+    proc = subprocess.run([sys.executable, str(script), str(EXECUTOR)], input=f"{json.dumps(bad)}\n{json.dumps(good)}\n",
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report == {"statuses": ["sandbox_error", "passed"], "same_t": True, "spawned": 1}, report
+
+
 # --- plain-data codec (imported directly: it is pure) ----------------------------------------------------------------
 def load_executor_module():
     import importlib.util
