@@ -159,10 +159,10 @@ def doctor() -> int:
     from . import docker_backend as db
     from . import Job, Sandbox, Status
 
-    def report(ok: bool, what: str, fix: str = "") -> bool:
-        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+    def report(ok: bool, what: str, fix: str = "", fatal: bool = True) -> bool:
+        print(f"{'ok  ' if ok else 'FAIL' if fatal else 'warn'} {what}")
         if not ok and fix:
-            print(f"     fix: {fix}")
+            print(f"     {'fix' if fatal else 'note'}: {fix}")
         return ok
 
     if not report(shutil.which("docker") is not None, "docker CLI on PATH",
@@ -192,7 +192,8 @@ def doctor() -> int:
                 "; ".join(problems) + " (is this an old or patched Docker engine?)")
     report(channels == {"socket"}, "requests reach the executor over a bind-mounted socket (not relayed by the "
            "docker daemon)", "only speed is lost (about 1 ms of CPU per program): this engine cannot bind-mount a "
-           "host unix socket into containers (remote or VM-based engine), so requests go through `docker run -i`")
+           "unix socket of this machine into containers (another host, docker-in-docker, a VM), so requests go "
+           "through `docker run -i`", fatal=False)
     ok &= report(result.status is Status.PASSED, f"a trivial program passes (got {result.status.value}"
                  f"{': ' + result.first_failure if result.first_failure else ''})",
                  "run `sandbox build-image --force`; if it persists, the executor is broken")

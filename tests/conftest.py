@@ -42,3 +42,13 @@ def local_sandbox() -> Iterator[Sandbox]:
     """Sandbox(backend="local", workers=2): rlimits only, no isolation (see sandbox/__init__.py)."""
     with Sandbox(backend="local", workers=2) as sb:
         yield sb
+
+
+@pytest.fixture
+def engine_without_socket_mounts(docker_sandbox, monkeypatch) -> None:
+    """Docker as seen from docker-in-docker or another host: the bind source of the protocol socket is not there."""
+    from sandbox import docker_backend
+
+    real_argv = docker_backend.run_argv
+    monkeypatch.setattr(docker_backend, "run_argv",
+                        lambda *a, channel="": real_argv(*a, channel=channel and "/nonexistent/score-sandbox.sock"))

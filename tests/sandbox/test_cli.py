@@ -190,6 +190,16 @@ def test_doctor_reports_all_ok(docker_sandbox, capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and "hardening flags" in out and "trivial program passes" in out
+    assert "ok   requests reach the executor over a bind-mounted socket" in out
+
+
+@pytest.mark.docker
+def test_doctor_warns_but_passes_when_the_engine_cannot_mount_sockets(engine_without_socket_mounts, capsys):
+    with pytest.warns(RuntimeWarning, match="protocol socket"):
+        assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "warn requests reach the executor over a bind-mounted socket" in out
+    assert "only speed is lost" in out
 
 
 # --- reference solutions through Docker --------------------------------------------------------------------------

@@ -137,8 +137,9 @@ def test_a_malformed_job_starts_no_program_and_keeps_the_trusted_process(tmp_pat
     script.write_text(IN_PROCESS_EXECUTOR)
     bad = {"job": mbpp(GOOD_ADD, ["assert add(1,"]).to_dict(), "limits": FAST.to_dict()}
     good = {"job": mbpp(GOOD_ADD).to_dict(), "limits": FAST.to_dict()}
-    proc = subprocess.run([sys.executable, str(script), str(EXECUTOR)], input=f"{json.dumps(bad)}\n{json.dumps(good)}\n",
-                          capture_output=True, text=True, timeout=60)
+    lines = f"{json.dumps(bad)}\n{json.dumps(good)}\n"
+    proc = subprocess.run([sys.executable, str(script), str(EXECUTOR)], input=lines, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report == {"statuses": ["sandbox_error", "passed"], "same_t": True, "spawned": 1}, report

@@ -305,12 +305,7 @@ def test_docker_workers_speak_over_a_bind_mounted_socket_that_is_gone_from_the_h
 
 
 @pytest.mark.docker
-def test_docker_engine_that_cannot_mount_the_socket_falls_back_to_stdio_with_a_warning(docker_sandbox, monkeypatch):
-    from sandbox import docker_backend
-
-    real_argv = docker_backend.run_argv
-    monkeypatch.setattr(docker_backend, "run_argv",  # the engine's filesystem lacks the path, as in docker-in-docker
-                        lambda *a, channel="": real_argv(*a, channel=channel and "/nonexistent/score-sandbox.sock"))
+def test_engine_that_cannot_mount_the_socket_falls_back_to_stdio_with_a_warning(engine_without_socket_mounts):
     with pytest.warns(RuntimeWarning, match="could not start a sandbox container with its protocol socket"):
         sb = Sandbox(backend="docker", workers=2, limits=Limits(programs_per_container=1))
     with sb:
