@@ -34,6 +34,7 @@ EXECUTOR_COMPILED_IN_IMAGE = "/opt/score-sandbox/executor.pyc"
 COMPILE_EXECUTOR = ["python3", "-c", f"import py_compile; py_compile.compile({EXECUTOR_IN_IMAGE!r}, "
                     f"cfile={EXECUTOR_COMPILED_IN_IMAGE!r}, doraise=True)"]
 CHANNEL_IN_CONTAINER = "/run/score-sandbox.sock"  # where the protocol socket is bind-mounted
+SOCKET_DIR_PREFIX = "score-sandbox-sockets-"  # + <owner pid>-: a temp dir of protocol sockets per Sandbox
 SANDBOX_UID = 10001  # non-root and matching no host account
 LABEL = "score-sandbox"  # every container carries score-sandbox=1
 OWNER_LABEL = "score-sandbox.owner"  # <host>:<pid>:<uuid> of the process that started it
@@ -159,7 +160,7 @@ class DockerSpawner:
         self.limits = limits
         self.owner = new_owner()
         self._count = itertools.count(1)  # next() is atomic: workers are started from several threads
-        self._socket_dir = tempfile.mkdtemp(prefix="score-sandbox-")  # mode 0700
+        self._socket_dir = tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-")  # mode 0700
         self._mount_sockets = True
 
     def __call__(self) -> WorkerProcess:
@@ -253,8 +254,25 @@ def _process_start_time(pid: int) -> float | None:
 
 
 def cleanup_containers(all_owners: bool = False) -> int:
-    """Remove score-sandbox containers whose owner died (or all of them); returns how many were removed."""
+    """Remove score-sandbox containers whose owner died (or all of them), and the socket directories that dead
+    owners left in the temp dir; returns how many containers were removed."""
     rows = list_containers()
     if not all_owners:
         rows = [r for r in rows if owner_is_dead(r["owner"], r["started"])]
+    remove_dead_owners_socket_dirs()
     return remove_containers(rows)
+
+
+def remove_dead_owners_socket_dirs() -> None:
+    """A SIGKILLed owner cannot remove its socket directory (empty once its workers connected): do it for it."""
+    root = tempfile.gettempdir()
+    for entry in os.listdir(root):
+        pid = entry[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
+        if not entry.startswith(SOCKET_DIR_PREFIX) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -161,6 +162,21 @@ def test_grade_with_docker_backend(docker_sandbox, tasks, mixed_samples, tmp_pat
     rc = main(["grade", str(mixed_samples), "--problems", str(tasks), "-o", str(out), "--workers", "2"])
     assert rc == 1  # rejected lines
     assert [r["passed"] for r in read_jsonl(out)] == [True, False, True]
+
+
+@pytest.mark.docker
+def test_cleanup_removes_socket_dirs_of_dead_owners_only(docker_sandbox, tmp_path, monkeypatch):
+    from sandbox.docker_backend import SOCKET_DIR_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{SOCKET_DIR_PREFIX}{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"{SOCKET_DIR_PREFIX}{os.getpid()}-def"
+    for directory in (dead, alive):
+        directory.mkdir()
+        (directory / "1.sock").touch()  # a worker that never connected
+    assert main(["cleanup"]) == 0
+    assert not dead.exists() and alive.exists()
 
 
 @pytest.mark.docker

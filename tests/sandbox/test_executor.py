@@ -651,8 +651,8 @@ def children(pid: int) -> set[int]:
         return set()
 
 
-def test_killing_the_executor_takes_its_processes_along():
-    own = Client()
+def test_killing_the_executor_takes_its_processes_along(tmp_path):
+    own = Client(str(tmp_path))  # a SIGKILLed executor cannot wipe its own scratch: let pytest's tmp_path hold it
     helpers = children(own.proc.pid)  # the zygote and T, both started before the ready line
     assert len(helpers) == 2, helpers
     request = {"id": "1", "job": mbpp("import time\ntime.sleep(60)\n" + GOOD_ADD).to_dict(),
