@@ -797,8 +797,8 @@ def failure_message(exc: BaseException, sources: dict[str, list[str]]) -> str:
 def trusted_main(sock_fd: int, parent_pid: int) -> None:
     """Become T, forked once and reused: for each job E sends (with that run's two RPC pipe ends), compile its
     tests (or report why they do not compile), tell E how many there are, run them against the program in U and
-    report each outcome back on the same socket. U never holds this socket, and T's
-    memory is out of U's reach (non-dumpable, no /proc, no ptrace). Never returns."""
+    report each outcome back on the same socket. U never holds this socket, and T's memory is out of U's reach
+    (non-dumpable, no /proc, no ptrace). Never returns."""
     try:
         die_with_parent(parent_pid)
         prctl(PR_SET_DUMPABLE, 0)  # inherited from E already; explicit because U must never open /proc/<T>/fd
