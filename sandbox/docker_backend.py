@@ -264,15 +264,17 @@ def cleanup_containers(all_owners: bool = False) -> int:
 
 
 def remove_dead_owners_socket_dirs() -> None:
-    """A SIGKILLed owner cannot remove its socket directory (empty once its workers connected): do it for it."""
+    """A SIGKILLed owner cannot remove its socket directory (empty once its workers connected): do it for it.
+    The directory is <prefix><owner pid>-*, and its mtime stands in for the owner's start in `owner_is_dead`."""
     root = tempfile.gettempdir()
     for entry in os.listdir(root):
-        pid = entry[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
-        if not entry.startswith(SOCKET_DIR_PREFIX) or not pid.isdigit():
+        if not entry.startswith(SOCKET_DIR_PREFIX):
             continue
+        path = os.path.join(root, entry)
+        pid = entry[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
+            started = os.stat(path).st_mtime
+        except OSError:
+            continue
+        if pid.isdigit() and owner_is_dead(f"{socket.gethostname()}:{pid}:", str(started)):
+            shutil.rmtree(path, ignore_errors=True)

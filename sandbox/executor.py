@@ -369,10 +369,9 @@ def die_with_parent(parent_pid: int) -> None:
 def install_seccomp(blocked_pids: list[int], own_pgid: int) -> None:
     """Install the filter in this process (inherited by its children). Unknown architectures get none; the ready
     line says so ("seccomp": false)."""
-    arch = MACHINE
-    if arch not in SECCOMP_ARCHES:
+    if MACHINE not in SECCOMP_ARCHES:
         return
-    prog = seccomp_program(arch, blocked_pids, own_pgid)
+    prog = seccomp_program(MACHINE, blocked_pids, own_pgid)
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = SockFprog(len(prog), ctypes.addressof(buf))
@@ -433,13 +432,12 @@ def install_landlock(abi: int, writable: list[str]) -> None:
 
 def drop_capabilities() -> None:
     """Clear effective/permitted/inheritable capabilities (matters when running as root: no CAP_SYS_PTRACE etc.)."""
-    arch = MACHINE
-    if arch not in SECCOMP_ARCHES:
+    if MACHINE not in SECCOMP_ARCHES:
         return
     header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     hbuf = ctypes.create_string_buffer(header, len(header))
     dbuf = ctypes.create_string_buffer(24)  # two zeroed {effective, permitted, inheritable} u32 triples
-    if libc().syscall(SECCOMP_ARCHES[arch][1]["capset"], hbuf, dbuf) != 0:
+    if libc().syscall(SECCOMP_ARCHES[MACHINE][1]["capset"], hbuf, dbuf) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset failed: {os.strerror(err)}")
 
@@ -1036,7 +1034,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def send_message(sock: socket.socket, obj: dict, fds: list[int]) -> None:
     """One length-prefixed JSON message, with fds passed along (SCM_RIGHTS)."""
-    body = json.dumps(obj, separators=(",", ":")).encode()
+    body = _compact_json(obj).encode()
     socket.send_fds(sock, [struct.pack("=q", len(body))], fds)
     sock.sendall(body)
 
@@ -1490,7 +1488,7 @@ class Executor:
                 run.timed_out = True
                 return
             for fd, _ in poller.poll(max(1, int(remaining * 1000 + 0.999))):
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(fd, READ_CHUNK_BYTES)
                 if fd == rep_r:
                     if not chunk:
                         if not run.done:
@@ -1515,7 +1513,7 @@ class Executor:
         end = time.monotonic() + 0.5
         while time.monotonic() < end:
             try:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(fd, READ_CHUNK_BYTES)
             except BlockingIOError:
                 time.sleep(0.001)
                 continue

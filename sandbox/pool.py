@@ -132,11 +132,10 @@ class WorkerProcess:
                     return  # stdout has data: the executor could not reach the socket and uses stdin/stdout
         finally:
             listener.close()
-            if isinstance(path, str) and path:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def request(self, job: Job, limits: Limits, deadline: float) -> Result:
         """Send one job and wait for its result until `deadline` (time.monotonic)."""
