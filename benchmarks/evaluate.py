@@ -19,18 +19,21 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from benchmarks import prompts
+from benchmarks.errors import ScoreCodeError
 from benchmarks.extract import extract_code
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
-from benchmarks.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from benchmarks.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from benchmarks.metrics import Trajectory, compute_metrics
 from benchmarks.report import markdown_report, plot_transitions
 from benchmarks.tasks import Task, dataset_hash
+from sandbox.atomic import write_text_atomic
 from sandbox.jobs import Job
 from sandbox.verdict import Result
 
@@ -42,12 +45,20 @@ CONFIG_FILE, SAMPLES_FILE, RESULTS_FILE = "config.json", "samples.jsonl", "resul
 METRICS_FILE, REPORT_FILE, PLOT_FILE = "metrics.json", "report.md", "transitions.png"
 
 
-class EvalError(RuntimeError):
+class EvalError(ScoreCodeError):
     """The evaluation cannot proceed (bad inputs, a generator breaking its contract, an unusable output dir)."""
 
 
 class ConfigMismatchError(EvalError):
     """The output directory holds results made with settings that change results; they are never mixed."""
+
+    hint = "pass another --output directory, or the same settings to resume"
+
+
+class EvalSettingsError(EvalError):
+    """An EvalConfig value is out of range; the message names the field and the fix."""
+
+    hint = "see `score-code eval --help`"
 
 
 class BatchSandbox(Protocol):
@@ -80,18 +91,19 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+            raise EvalSettingsError(f"attempts must be >= 1, got {self.attempts}")
         if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+            raise EvalSettingsError(f"samples must be >= 1, got {self.samples}")
         if self.samples > 1 and self.temperature == 0.0:
-            raise ValueError(f"samples={self.samples} with temperature=0 (greedy) draws the same program "
+            raise EvalSettingsError(f"samples={self.samples} with temperature=0 (greedy) draws the same program "
                              f"{self.samples} times; set temperature > 0 (e.g. 0.8) or samples=1")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise EvalSettingsError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_new_tokens < 1 or self.round_size < 1:
-            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) and round_size ({self.round_size}) must be >= 1")
+            raise EvalSettingsError(f"max_new_tokens ({self.max_new_tokens}) and round_size ({self.round_size}) "
+                                    "must be >= 1")
         if self.feedback is not None and self.feedback not in prompts.FEEDBACK_MODES:
-            raise ValueError(f"feedback must be None or one of {prompts.FEEDBACK_MODES}, got {self.feedback!r}")
+            raise EvalSettingsError(f"feedback must be None or one of {prompts.FEEDBACK_MODES}, got {self.feedback!r}")
         object.__setattr__(self, "k_values", tuple(self.k_values))
 
     def to_dict(self) -> dict:
@@ -211,7 +223,7 @@ def _generate(generator: Generator, dialogues: list[Dialogue], units: list[_Unit
         gens = generator.generate([dialogues[i] for i in idx], params)
         if len(gens) != len(idx):
             raise EvalError(f"the generator returned {len(gens)} generations for {len(idx)} dialogues")
-        for i, g in zip(idx, gens):
+        for i, g in zip(idx, gens, strict=True):
             out[i] = g
     return out  # type: ignore[return-value]
 
@@ -245,7 +257,7 @@ def _run_batch(units: list[_Unit], generator: Generator, sandbox: BatchSandbox, 
     previous: list[Result] = []
     for attempt in range(1, config.attempts + 1):
         if attempt > 1:
-            for d, r in zip(dialogues, previous):
+            for d, r in zip(dialogues, previous, strict=True):
                 message = prompts.self_correction_message(
                     config.feedback,
                     previous_failure=None if r.is_sandbox_error else (r.first_failure or r.status.value),
@@ -253,14 +265,15 @@ def _run_batch(units: list[_Unit], generator: Generator, sandbox: BatchSandbox, 
                 )
                 prompts.append_self_correction(d, message)
         gens = _generate(generator, dialogues, units, config, attempt)
-        programs = [extract_code(g.text, u.task.entry_point, u.task.prompt if u.task.test_format == "humaneval" else None)
-                    for g, u in zip(gens, units)]
+        programs = [extract_code(g.text, u.task.entry_point,
+                                 u.task.prompt if u.task.test_format == "humaneval" else None)
+                    for g, u in zip(gens, units, strict=True)]
         jobs = [u.task.to_job(p, config.timeout_s, job_id=f"{u.task.task_id}/s{u.sample_id}/a{attempt}")
-                for p, u in zip(programs, units)]
+                for p, u in zip(programs, units, strict=True)]
         previous = sandbox.run_batch(jobs)
         if len(previous) != len(jobs):
             raise EvalError(f"the sandbox returned {len(previous)} results for {len(jobs)} jobs")
-        for u, g, p, r in zip(units, gens, programs, previous):
+        for u, g, p, r in zip(units, gens, programs, previous, strict=True):
             sample_records.append({
                 "task_id": u.task.task_id, "sample_id": u.sample_id, "attempt": attempt, "solution": p,
                 "raw": g.text, "finish_reason": g.finish_reason, "n_tokens": len(g.token_ids),
@@ -295,7 +308,8 @@ def trajectories_from_files(output_dir: str | Path) -> list[Trajectory]:
     return trajectories
 
 
-def write_reports(output_dir: str | Path, metrics: dict, config: EvalConfig, extra: dict[str, Any] | None = None) -> dict:
+def write_reports(output_dir: str | Path, metrics: dict, config: EvalConfig,
+                  extra: dict[str, Any] | None = None) -> dict:
     """metrics.json (atomic), report.md and the transition plot; returns the metrics.json payload."""
     out = Path(output_dir)
     payload = {

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from benchmarks.errors import ScoreCodeError
+from sandbox.atomic import write_text_atomic
 
 
-class JsonlError(ValueError):
+class JsonlError(ScoreCodeError):
     """A line of a JSONL file is not a JSON object; the message names the file and the 1-based line."""
 
     def __init__(self, path: str | os.PathLike, line_no: int, problem: str) -> None:
@@ -30,22 +33,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes the file private (0600); results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """One JSON object per line, written atomically: an interrupted run leaves the old file, not half a new one."""
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 

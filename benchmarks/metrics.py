@@ -1,4 +1,4 @@
-"""Self-correction metrics (score.md section 5), pure functions over per-sample attempt verdicts.
+"""Self-correction metrics (docs/method.md §5), pure functions over per-sample attempt verdicts.
 
 Denominator: all problems. A sample with a sandbox error in any attempt is excluded (its transition is unknown)
 and counted in `excluded`; it is never scored as a failure. With several samples per problem, a problem's
@@ -8,8 +8,8 @@ all samples when every problem keeps the same number of samples).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ the raw continuation text (HumanEval: the function prompt; MBPP: the same 3-shot
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from benchmarks.generation import Dialogue
 from benchmarks.tasks import Task

@@ -1,8 +1,8 @@
 """Reports from metrics: the paper-style table (markdown and plain text) and the attempt-transition heat map."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 PAPER_COLUMNS = ("Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δ i→c", "Δ c→i")
 
@@ -12,7 +12,7 @@ def _pct(x: float) -> str:
 
 
 def paper_row(metrics: dict, first: str = "t1", second: str = "t2") -> list[str]:
-    """Acc@first, Acc@second, Delta, Delta i->c, Delta c->i in percent (the paper's table, score.md section 7)."""
+    """Acc@first, Acc@second, Delta, Delta i->c, Delta c->i in percent (the paper's table, docs/method.md §7.1)."""
     acc = metrics["accuracy"]
     tr = metrics["transitions"].get(f"{first}->{second}")
     if tr is None:

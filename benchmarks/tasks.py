@@ -23,10 +23,12 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
+from benchmarks.errors import ScoreCodeError
 from sandbox.jobs import Job
 
 TestFormat = Literal["humaneval", "mbpp", "generic"]
@@ -37,8 +39,10 @@ MBPP_ENV_VAR = "SCORE_CODE_MBPP"
 SPLITS = ("test", "train", "validation", "prompt", "all")
 
 
-class TaskLoadError(ValueError):
+class TaskLoadError(ScoreCodeError):
     """A dataset could not be loaded or a task file is malformed; the message names the file, line and field."""
+
+    hint = f"pass a readable MBPP or task file; for 'mbpp', pass --mbpp-path FILE or set {MBPP_ENV_VAR}"
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.test_format not in TEST_FORMATS:
-            raise ValueError(f"task {self.task_id!r}: unknown test_format {self.test_format!r} ({', '.join(TEST_FORMATS)})")
+            raise ValueError(f"task {self.task_id!r}: unknown test_format {self.test_format!r} "
+                             f"({', '.join(TEST_FORMATS)})")
         object.__setattr__(self, "tests", tuple(self.tests))
         object.__setattr__(self, "test_list_for_prompt", tuple(self.test_list_for_prompt))
 
@@ -315,7 +320,8 @@ def load_task_file(path: str | os.PathLike) -> list[Task]:
             raise TaskLoadError(f"{path}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
         task = parse_task(record, f"{path}:{i}")
         if task.task_id in seen:
-            raise TaskLoadError(f"{path}:{i}: field 'task_id': {task.task_id!r} already used on line {seen[task.task_id]}")
+            raise TaskLoadError(f"{path}:{i}: field 'task_id': {task.task_id!r} already used on line "
+                                f"{seen[task.task_id]}")
         seen[task.task_id] = i
         tasks.append(task)
     if not tasks:

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from .errors import ImageBuildError, SandboxError, SandboxUnavailable
 from .jobs import Job
@@ -121,7 +122,7 @@ class Sandbox:
             pool.close()
         self._spawner.remove_all()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

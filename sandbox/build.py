@@ -16,12 +16,22 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from .docker_backend import (COMPILE_EXECUTOR, EXECUTOR_COMPILED_IN_IMAGE, EXECUTOR_IN_IMAGE, HASH_LABEL,
-                             SANDBOX_UID, docker_cli, executor_path, executor_sha256, image_exists, image_tag,
-                             require_engine)
+from .docker_backend import (
+    COMPILE_EXECUTOR,
+    EXECUTOR_COMPILED_IN_IMAGE,
+    EXECUTOR_IN_IMAGE,
+    HASH_LABEL,
+    SANDBOX_UID,
+    docker_cli,
+    executor_path,
+    executor_sha256,
+    image_exists,
+    image_tag,
+    require_engine,
+)
 from .errors import ImageBuildError, SandboxError
 
 BASE_LAYOUT_VERSION = "2"  # bump when _prepare_rootfs changes, so a stale cached base is not reused

@@ -1,10 +1,13 @@
 """`sandbox` command: grade | build-image | doctor | cleanup. Parsing, dispatch and printing only.
 
     sandbox build-image [--from-dockerfile] [--force]
-    sandbox grade SAMPLES.jsonl --problems humaneval|mbpp|PATH [-o RESULTS.jsonl] [--backend docker|local]
+    sandbox grade SAMPLES.jsonl --problems TASKS.jsonl [-o RESULTS.jsonl] [--backend docker|local]
                   [--workers N] [--timeout S] [--overwrite]
     sandbox doctor
     sandbox cleanup [--all]
+
+`sandbox grade` knows no dataset: it grades against a generic task file (schema in sandbox/samples.py) and reports
+pass@1. HumanEval, MBPP and pass@k for k > 1 are `score-code grade`'s (benchmarks/grade.py).
 
 Library errors arrive as typed exceptions and leave here as `error: <what>` / `hint: <next command>` on
 stderr with a non-zero exit code.
@@ -13,30 +16,32 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from .atomic import write_text_atomic
 from .errors import SandboxError
 from .limits import Limits
-from .samples import SampleError, load_problems, pass_at_k, read_samples, write_jsonl_atomic
+from .samples import grade_samples, load_task_file, passes_by_task, read_samples
+from .verdict import Result, Status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sandbox", description="Grade untrusted Python programs in Docker.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("grade", help="grade a samples JSONL file against HumanEval, MBPP or your own tasks")
-    p.add_argument("samples", type=Path, help="JSONL: task_id + completion (appended to the prompt) or solution")
-    p.add_argument("--problems", required=True, help="humaneval | mbpp (reads $SCORE_CODE_MBPP) | PATH to tasks")
-    p.add_argument("-o", "--output", type=Path, help="results JSONL (default: SAMPLES with .results.jsonl)")
-    p.add_argument("--backend", choices=("docker", "local"), default="docker",
-                   help="docker (isolated, default) or local (rlimits only, no isolation)")
-    p.add_argument("--workers", type=_positive(int), default=None, help="parallel programs (default: one per core)")
-    p.add_argument("--timeout", type=_positive(float), default=None, help="wall-clock seconds per program (default: "
-                   f"{Limits().timeout_s:g})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    p = sub.add_parser("grade", help="grade a samples JSONL file against a task file of your own",
+                       description="Grade samples against a generic task file and print per-status counts and "
+                       "pass@1. For HumanEval, MBPP and pass@k with k > 1 use `score-code grade SAMPLES --problems "
+                       "humaneval|mbpp|PATH`.")
+    p.add_argument("samples", type=Path, help="JSONL: task_id + solution (or completion), the whole program")
+    p.add_argument("--problems", required=True, metavar="TASKS",
+                   help="JSONL task file: task_id + tests (list of str) or test (str); schema: "
+                   "`python3 -m pydoc sandbox.samples`")
+    add_grading_arguments(p)
 
     p = sub.add_parser("build-image", help="build the sandbox Docker image (offline by default)")
     p.add_argument("--from-dockerfile", action="store_true",
@@ -76,14 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # unreadable samples, unwritable results directory, ...
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except SampleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("hint: fix that line of the problems file (schema: `python -c 'import sandbox.samples as s; "
-              "help(s)'`)", file=sys.stderr)
-        return 1
 
 
-def _positive(kind: type) -> Callable[[str], float]:
+def add_grading_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every command that grades a samples file (`sandbox grade`, `score-code grade`)."""
+    parser.add_argument("-o", "--output", type=Path, help="results JSONL (default: SAMPLES with .results.jsonl)")
+    parser.add_argument("--backend", choices=("docker", "local"), default="docker",
+                        help="docker (isolated, default) or local (rlimits only, no isolation)")
+    parser.add_argument("--workers", type=positive(int), default=None,
+                        help="parallel programs (default: one per core)")
+    parser.add_argument("--timeout", type=positive(float), default=None,
+                        help=f"wall-clock seconds per program (default: {Limits().timeout_s:g})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+
+
+def positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero, refused at parse time rather than deep in a run."""
     def parse(text: str) -> float:
         try:
             value = kind(text)
@@ -97,11 +110,15 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 
 # --- grade -----------------------------------------------------------------------------------------------------
+DATASET_HINT = "grade HumanEval and MBPP with `score-code grade SAMPLES --problems humaneval|mbpp|PATH`"
+
+
 def grade(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from . import Sandbox
 
-    from . import Sandbox, Status
-
+    if args.problems in ("humaneval", "mbpp"):
+        raise SandboxError(f"`sandbox grade` grades generic task files only, not the {args.problems} dataset",
+                           hint=DATASET_HINT)
     output = args.output or args.samples.with_suffix(".results.jsonl")
     if output.exists() and not args.overwrite:
         raise SandboxError(f"results file {output} already exists", hint="pass --overwrite or another -o path")
@@ -109,55 +126,54 @@ def grade(args: argparse.Namespace) -> int:
         raise SandboxError(f"the results directory {output.parent} does not exist", hint=f"mkdir -p {output.parent}")
     if not args.samples.is_file():
         raise SandboxError(f"samples file {args.samples} not found")
-    problems = load_problems(args.problems)
+    problems_path = Path(args.problems)
+    if not problems_path.is_file():
+        raise SandboxError(f"task file {problems_path} not found", hint=f"--problems takes a JSONL task file; "
+                           f"{DATASET_HINT}")
+    problems = load_task_file(problems_path)
     samples, errors = read_samples(args.samples, problems)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
-    jobs = [s.problem.job(s.program, job_id=f"{s.record['task_id']}#{s.line}") for s in samples]
-    results = []
-    if jobs:
-        with Sandbox(backend=args.backend, workers=args.workers, limits=limits) as sb, \
-                tqdm(total=len(jobs), desc="grading", unit="prog", file=sys.stderr) as bar:
-            results = sb.run_batch(jobs, progress=lambda done, total, result: bar.update(1))
     rows = []
-    for sample, result in zip(samples, results):
-        rows.append({**sample.record, "status": result.status.value, "passed": result.reward == 1.0,
-                     "reward": result.reward, "pass_fraction": result.pass_fraction,
-                     "failed_tests": [t.name for t in result.tests if not t.passed],
-                     "first_failure": result.first_failure, "duration_s": round(result.wall_time_s, 4)})
-    write_jsonl_atomic(output, rows)
+    if samples:
+        with Sandbox(backend=args.backend, workers=args.workers, limits=limits) as sb:
+            rows = grade_samples(sb, samples, progress=_progress if sys.stderr.isatty() else None)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+    write_text_atomic(output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
-    statuses = collections.Counter(r.status.value for r in results)
-    per_task: dict[str, list[bool]] = collections.defaultdict(list)
-    for sample, result in zip(samples, results):
-        if result.status is not Status.SANDBOX_ERROR:  # infrastructure failures are never scored
-            per_task[sample.problem.task_id].append(result.reward == 1.0)
+    per_task = passes_by_task(samples, rows)
     print(f"graded {len(samples)} sample(s) of {len(per_task)} task(s) from {args.samples}; "
           f"rejected {len(errors)} line(s); results in {output}")
-    sampled = {s.problem.task_id for s in samples}
-    unsampled = [tid for tid in problems if tid not in sampled]
+    unsampled = sorted(set(problems) - {s.problem.task_id for s in samples})
     if unsampled:
-        print(f"note: {len(unsampled)} of {len(problems)} problems have no samples in {args.samples} "
-              f"(first: {unsampled[0]}); pass@k covers the graded tasks only")
-    if per_task:
-        min_n = min(len(v) for v in per_task.values())
-        for k in range(1, min_n + 1):
-            score = sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task)
-            print(f"pass@{k}: {score:.4f}")
+        print(f"note: {len(unsampled)} of {len(problems)} tasks have no samples (first: {unsampled[0]}); pass@1 covers "
+              "the graded tasks only")
+    statuses = collections.Counter(row["status"] for row in rows)
     breakdown = ", ".join(f"{name} {count}" for name, count in statuses.most_common())
     print(f"status: {breakdown or 'none'}" + (f", rejected {len(errors)}" if errors else ""))
-    if statuses.get(Status.SANDBOX_ERROR.value):
-        print(f"warning: {statuses[Status.SANDBOX_ERROR.value]} sandbox error(s) left out of pass@k; "
-              "see `sandbox doctor`", file=sys.stderr)
+    print(f"passed: {sum(row['passed'] for row in rows)}/{len(rows)} sample(s)")
+    if per_task:  # the mean over tasks of passed/total is exactly the unbiased pass@1
+        print(f"pass@1: {sum(sum(v) / len(v) for v in per_task.values()) / len(per_task):.4f} "
+              f"(mean over {len(per_task)} task(s); pass@k for k > 1: `score-code grade`)")
+    sandbox_errors = statuses.get(Status.SANDBOX_ERROR.value, 0)
+    if sandbox_errors:
+        print(f"warning: {sandbox_errors} sandbox error(s) left out of pass@1 (never scored); see `sandbox doctor`",
+              file=sys.stderr)
     return 1 if errors else 0
+
+
+def _progress(done: int, total: int, result: Result) -> None:
+    """A one-line counter on a terminal; stdlib only (the sandbox must run on a bare grading host)."""
+    print(f"\rgrading {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
 # --- doctor ----------------------------------------------------------------------------------------------------
 def doctor() -> int:
     """Check each layer in order and say in plain words what is wrong and how to fix it."""
-    from . import docker_backend as db
     from . import Job, Sandbox, Status
+    from . import docker_backend as db
 
     def report(ok: bool, what: str, fix: str = "", fatal: bool = True) -> bool:
         print(f"{'ok  ' if ok else 'FAIL' if fatal else 'warn'} {what}")

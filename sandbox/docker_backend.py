@@ -203,7 +203,7 @@ def _docker_kill(name: str) -> None:
 def list_containers(owner: str | None = None) -> list[dict[str, str]]:
     """Containers labelled score-sandbox=1 (optionally of one owner): id, name, owner, started."""
     label = f"{OWNER_LABEL}={owner}" if owner else f"{LABEL}=1"
-    fmt = "{{.ID}}\t{{.Names}}\t{{.Label \"%s\"}}\t{{.Label \"%s\"}}" % (OWNER_LABEL, STARTED_LABEL)
+    fmt = "\t".join(["{{.ID}}", "{{.Names}}", f'{{{{.Label "{OWNER_LABEL}"}}}}', f'{{{{.Label "{STARTED_LABEL}"}}}}'])
     out = docker_cli(["ps", "-a", "--filter", f"label={label}", "--format", fmt], timeout_s=30).stdout.decode()
     rows = []
     for line in out.splitlines():

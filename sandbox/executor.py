@@ -84,8 +84,11 @@ MACHINE = os.uname().machine  # platform.machine() without importing platform (0
 STDLIB_FALLBACK = frozenset(WARM_MODULES) | {"sys", "os", "time", "itertools", "regex"}
 
 
-class SandboxError(Exception):
-    """An infrastructure failure: the request gets status sandbox_error, never a score."""
+class ExecutorError(Exception):
+    """A malformed job or a failed hardening/cleanup step: the request gets status sandbox_error, never a score.
+
+    Not sandbox.errors.SandboxError: this file runs alone inside the container and imports nothing of the package.
+    """
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -466,7 +469,7 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         os.environ.update({"HOME": scratch, "TMPDIR": scratch, "SCORE_SANDBOX_RUN": spec["nonce"]})
         tempfile.tempdir = None
         if spec["hardening_error"]:
-            raise SandboxError(spec["hardening_error"])
+            raise ExecutorError(spec["hardening_error"])
         mb = 1024 * 1024
         lim = spec["limits"]
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
@@ -652,7 +655,7 @@ class Channel:
         self.reader, self.wfd, self.seq, self.dead = LineReader(rfd, MAX_MESSAGE_BYTES), wfd, 0, ""
         self.refs: dict[int, RemoteRef] = {}
 
-    def ref(self, hid: int, type_name: str) -> "RemoteRef":
+    def ref(self, hid: int, type_name: str) -> RemoteRef:
         ref = self.refs.get(hid)
         if ref is None:
             ref = self.refs[hid] = RemoteRef(self, hid, type_name)
@@ -810,11 +813,11 @@ def trusted_main(sock_fd: int, parent_pid: int) -> None:
             if job is None:
                 break
             if len(fds) != 2:
-                raise SandboxError(f"a job came with {len(fds)} fds instead of the two RPC pipe ends")
+                raise ExecutorError(f"a job came with {len(fds)} fds instead of the two RPC pipe ends")
             try:
                 try:
                     plan = cached_plan(plans, job)
-                except SandboxError as exc:  # a malformed job: E answers it, no program is started
+                except ExecutorError as exc:  # a malformed job: E answers it, no program is started
                     write_json_line(3, {"plan_error": str(exc)})
                     continue
                 write_json_line(3, {"expected_tests": plan.expected_tests})
@@ -833,7 +836,7 @@ def trusted_main(sock_fd: int, parent_pid: int) -> None:
 LOAD_OUTCOMES = ("ok", "syntax_error", "runtime_error", "memory_exceeded")
 
 
-def trusted_run(plan: "Plan", ch: Channel, report: int) -> None:
+def trusted_run(plan: Plan, ch: Channel, report: int) -> None:
     try:
         stage = ch.read_message()  # written before any program code ran: trustworthy
     except ProgramGone:
@@ -889,7 +892,7 @@ def trusted_run(plan: "Plan", ch: Channel, report: int) -> None:
     write_json_line(report, {"done": True})
 
 
-def run_test(report: int, ch: Channel, plan: "Plan", name: str, body, error: str = "", silent: bool = False) -> str:
+def run_test(report: int, ch: Channel, plan: Plan, name: str, body, error: str = "", silent: bool = False) -> str:
     """Run one test body (or fail it with `error` without running) and report it; returns its failure message."""
     outcome = {"name": name, "passed": False, "message": error}
     if not error:
@@ -974,9 +977,9 @@ def make_plan(job: dict) -> Plan:
     fmt, tests, setup_code = job["format"], job["tests"], job.get("setup_code") or ""
     entry = job.get("entry_point") or ""
     if fmt not in ("humaneval", "mbpp", "generic"):
-        raise SandboxError(f"job format {fmt!r} is not humaneval, mbpp or generic")
+        raise ExecutorError(f"job format {fmt!r} is not humaneval, mbpp or generic")
     if type(tests) is not list or not tests or not all(type(t) is str for t in tests):
-        raise SandboxError("job tests must be a non-empty list of strings")
+        raise ExecutorError("job tests must be a non-empty list of strings")
     sources: dict[str, list[str]] = {}
 
     def parse(source: str, filename: str) -> tuple[ast.AST, object]:
@@ -984,7 +987,7 @@ def make_plan(job: dict) -> Plan:
             tree = ast.parse(source, filename)
             code = compile(tree, filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as exc:
-            raise SandboxError(f"trusted code {filename} does not compile: {describe_exception(exc)}") from None
+            raise ExecutorError(f"trusted code {filename} does not compile: {describe_exception(exc)}") from None
         sources[filename] = source.splitlines()
         return tree, code
 
@@ -994,9 +997,9 @@ def make_plan(job: dict) -> Plan:
         trees.append(setup_tree)
     if fmt == "humaneval":
         if not entry:
-            raise SandboxError("a humaneval job needs entry_point")
+            raise ExecutorError("a humaneval job needs entry_point")
         if len(tests) != 1:
-            raise SandboxError(f"a humaneval job has one test source, got {len(tests)}")
+            raise ExecutorError(f"a humaneval job has one test source, got {len(tests)}")
         _, code = parse(tests[0], "<test>")
         return Plan(fmt, setup, [Unit("check", code, [])], {entry}, set(), entry, sources)
     units, test_trees = [], []
@@ -1054,7 +1057,7 @@ def cached_plan(plans: dict[tuple, Plan], job: dict) -> Plan:
         key = (job["format"], tuple(job["tests"]), job.get("setup_code") or "", job.get("entry_point") or "")
         plan = plans.get(key)
     except (TypeError, KeyError):
-        return make_plan(job)  # raises the precise SandboxError
+        return make_plan(job)  # raises the precise ExecutorError
     if plan is None:
         plan = make_plan(job)
         if len(plans) >= PLAN_CACHE_SIZE:
@@ -1163,7 +1166,7 @@ def wipe(path: str) -> None:
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            check=False)
     if os.path.lexists(path):
-        raise SandboxError(f"could not remove the scratch dir {path}")
+        raise ExecutorError(f"could not remove the scratch dir {path}")
 
 
 def process_state(pid: int) -> str:
@@ -1342,10 +1345,10 @@ class Executor:
         msg = parse_line(line) if line else {}
         if "plan_error" in msg:
             run.done = True  # T finished with this job and waits for the next one: keep it
-            raise SandboxError(msg["plan_error"])
+            raise ExecutorError(msg["plan_error"])
         if type(msg.get("expected_tests")) is not int:
             why = msg.get("error") or ("did not compile the tests in time" if not ready else "died")
-            raise SandboxError(f"the trusted test process {why}")
+            raise ExecutorError(f"the trusted test process {why}")
         run.expected_tests = msg["expected_tests"]
 
     def stop_trusted(self) -> None:
@@ -1368,13 +1371,13 @@ class Executor:
         run = Run()
         try:
             if type(job) is not dict or type(request.get("limits")) is not dict:
-                raise SandboxError("a request needs a 'job' object and a 'limits' object")
+                raise ExecutorError("a request needs a 'job' object and a 'limits' object")
             limits = request["limits"]
             missing = [k for k in REQUIRED_LIMITS if k not in limits]
             if missing:
-                raise SandboxError(f"request limits lack {missing}")
+                raise ExecutorError(f"request limits lack {missing}")
             result = self.run(job, limits, run)
-        except SandboxError as exc:
+        except ExecutorError as exc:
             result = {"status": "sandbox_error", "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an executor bug must still answer, as a sandbox error
             result = {"status": "sandbox_error", "error": "executor: " + describe_exception(exc)}
@@ -1383,14 +1386,14 @@ class Executor:
     def run(self, job: dict, limits: dict, run: Run) -> dict:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
         if type(job.get("program")) is not str:
-            raise SandboxError("job program must be a string")
+            raise ExecutorError("job program must be a string")
         try:
             programs_dir_id = os.lstat(self.programs_dir)[1:3]
         except OSError:
             programs_dir_id = None
         if programs_dir_id != self.programs_dir_id:
             self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
-            raise SandboxError(self.fatal)
+            raise ExecutorError(self.fatal)
         for base in (self.scratch_base, self.programs_dir):  # whatever an earlier program planted next to its dir
             for entry in os.listdir(base):
                 if os.path.join(base, entry) != self.programs_dir:
@@ -1464,7 +1467,7 @@ class Executor:
             return struct.unpack("=q", recv_exact(self.zsock, 8))[0]
         except (OSError, EOFError) as exc:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
-            raise SandboxError(self.fatal) from None
+            raise ExecutorError(self.fatal) from None
 
     def reap_untrusted(self) -> tuple[int, float]:
         """After the sweep killed U: let the zygote reap it; (wait status, CPU seconds of U and its reaped children)."""
@@ -1473,7 +1476,7 @@ class Executor:
             return struct.unpack("=qd", recv_exact(self.zsock, 16))
         except (OSError, EOFError) as exc:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
-            raise SandboxError(self.fatal) from None
+            raise ExecutorError(self.fatal) from None
 
     def collect(self, run: Run, captures: dict[int, Capture], deadline: float, cap_bytes: int) -> None:
         """Drain U's stdout/stderr and T's reports until T is done, the deadline passes or output exceeds the cap."""

@@ -40,15 +40,15 @@ class Job:
             raise ValueError(f"job {self.job_id!r}: a humaneval job needs entry_point")
 
     @classmethod
-    def humaneval(cls, program: str, test: str, entry_point: str, prompt: str = "", **kw) -> "Job":
+    def humaneval(cls, program: str, test: str, entry_point: str, prompt: str = "", **kw) -> Job:
         return cls(program=program, format="humaneval", tests=(test,), entry_point=entry_point, setup_code=prompt, **kw)
 
     @classmethod
-    def mbpp(cls, program: str, asserts: list[str], setup_code: str = "", **kw) -> "Job":
+    def mbpp(cls, program: str, asserts: list[str], setup_code: str = "", **kw) -> Job:
         return cls(program=program, format="mbpp", tests=tuple(asserts), setup_code=setup_code, **kw)
 
     @classmethod
-    def generic(cls, program: str, test_code: str, **kw) -> "Job":
+    def generic(cls, program: str, test_code: str, **kw) -> Job:
         return cls(program=program, format="generic", tests=(test_code,), **kw)
 
     def to_dict(self) -> dict:
@@ -59,5 +59,5 @@ class Job:
                 "job_id": self.job_id}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Job":
+    def from_dict(cls, data: dict) -> Job:
         return cls(**{**data, "tests": tuple(data["tests"])})

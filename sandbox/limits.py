@@ -28,14 +28,14 @@ class Limits:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # flat scalars: no asdict deep copy
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Limits":
+    def from_dict(cls, data: dict) -> Limits:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown limit field(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
-    def with_timeout(self, timeout_s: float) -> "Limits":
+    def with_timeout(self, timeout_s: float) -> Limits:
         """Same limits with another wall-clock timeout (CPU time follows it so the two agree)."""
         cpu_s = max(1, int(timeout_s + 0.999))
         return Limits(**{**self.to_dict(), "timeout_s": float(timeout_s), "cpu_s": cpu_s})

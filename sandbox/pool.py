@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import SandboxError
 from .jobs import Job

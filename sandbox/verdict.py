@@ -84,7 +84,7 @@ class Result:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Result":
+    def from_dict(cls, data: dict) -> Result:
         return cls(
             status=Status(data["status"]),
             tests=[TestOutcome(t["name"], bool(t["passed"]), t.get("message", "")) for t in data.get("tests", [])],
@@ -98,5 +98,5 @@ class Result:
         )
 
     @classmethod
-    def sandbox_error(cls, error: str, job_id: str = "", expected_tests: int = 0) -> "Result":
+    def sandbox_error(cls, error: str, job_id: str = "", expected_tests: int = 0) -> Result:
         return cls(status=Status.SANDBOX_ERROR, error=error, job_id=job_id, expected_tests=expected_tests)

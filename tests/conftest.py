@@ -6,15 +6,16 @@ a laptop without it, so under CI its absence stops the session before any test r
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from sandbox import Sandbox, SandboxError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a hub at test time
-os.environ.setdefault("SCORE_CODE_MBPP", str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mbpp.jsonl"))
+os.environ.setdefault("SCORE_CODE_MBPP",
+                      str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mbpp.jsonl"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from benchmarks.generation import Dialogue, Generation, SamplingParams
-from score_code.generation import DialogueEncoder, eos_token_ids, finish
+from score_code.generation.encoding import DialogueEncoder, eos_token_ids, finish
 
 
 @dataclass
@@ -67,7 +68,7 @@ class HFGenerator:
         finally:
             self.model.train(was_training)
         generations = []
-        for dialogue, prompt, seq in zip(dialogues, prompts, sequences):
+        for dialogue, prompt, seq in zip(dialogues, prompts, sequences, strict=True):
             text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
             generations.append(finish(dialogue, prompt, seq.ids, text, seq.hit, params.stop))
         return generations
@@ -161,7 +162,7 @@ class _Decoder:
     # --- bookkeeping ---------------------------------------------------------------------------------------------
     def _append(self, sequences: Sequence[_Sequence], tokens: list[int]) -> None:
         """Add one token per sequence; mark the ones it ends (EOS kept in the ids, stop string cut after its token)."""
-        for seq, token in zip(sequences, tokens):
+        for seq, token in zip(sequences, tokens, strict=True):
             seq.ids.append(token)
             if token in self.eos_ids:
                 seq.hit = seq.done = True
@@ -170,7 +171,7 @@ class _Decoder:
         if self.stop:
             pending = [seq for seq in sequences if not seq.hit]
             texts = self.tokenizer.batch_decode([seq.ids[-self.window:] for seq in pending], skip_special_tokens=True)
-            for seq, text in zip(pending, texts):
+            for seq, text in zip(pending, texts, strict=True):
                 if any(s in text for s in self.stop):
                     seq.hit = seq.done = True
 
@@ -212,7 +213,7 @@ class _Decoder:
             shape[dim] = by
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-        for old, new in zip(self.cache.layers, cache.layers):
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
             old.keys = torch.cat([pad(old.keys, width - old_width, 2), pad(new.keys, width - new_width, 2)])
             old.values = torch.cat([pad(old.values, width - old_width, 2), pad(new.values, width - new_width, 2)])
         self.mask = torch.cat([pad(self.mask, width - old_width, 1), pad(mask, width - new_width, 1)])

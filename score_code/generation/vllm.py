@@ -10,13 +10,15 @@ pattern TRL's colocate mode uses, so rollouts sample from the policy being train
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation, SamplingParams
-from score_code.generation import DialogueEncoder, eos_token_ids, finish
+from score_code.generation.encoding import DialogueEncoder, eos_token_ids, finish
 
 
-class VLLMUnavailable(ImportError):
+class VLLMUnavailable(ScoreCodeError):
     """vllm is not installed (it needs a CUDA GPU)."""
 
     hint = "pip install 'score-code[vllm]' on a machine with a CUDA GPU, or use --backend hf"
@@ -66,7 +68,8 @@ def engine_model(llm: Any) -> Any:
     """The torch module inside an in-process vLLM engine (the path differs across vLLM versions)."""
     executor = getattr(getattr(llm, "llm_engine", None), "model_executor", None)
     worker = getattr(executor, "driver_worker", None)
-    for runner in (getattr(worker, "model_runner", None), getattr(getattr(worker, "worker", None), "model_runner", None)):
+    inner = getattr(worker, "worker", None)
+    for runner in (getattr(worker, "model_runner", None), getattr(inner, "model_runner", None)):
         if runner is not None and hasattr(runner, "model"):
             return runner.model
     raise VLLMUnavailable(
@@ -127,7 +130,7 @@ class VLLMGenerator:
             use_tqdm=self.progress,
         )
         generations = []
-        for dialogue, prompt_ids, request in zip(dialogues, prompts, outputs):
+        for dialogue, prompt_ids, request in zip(dialogues, prompts, outputs, strict=True):
             completion = request.outputs[0]
             generations.append(finish(dialogue, prompt_ids, list(completion.token_ids), completion.text,
                                       completion.finish_reason == "stop", params.stop))

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.evaluate import ConfigMismatchError, EvalConfig, EvalError, check_output_dir, evaluate
+from benchmarks.evaluate import (
+    ConfigMismatchError,
+    EvalConfig,
+    EvalError,
+    EvalSettingsError,
+    check_output_dir,
+    evaluate,
+)
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.prompts import SELF_CORRECTION_INSTRUCTION
 from benchmarks.tasks import Task, load_humaneval
@@ -122,7 +129,7 @@ def test_second_attempt_extends_the_same_dialogue_with_p1(tmp_path: Path) -> Non
     gen = ScriptedGenerator(SCRIPT)
     evaluate(gen, make_tasks(2), FakeSandbox(), tmp_path, config(), progress=False)
     (first, p1_params), (second, p2_params) = gen.calls
-    assert [d is r for d, r in zip(second, gen.returned[:2])] == [True, True]  # token-in, token-out
+    assert [d is r for d, r in zip(second, gen.returned[:2], strict=False)] == [True, True]  # token-in, token-out
     d = second[0]
     assert [m["role"] for m in d.messages] == ["user", "assistant", "user", "assistant"]
     assert d.messages[2]["content"] == SELF_CORRECTION_INSTRUCTION
@@ -192,7 +199,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
         evaluate(ScriptedGenerator({}), [mbpp], FakeSandbox(), tmp_path / "a", config(), progress=False)
     with pytest.raises(EvalError, match="appears twice"):
         evaluate(ScriptedGenerator({}), make_tasks(1) * 2, FakeSandbox(), tmp_path / "b", config(), progress=False)
-    with pytest.raises(ValueError, match="temperature > 0"):
+    with pytest.raises(EvalSettingsError, match="temperature > 0"):
         EvalConfig(samples=4)
 
     class Short(ScriptedGenerator):
@@ -223,7 +230,8 @@ def test_real_docker_sandbox_on_three_humaneval_tasks(tmp_path: Path, docker_san
         # HumanEval/1: wrong first, then the full function in a fence
         ("1", 1): "    return []\n", ("1", 2): f"Fixed:\n```python\n{tasks[1].reference_solution}```\nDone.",
         # HumanEval/2: right first, broken second (a syntax error)
-        ("2", 1): body["HumanEval/2"], ("2", 2): "```python\ndef truncate_number(number: float) -> float:\n    return (\n```",
+        ("2", 1): body["HumanEval/2"],
+        ("2", 2): "```python\ndef truncate_number(number: float) -> float:\n    return (\n```",
     }
 
     class ByNumber(ScriptedGenerator):

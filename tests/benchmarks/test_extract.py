@@ -59,7 +59,8 @@ def test_raw_code_with_prose_before_and_after() -> None:
 
 
 def test_mbpp_begin_done_markers() -> None:
-    text = "[BEGIN]\nimport heapq as hq\ndef largest(nums, n):\n  return hq.nlargest(n, nums)\n[DONE]\nYou are an expert"
+    text = ("[BEGIN]\nimport heapq as hq\ndef largest(nums, n):\n  return hq.nlargest(n, nums)\n[DONE]\n"
+            "You are an expert")
     assert extract_code(text, "largest") == "import heapq as hq\ndef largest(nums, n):\n  return hq.nlargest(n, nums)\n"
     # a chat model writing a fence inside the markers
     fenced = "[BEGIN]\n```python\ndef f():\n    return 1\n```\n[DONE]"
@@ -67,7 +68,8 @@ def test_mbpp_begin_done_markers() -> None:
 
 
 def test_bare_body_continues_the_prompt() -> None:
-    body = "    return any(abs(a - b) < t for a in numbers for b in numbers if a is not b)\n\n\nprint(has_close([1.0], 0.5))"
+    body = ("    return any(abs(a - b) < t for a in numbers for b in numbers if a is not b)\n\n\n"
+            "print(has_close([1.0], 0.5))")
     code = extract_code(body, "has_close", PROMPT)
     assert code == PROMPT + body.split("\n\n")[0] + "\n"  # the print after the body is dropped
     fenced_body = "```python\n    return True\n```"
@@ -144,7 +146,8 @@ def _prompt_for(record: dict) -> str | None:
     return next(t.prompt for t in load_humaneval() if t.task_id == record["task_id"])
 
 
-@pytest.mark.parametrize("record", _real_outputs(), ids=lambda r: f"{r['task_id']}-{'chat' if r['chat'] else 'plain'}-a{r['attempt']}")
+@pytest.mark.parametrize("record", _real_outputs(),
+                         ids=lambda r: f"{r['task_id']}-{'chat' if r['chat'] else 'plain'}-a{r['attempt']}")
 def test_real_smollm2_outputs(record: dict) -> None:
     code = extract_code(record["text"], record["entry_point"], _prompt_for(record))
     assert code == record["expected"]
@@ -157,7 +160,8 @@ def test_stop_strings_cut_only_what_extraction_drops(record: dict) -> None:
     from benchmarks.prompts import stop_sequences
     from benchmarks.tasks import Task
 
-    task = Task(record["task_id"], "", record["entry_point"], ("x",), "mbpp" if record["dataset"] == "mbpp" else "humaneval")
+    test_format = "mbpp" if record["dataset"] == "mbpp" else "humaneval"
+    task = Task(record["task_id"], "", record["entry_point"], ("x",), test_format)
     text = record["text"]
     cut = min((text.index(s) + len(s) for s in stop_sequences(task, chat=True, attempt=record["attempt"]) if s in text),
               default=len(text))

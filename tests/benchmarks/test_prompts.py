@@ -67,7 +67,7 @@ def test_golden_mbpp_three_shot_plain() -> None:
     dialogue = prompts.first_dialogue(task, shots, chat=False)
     assert dialogue.messages == [{"role": "user", "content": GOLDEN_MBPP_11}]
     assert prompts.render_plain(dialogue.messages) == GOLDEN_MBPP_11
-    # chat models get the same content (score.md section 1)
+    # chat models get the same content (docs/method.md §1.5)
     assert prompts.first_dialogue(task, shots, chat=True).messages[0]["content"] == GOLDEN_MBPP_11
 
 

@@ -15,7 +15,8 @@ def test_markdown_report_has_the_paper_table_and_header() -> None:
     m = metrics_of((False, True), (True, True), (True, False), (False, False))
     text = markdown_report(m, {"model": "m1", "dataset": "humaneval (sha256 abc)"}, plot_name="transitions.png")
     assert "- **model**: m1" in text and "- **dataset**: humaneval (sha256 abc)" in text
-    assert "| Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |\n|---|---|---|---|---|\n| 50.0 | 50.0 | 0.0 | 25.0 | 25.0 |" in text
+    assert ("| Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |\n|---|---|---|---|---|\n"
+            "| 50.0 | 50.0 | 0.0 | 25.0 | 25.0 |") in text
     assert "| t1->t2 | 1 | 1 | 1 | 1 | 0.500 |" in text  # counts i->i, i->c, c->i, c->c and the edit ratio
     assert "![attempt 1 to attempt 2 transitions](transitions.png)" in text
 

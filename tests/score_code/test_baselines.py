@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks import prompts
 from benchmarks.tasks import load_task_file
-from score_code.baselines import (
+from score_code.baselines.data import (
     BaselineDataError,
     build,
     build_pair_sft,

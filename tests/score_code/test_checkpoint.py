@@ -7,7 +7,7 @@ import random
 import torch
 from safetensors.torch import load_file, save_file
 
-from score_code import checkpoint as ck
+from score_code.train import checkpoint as ck
 
 
 class TinySaveable(torch.nn.Module):

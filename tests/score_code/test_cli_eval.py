@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from score_code.cli import build_parser, main
-from score_code.eval_command import default_output_dir
+from score_code.cli.eval import default_output_dir
 
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp.jsonl"
 
@@ -25,7 +25,8 @@ def test_help_lists_the_flags(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--limit", "--attempts", "--samples", "--temperature", "--max-new-tokens", "--batch-size",
-                 "--round-size", "--seed", "--backend", "--sandbox", "--workers", "--feedback", "--split", "--output", "--mbpp-path"):
+                 "--round-size", "--seed", "--backend", "--sandbox", "--workers", "--feedback", "--split", "--output",
+                 "--mbpp-path"):
         assert flag in out
 
 

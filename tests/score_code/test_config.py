@@ -9,14 +9,14 @@ import pytest
 from score_code import config as cfg
 
 
-def _parse(argv: list[str]) -> cfg.TrainConfig:
+def _parse(argv: list[str], config_cls: type[cfg.TrainerConfig] = cfg.ScoreConfig) -> cfg.TrainerConfig:
     parser = argparse.ArgumentParser()
-    cfg.add_arguments(parser)
-    return cfg.from_args(parser.parse_args(argv))
+    config_cls.add_arguments(parser)
+    return config_cls.from_args(parser.parse_args(argv))
 
 
 def test_paper_defaults():
-    c = cfg.TrainConfig()
+    c = cfg.ScoreConfig()
     assert (c.objective.alpha, c.objective.beta1, c.objective.beta2) == (10.0, 0.01, 0.25)
     assert c.rollout.temperature == 1.0 and c.optim.learning_rate == 1e-5
     assert c.stages() == [1, 2]
@@ -66,20 +66,51 @@ def test_saved_config_json_is_a_recipe(tmp_path):
     c = _parse(["--beta2", "0.9", "--schedule", "2"])
     c.save_json(tmp_path / "config.json")
     flat = json.loads((tmp_path / "config.json").read_text())
-    assert flat["beta2"] == 0.9 and set(flat) == set(cfg.FIELDS)
+    assert flat["beta2"] == 0.9 and set(flat) == set(cfg.ScoreConfig.keys())
     again = _parse(["--config", str(tmp_path / "config.json")])
     assert again == c
 
 
-def test_flag_field_and_key_share_one_spelling():
+@pytest.mark.parametrize("config_cls", cfg.TRAINER_CONFIGS)
+def test_flag_field_and_key_share_one_spelling(config_cls):
     parser = argparse.ArgumentParser()
-    cfg.add_arguments(parser)
-    flags = {opt for action in parser._actions for opt in action.option_strings}
-    for key in cfg.FIELDS:
-        assert f"--{key}" in flags
+    config_cls.add_arguments(parser)
+    names = {opt.removeprefix("--no-").lstrip("-").replace("-", "_")
+             for action in parser._actions for opt in action.option_strings}
+    assert names == {"h", "help", "config"} | set(config_cls.keys())  # every key has its flag, and nothing else
+
+
+def test_trainers_share_the_common_groups_and_keep_their_own_keys():
+    score, sft = set(cfg.ScoreConfig.keys()), set(cfg.SFTConfig.keys())
+    assert set(cfg.TrainerConfig.keys()) == score & sft
+    assert {"alpha", "beta2", "schedule", "prompts_per_step", "eval_steps", "log_completions"} <= score - sft
+    assert {"iterations", "plus", "loss_on", "epochs", "sft_batch_size"} <= sft - score
+
+
+def test_a_shared_recipe_skips_the_other_trainers_keys_but_a_flag_cannot_name_them(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("beta2: 0.3\nepochs: 2\nlearning_rate: 1e-4\n")
+    c = _parse(["--config", str(recipe)], cfg.SFTConfig)
+    assert c.baseline.epochs == 2 and c.optim.learning_rate == 1e-4
+    assert "not used by SFTConfig: beta2" in capsys.readouterr().err
+    with pytest.raises(cfg.ConfigError, match="beta2 is a setting of another trainer"):
+        cfg.SFTConfig().apply({"beta2": 0.5}, source="test")
+    with pytest.raises(SystemExit):  # not a flag of the baselines
+        _parse(["--beta2", "0.5"], cfg.SFTConfig)
+
+
+def test_config_errors_from_args_point_at_the_command_help(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("beta3: 1\n")
+    parser = argparse.ArgumentParser()
+    cfg.ScoreConfig.add_arguments(parser)
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.ScoreConfig.from_args(parser.parse_args(["--config", str(recipe)]), "score-code train stage1")
+    assert info.value.hint == "see `score-code train stage1 --help`"
 
 
 @pytest.mark.parametrize("recipe", cfg.builtin_recipes())
 def test_builtin_recipes_load(recipe):
-    c = _parse(["--config", recipe])
-    assert c.describe().startswith("[model]")
+    for config_cls in cfg.TRAINER_CONFIGS:
+        c = _parse(["--config", recipe], config_cls)
+        assert c.describe().startswith("[model]")

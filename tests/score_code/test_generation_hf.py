@@ -10,7 +10,7 @@ import torch
 from benchmarks import prompts
 from benchmarks.generation import Dialogue, Generator, SamplingParams
 from benchmarks.tasks import load_humaneval, load_mbpp, mbpp_shots
-from score_code.generation import DialogueEncoder, DialogueEncodingError, cut_at_stop
+from score_code.generation.encoding import DialogueEncoder, DialogueEncodingError, cut_at_stop
 from score_code.generation.hf import HFGenerator
 
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp.jsonl"
@@ -85,8 +85,8 @@ def test_mbpp_golden_prompts(tokenizer):
         "(5, 7, 4, 10)) == (4, 5)\n"
     )
     assert user.count("[BEGIN]\n") == 4 and user.count("[DONE]") == 3
-    assert user.endswith(f"Your code should pass these tests:\n\n{chr(10).join(task.test_list_for_prompt or task.tests)}"
-                         "\n[BEGIN]\n")
+    tests = "\n".join(task.test_list_for_prompt or task.tests)
+    assert user.endswith(f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n")
 
     prompt_ids = encoder.encode(first)
     completion = "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n[DONE]"
@@ -113,7 +113,7 @@ def test_turn_two_appends_to_attempt_one_ids_verbatim(peaky_model, tokenizer):
     seconds = generator.generate([prompts.append_self_correction(g.dialogue, P1) for g in firsts],
                                  SamplingParams(max_new_tokens=4))
     p1_ids = tokenizer(P1, add_special_tokens=False)["input_ids"]
-    for first, second in zip(firsts, seconds):
+    for first, second in zip(firsts, seconds, strict=True):
         prefix = first.prompt_token_ids + first.token_ids
         assert second.prompt_token_ids[:len(prefix)] == prefix
         suffix = second.prompt_token_ids[len(prefix):]
@@ -195,7 +195,7 @@ def test_stop_string_ends_one_sequence_while_the_batch_continues(peaky_model, to
     assert first.text == cut_at_stop(target.text, (stop,))[0] and first.text.endswith(stop)
     assert target.token_ids[:len(first.token_ids)] == first.token_ids  # through the token that completed it
     assert stop in tokenizer.decode(first.token_ids) and stop not in tokenizer.decode(first.token_ids[:-1])
-    for before, after in zip(free[1:], stopped[1:]):
+    for before, after in zip(free[1:], stopped[1:], strict=False):
         assert after.token_ids == before.token_ids and after.text == before.text and after.finish_reason == "length"
 
 
@@ -226,7 +226,7 @@ def test_left_padded_batch_matches_batch_size_one(peaky_model, tokenizer):
     batched = HFGenerator(peaky_model, tokenizer, batch_size=3).generate(dialogues, params)
     single = HFGenerator(peaky_model, tokenizer, batch_size=1).generate(dialogues, params)
     assert len({len(g.prompt_token_ids) for g in batched}) == 3  # really padded
-    for b, s in zip(batched, single):
+    for b, s in zip(batched, single, strict=True):
         assert b.token_ids == s.token_ids and b.text == s.text and b.prompt_token_ids == s.prompt_token_ids
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from score_code import objectives as obj
+from score_code.train import objectives as obj
 
 
 def test_shaped_reward_table_alpha_10():

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks import prompts
+from benchmarks.compare import load_runs, table_rows
 from benchmarks.evaluate import EvalConfig
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.tasks import load_task_file
-from score_code.compare import load_runs, table_rows
-from score_code.repair import (
+from score_code.baselines.repair import (
     RepairSetError,
     build_repair_set,
     evaluate_repair,
@@ -94,19 +94,14 @@ def test_one_repair_attempt_is_graded_and_repair_accuracy_written(tmp_path, loca
 
 
 def test_build_command_keeps_the_evaluated_tasks(tmp_path, capsys):
-    import argparse
+    from score_code.cli import main
 
-    from score_code.baselines_command import register
-
-    parser = argparse.ArgumentParser(prog="score-code")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["repair-set", "build", str(EVAL_DIR), "--tasks", str(FIXTURES / "baselines_tasks.jsonl"),
-                              "--output", str(tmp_path / "set")])
-    assert args.func(args) == 0
+    assert main(["repair-set", "build", str(EVAL_DIR), "--tasks", str(FIXTURES / "baselines_tasks.jsonl"),
+                 "--output", str(tmp_path / "set")]) == 0
     assert "4 wrong programs from 4 problems" in capsys.readouterr().out
-    args = parser.parse_args(["repair-set", "build", str(EVAL_DIR), "--tasks", "humaneval",
-                              "--output", str(tmp_path / "other")])
-    assert args.func(args) == 2  # none of the evaluated tasks is a HumanEval task: refused, not an empty set
+    # None of the evaluated tasks is a HumanEval task: refused, not an empty set.
+    argv = ["repair-set", "build", str(EVAL_DIR), "--tasks", "humaneval", "--output", str(tmp_path / "other")]
+    assert main(argv) == 2
     assert "error:" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ import torch
 
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.tasks import Task
-from score_code.rollout import Episode, RolloutError, SandboxReward, collate, generate_rollouts
+from score_code.train.rollout import Episode, RolloutError, SandboxReward, collate, generate_rollouts
 
 
 class CharGenerator:

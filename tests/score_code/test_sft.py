@@ -13,12 +13,12 @@ from benchmarks.generation import Dialogue
 from benchmarks.tasks import load_task_file
 from sandbox.verdict import Result, Status
 from sandbox.verdict import TestOutcome as Outcome
-from score_code import checkpoint as ckpt
-from score_code.baselines import build
-from score_code.config import ConfigError, TrainConfig
-from score_code.generation import DialogueEncoder
-from score_code.rollout import collate
-from score_code.sft import SFTConfig, apply_sft_overrides, encode_record, sft_loss, train_baseline
+from score_code.baselines.data import build
+from score_code.config import SFTConfig
+from score_code.generation.encoding import DialogueEncoder
+from score_code.train import checkpoint as ckpt
+from score_code.train.rollout import collate
+from score_code.train.sft import encode_record, sft_loss, train_baseline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TASKS = load_task_file(FIXTURES / "baselines_tasks.jsonl")
@@ -84,18 +84,6 @@ def test_sft_loss_is_the_token_mean_nll_over_masked_positions():
     assert sft_loss(logp, mask, tokens=3.0).item() == pytest.approx(expected.item())
 
 
-def test_scores_settings_are_refused_for_baselines():
-    config, sft = TrainConfig(), SFTConfig()
-    apply_sft_overrides(config, sft, {"iterations": 2, "plus": True, "learning_rate": 1e-4}, source="test")
-    assert sft.iterations == 2 and sft.plus and config.optim.learning_rate == 1e-4
-    with pytest.raises(ConfigError, match="beta2 is a SCoRe setting"):
-        apply_sft_overrides(config, sft, {"beta2": 0.5}, source="test")
-    assert apply_sft_overrides(config, sft, {"beta2": 0.5, "epochs": 2}, "recipe", ignore_not_applicable=True) == ["beta2"]
-    assert sft.epochs == 2 and config.objective.beta2 == 0.25
-    with pytest.raises(ConfigError, match="loss_on"):
-        apply_sft_overrides(config, sft, {"loss_on": "prompt"}, source="test")
-
-
 # --- tiny end-to-end runs ----------------------------------------------------------------------------------------
 
 
@@ -119,20 +107,20 @@ class ParityGrader:
         return out
 
 
-def tiny_config(model_dir: Path, run_dir: Path, **overrides) -> TrainConfig:
-    config = TrainConfig()
+def tiny_config(model_dir: Path, run_dir: Path, **overrides) -> SFTConfig:
+    config = SFTConfig()
     values = {"model": str(model_dir), "output_dir": str(run_dir), "samples_per_prompt": 4, "max_new_tokens": 8,
               "generation_batch_size": 16, "micro_batch_size": 4, "learning_rate": 1e-3, "save_steps": 1000,
               "progress": False, "save_total_limit": 2, **overrides}
-    apply_sft_overrides(config, SFTConfig(), values, source="test")
+    config.apply(values, source="test")
     return config
 
 
 @pytest.mark.slow
 def test_star_runs_rounds_of_sample_filter_train_and_resumes(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "star"
-    sft = SFTConfig(iterations=2, sft_batch_size=4)
-    train_baseline("star", tiny_config(tiny_model_dir, run_dir), sft, sandbox=ParityGrader(), train_tasks=TASKS)
+    sft = {"iterations": 2, "sft_batch_size": 4}
+    train_baseline("star", tiny_config(tiny_model_dir, run_dir, **sft), sandbox=ParityGrader(), train_tasks=TASKS)
     for round_no in (1, 2):
         stats = json.loads((run_dir / f"iteration-{round_no}" / "data" / "stats.json").read_text())
         samples = (run_dir / f"iteration-{round_no}" / "samples" / "results.jsonl").read_text().splitlines()
@@ -150,16 +138,16 @@ def test_star_runs_rounds_of_sample_filter_train_and_resumes(tiny_model_dir, tmp
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["method"] == "star" and saved["iterations"] == 2 and "beta2" not in saved
     # A finished run resumed does nothing more.
-    config = tiny_config(tiny_model_dir, run_dir, resume=True)
-    train_baseline("star", config, sft, sandbox=ParityGrader(), train_tasks=TASKS)
+    config = tiny_config(tiny_model_dir, run_dir, resume=True, **sft)
+    train_baseline("star", config, sandbox=ParityGrader(), train_tasks=TASKS)
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
 @pytest.mark.slow
 def test_pair_sft_plus_is_one_round_over_pairs(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "pair"
-    sft = SFTConfig(iterations=3, plus=True, sft_batch_size=8, loss_on="both")
-    train_baseline("pair-sft", tiny_config(tiny_model_dir, run_dir), sft, sandbox=ParityGrader(), train_tasks=TASKS)
+    config = tiny_config(tiny_model_dir, run_dir, iterations=3, plus=True, sft_batch_size=8, loss_on="both")
+    train_baseline("pair-sft", config, sandbox=ParityGrader(), train_tasks=TASKS)
     assert sorted(p.name for p in run_dir.glob("iteration-*")) == ["iteration-1"]  # one pass whatever iterations
     stats = json.loads((run_dir / "iteration-1" / "data" / "stats.json").read_text())
     assert stats["builder"] == "pair-sft+" and stats["records"]["i->c"] > 0 and stats["records"]["c->c"] > 0
@@ -175,9 +163,8 @@ def test_pair_sft_plus_is_one_round_over_pairs(tiny_model_dir, tmp_path):
 @pytest.mark.docker
 def test_star_with_the_docker_sandbox(tiny_model_dir, tmp_path, docker_sandbox):
     run_dir = tmp_path / "star-docker"
-    sft = SFTConfig(iterations=1, plus=True, sft_batch_size=4)
-    train_baseline("star", tiny_config(tiny_model_dir, run_dir, samples_per_prompt=2), sft, sandbox=docker_sandbox,
-                   train_tasks=TASKS)
+    config = tiny_config(tiny_model_dir, run_dir, samples_per_prompt=2, iterations=1, plus=True, sft_batch_size=4)
+    train_baseline("star", config, sandbox=docker_sandbox, train_tasks=TASKS)
     results = [json.loads(line) for line in (run_dir / "iteration-1" / "samples" / "results.jsonl").read_text()
                .splitlines()]
     assert len(results) == 4 * 2 * 2 and all(r["status"] != "sandbox_error" for r in results)
@@ -189,18 +176,13 @@ def test_star_with_the_docker_sandbox(tiny_model_dir, tmp_path, docker_sandbox):
 @pytest.mark.slow
 def test_train_star_command_with_the_local_sandbox(tiny_model_dir, tmp_path, capsys):
     """The CLI path: flags -> config -> a round graded by the real (local) sandbox; config.json is a recipe."""
-    import argparse
+    from score_code.cli import main
 
-    from score_code.train_command import register
-
-    parser = argparse.ArgumentParser(prog="score-code")
-    register(parser.add_subparsers(dest="command", required=True))
     run_dir = tmp_path / "run"
     argv = ["train", "star", "--model", str(tiny_model_dir), "--tasks", str(FIXTURES / "baselines_tasks.jsonl"),
             "--train_split", "test", "--output_dir", str(run_dir), "--iterations", "1", "--samples_per_prompt", "2",
             "--max_new_tokens", "4", "--sandbox_backend", "local", "--no-progress"]
-    args = parser.parse_args(argv)
-    assert args.func(args) == 0
+    assert main(argv) == 0
     results = (run_dir / "iteration-1" / "samples" / "results.jsonl").read_text().splitlines()
     assert len(results) == 4 * 2 * 2
     assert (run_dir / "iteration-1" / "data" / "data.jsonl").is_file()
@@ -208,11 +190,14 @@ def test_train_star_command_with_the_local_sandbox(tiny_model_dir, tmp_path, cap
     recipe = tmp_path / "recipe.yaml"
     saved = json.loads((run_dir / "config.json").read_text())
     recipe.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in saved.items() if k != "method") + "\nbeta2: 0.3\n")
-    args = parser.parse_args(["train", "star", "--config", str(recipe), "--beta2", "0.5"])
-    assert args.func(args) == 2
+    capsys.readouterr()
+    assert main(["train", "star", "--config", str(recipe)]) == 2  # the run exists: refused, after the note
     err = capsys.readouterr().err
-    assert "not used by the supervised baselines: beta2" in err  # a shared recipe's SCoRe keys are skipped
-    assert "command line: beta2 is a SCoRe setting" in err  # a flag is refused
+    assert "not used by score-code train star: beta2" in err  # a shared recipe's SCoRe keys are skipped
+    assert "already holds a run" in err
+    with pytest.raises(SystemExit):
+        main(["train", "star", "--config", str(recipe), "--beta2", "0.5"])
+    assert "unrecognized arguments: --beta2 0.5" in capsys.readouterr().err  # a SCoRe flag is refused
 
 
 @pytest.mark.slow
@@ -221,9 +206,8 @@ def test_resume_mid_round_replays_the_same_steps(tiny_model_dir, tmp_path):
     import shutil
 
     run_dir = tmp_path / "star"
-    sft = SFTConfig(iterations=1, sft_batch_size=2)
-    config = tiny_config(tiny_model_dir, run_dir, save_steps=1, save_total_limit=50)
-    train_baseline("star", config, sft, sandbox=ParityGrader(), train_tasks=TASKS)
+    sft = {"iterations": 1, "sft_batch_size": 2, "save_steps": 1, "save_total_limit": 50}
+    train_baseline("star", tiny_config(tiny_model_dir, run_dir, **sft), sandbox=ParityGrader(), train_tasks=TASKS)
     full = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(full) >= 2, "the fixture run must take at least two steps"
     for checkpoint in ckpt.list_checkpoints(run_dir):
@@ -231,8 +215,8 @@ def test_resume_mid_round_replays_the_same_steps(tiny_model_dir, tmp_path):
             shutil.rmtree(checkpoint)
     state = ckpt.TrainerState.from_file(run_dir / "checkpoint-1" / ckpt.TRAINER_STATE_NAME)
     assert state.extra == {"round": 1, "round_steps": 1, "round_done": False}
-    train_baseline("star", tiny_config(tiny_model_dir, run_dir, save_steps=1, save_total_limit=50, resume=True), sft,
-                   sandbox=ParityGrader(), train_tasks=TASKS)
+    train_baseline("star", tiny_config(tiny_model_dir, run_dir, resume=True, **sft), sandbox=ParityGrader(),
+                   train_tasks=TASKS)
     resumed = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in resumed] == [r["step"] for r in full]
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full], rel=1e-5)

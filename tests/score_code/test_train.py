@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks.tasks import Task
-from score_code import checkpoint as ckpt
-from score_code.config import ModelConfig, TrainConfig, apply_overrides
-from score_code.logging_utils import read_metrics, rollout_metrics, truncate_jsonl
-from score_code.rollout import Episode, collate
-from score_code.train import (TrainError, phase_plan, prepare_run_dir, reference_log_probs, sequence_log_probs,
-                              stage_at, tasks_for_step, train)
+from score_code.config import ModelConfig, ScoreConfig
+from score_code.train import checkpoint as ckpt
+from score_code.train.common import TrainError, prepare_run_dir, sequence_log_probs
+from score_code.train.rollout import Episode, collate
+from score_code.train.run_log import read_metrics, rollout_metrics, truncate_jsonl
+from score_code.train.score import phase_plan, reference_log_probs, stage_at, tasks_for_step, train
 
 MBPP_PATH = Path(os.environ["SCORE_CODE_MBPP"])  # set by tests/conftest.py
 REPO = Path(__file__).resolve().parents[2]
@@ -34,19 +34,19 @@ def capital_reward(tasks, completions):
     return [1.0 if text.lstrip()[:1].isupper() else 0.0 for text in completions]
 
 
-def _config(tmp_path: Path, model_dir: Path, name: str, **overrides) -> TrainConfig:
+def _config(tmp_path: Path, model_dir: Path, name: str, **overrides) -> ScoreConfig:
     values = dict(model=str(model_dir), output_dir=str(tmp_path / name), max_new_tokens=1, prompts_per_step=4,
                   samples_per_prompt=4, micro_batch_size=16, learning_rate=3e-2, beta1=0.0, schedule="1",
                   stage1_steps=30, stage2_steps=0, save_steps=1000, progress=False, log_completions=1)
     values.update(overrides)
-    return apply_overrides(TrainConfig(), values)
+    return ScoreConfig.from_flat(values)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
 
 
 def test_schedule_counts_steps_per_stage():
-    config = apply_overrides(TrainConfig(), {"schedule": "1,2,1,2", "stage1_steps": 2, "stage2_steps": 3})
+    config = ScoreConfig.from_flat({"schedule": "1,2,1,2", "stage1_steps": 2, "stage2_steps": 3})
     plan = phase_plan(config)
     assert plan == [(1, 2), (2, 3), (1, 2), (2, 3)]
     assert [stage_at(s, plan) for s in range(1, 11)] == [1, 1, 2, 2, 2, 1, 1, 2, 2, 2]
@@ -103,7 +103,7 @@ def test_log_probs_at_trained_positions_match_a_full_forward(tiny_model):
 
 
 def test_lora_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir):
-    from score_code.train import build_models
+    from score_code.train.common import build_models
 
     model_cfg = ModelConfig(model=str(tiny_model_dir), lora=True, lora_r=4, lora_alpha=8)
     policy, reference, _ = build_models(model_cfg, None, torch.device("cpu"))
@@ -164,13 +164,14 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_model_d
     with pytest.raises(Killed):
         train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS, after_step=kill_at_3)
     assert [r["step"] for r in read_metrics(Path(config.run.output_dir))] == [1, 2, 3]
-    resumed_dir = train(apply_overrides(config, {"resume": True}), reward_fn=capital_reward,
+    config.run.resume = True
+    resumed_dir = train(config, reward_fn=capital_reward,
                         train_tasks=SYNTHETIC_TASKS)
 
     whole, resumed = read_metrics(whole_dir), read_metrics(resumed_dir)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     assert [r["stage"] for r in resumed] == [1, 1, 2, 2]
-    for a, b in zip(whole, resumed):
+    for a, b in zip(whole, resumed, strict=True):
         assert (a["attempt1/reward"], a["attempt2/reward"]) == (b["attempt1/reward"], b["attempt2/reward"])
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     completions = [json.loads(x)["step"] for x in (resumed_dir / "completions.jsonl").read_text().splitlines()]
@@ -242,7 +243,7 @@ def test_vllm_backend_samples_from_an_engine_synced_after_every_update(tmp_path,
 
         def generate(self, prompts, sampling_params, use_tqdm=False):
             outputs = []
-            for prompt, params in zip(prompts, sampling_params):
+            for prompt, params in zip(prompts, sampling_params, strict=True):
                 ids = torch.tensor([prompt["prompt_token_ids"]])
                 torch.manual_seed(params["seed"])
                 with torch.no_grad():
@@ -301,7 +302,8 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     recipe.write_text("beta3: 1\n")
     assert _cli(["train", "stage1", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err
-    assert "error: " in err and "unknown config key 'beta3'" in err and "hint: see `score-code train stage1 --help`" in err
+    assert "error: " in err and "unknown config key 'beta3'" in err
+    assert "hint: see `score-code train stage1 --help`" in err
 
 
 def test_cli_plot_writes_a_png(tmp_path):
@@ -344,8 +346,8 @@ def test_score_end_to_end_on_mbpp_with_docker(tmp_path, tiny_model_dir, docker_s
 DDP_SCRIPT = """
 import json, sys, torch
 from benchmarks.tasks import Task
-from score_code.config import TrainConfig, apply_overrides
-from score_code import train as T
+from score_code.config import ScoreConfig
+from score_code.train import score as T
 
 seen = []
 def reward(tasks, completions):
@@ -354,7 +356,7 @@ def reward(tasks, completions):
 
 tasks = [Task(task_id=f"cap/{i}", prompt=f"Say one word ({i}).", entry_point="", tests=("pass",),
               test_format="generic") for i in range(4)]
-config = apply_overrides(TrainConfig(), dict(model=sys.argv[1], output_dir=sys.argv[2], max_new_tokens=2,
+config = ScoreConfig.from_flat(dict(model=sys.argv[1], output_dir=sys.argv[2], max_new_tokens=2,
     prompts_per_step=1, samples_per_prompt=2, micro_batch_size=1, learning_rate=1e-2, schedule="1",
     stage1_steps=1, save_steps=1000, progress=False))
 

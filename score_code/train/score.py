@@ -1,4 +1,4 @@
-"""SCoRe for code, stage I and stage II (design/score.md sections 1-4), one loop read top to bottom.
+"""SCoRe for code, stage I and stage II (docs/method.md §1-4), one loop read top to bottom.
 
     score-code train score  --config score_code/recipes/cpu_default.yaml     # stage I, then stage II
     score-code train stage1 ... ;  score-code train stage2 --init-from RUN/checkpoint-N ...
@@ -42,37 +42,40 @@ sequences need, which differs across ranks: FSDP runs would need the ranks' deco
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-import os
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from benchmarks import prompts
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
 from benchmarks.tasks import Task
-from score_code import checkpoint as ckpt
-from score_code.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from score_code.generation.vllm import VLLMGenerator
-from score_code.logging_utils import RunLogger, rollout_metrics
-from score_code.objectives import Normalizers, selected_log_probs, stage_advantages, stage_loss
-from score_code.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
-
-
-class TrainError(RuntimeError):
-    """The run cannot start or continue; the message says why and what to pass instead."""
-
+from score_code.config import ConfigError, ScoreConfig, ScoreDataConfig
+from score_code.generation import make_generator, sync_policy
+from score_code.train import checkpoint as ckpt
+from score_code.train.common import (
+    accumulate_step,
+    build_models,
+    load_training_tasks,
+    make_optimizer,
+    prepare_run_dir,
+    save,
+    sequence_log_probs,
+    task_spec,
+)
+from score_code.train.objectives import Normalizers, stage_advantages, stage_loss
+from score_code.train.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
+from score_code.train.run_log import RunLogger, rollout_metrics
 
 # --- helpers (explicit arguments, no globals) ---------------------------------------------------------------------
 
 
-def phase_plan(config: TrainConfig) -> list[tuple[int, int]]:
+def phase_plan(config: ScoreConfig) -> list[tuple[int, int]]:
     """[(stage, steps)] in schedule order."""
     steps = {1: config.schedule.stage1_steps, 2: config.schedule.stage2_steps}
     return [(stage, steps[stage]) for stage in config.stages()]
@@ -105,88 +108,13 @@ def sampling_seed(seed: int, step: int, rank: int, attempt: int) -> int:
     return (seed * 1_000_003 + step * 1009 + rank * 17 + attempt) % (2**31)
 
 
-def _task_spec(data: DataConfig) -> str:
-    """What benchmarks.tasks.load_tasks reads: --mbpp_path for 'mbpp' when given, else --tasks."""
-    return data.mbpp_path if data.tasks == "mbpp" and data.mbpp_path else data.tasks
-
-
-def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
-                        shots: Sequence[Task] = ()) -> tuple[list[Task], tuple[Task, ...]]:
-    """Training tasks and their few-shot examples (MBPP: the canonical 3 shots): `tasks`/`shots` when a caller
-    passes its own (tests, custom task lists), else the configured ones. Never empty."""
-    from benchmarks.tasks import MBPP_ENV_VAR, load_shots, load_tasks
-
-    if tasks is None:
-        spec = _task_spec(data)
-        if spec == "mbpp" and not os.environ.get(MBPP_ENV_VAR):
-            raise TrainError(f"training on MBPP needs the data: pass --mbpp_path /path/to/mbpp.jsonl or set "
-                             f"{MBPP_ENV_VAR}")
-        tasks = load_tasks(spec, data.train_split)
-        if data.max_train_tasks:
-            tasks = tasks[: data.max_train_tasks]
-        shots = load_shots(spec)
-    if not tasks:
-        raise TrainError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
-    return list(tasks), tuple(shots)
-
-
-def load_eval_tasks(data: DataConfig, max_tasks: int) -> tuple[list[Task], tuple[Task, ...]]:
+def load_eval_tasks(data: ScoreDataConfig, max_tasks: int) -> tuple[list[Task], tuple[Task, ...]]:
     """Held-out tasks and their few-shot examples."""
     from benchmarks.tasks import load_shots, load_tasks
 
-    spec = _task_spec(data)
+    spec = task_spec(data)
     tasks = load_tasks(spec, data.eval_split)
     return (tasks[:max_tasks] if max_tasks else tasks), load_shots(spec)
-
-
-def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.device) -> tuple[Any, Any, Any]:
-    """(policy, reference or None, tokenizer). The reference is `model_cfg.model`, frozen. With LoRA there is no
-    second copy: the reference is the policy with its adapter disabled (reference_log_probs)."""
-    from score_code.models import load_model
-
-    base_name = model_cfg.model or None
-    loaded = load_model(base_name, dtype=model_cfg.dtype, device=str(device))
-    tokenizer = loaded.tokenizer
-    if model_cfg.lora:
-        from peft import LoraConfig, PeftModel, get_peft_model
-
-        if init_path is not None:
-            if not (init_path / "adapter_config.json").is_file():
-                raise TrainError(f"{init_path} holds no LoRA adapter (adapter_config.json); with --lora, "
-                                 "--init-from must be a checkpoint of a LoRA run")
-            policy = PeftModel.from_pretrained(loaded.model, str(init_path), is_trainable=True)
-        else:
-            targets = model_cfg.lora_target_modules
-            policy = get_peft_model(loaded.model, LoraConfig(
-                r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
-                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                task_type="CAUSAL_LM"))
-        reference = None
-    else:
-        reference = loaded.model
-        if init_path is not None:
-            policy = load_model(str(init_path), dtype=model_cfg.dtype, device=str(device)).model
-        else:
-            policy = copy.deepcopy(reference)
-        reference.requires_grad_(False)
-    if model_cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
-    policy.eval()  # no dropout: rollouts and updates see the same function
-    return policy, reference, tokenizer
-
-
-def sequence_log_probs(model: Any, batch: Batch) -> torch.Tensor:
-    """Per-token log-probs (B, T), computed only where some row has a trained token: the lm-head over a 49k
-    vocabulary is most of the cost, and the prompt (3-shot for MBPP) is most of the sequence."""
-    trained = (batch.mask1 + batch.mask2).sum(dim=0) > 0
-    trained[0] = False  # the first token has no prediction
-    targets = trained.nonzero().squeeze(1)  # positions of tokens whose log-prob the loss needs
-    out = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
-    if len(targets) == 0:
-        return out
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=targets - 1).logits
-    out[:, targets] = selected_log_probs(logits, batch.input_ids[:, targets])
-    return out
 
 
 def reference_log_probs(policy: Any, reference: Any, batch: Batch) -> torch.Tensor:
@@ -209,67 +137,22 @@ class ReferenceGenerator:
             return self.generator.generate(dialogues, params)
 
 
-def make_generator(model: Any, tokenizer: Any, model_cfg: ModelConfig, batch_size: int, world_size: int = 1,
-                   seed: int = 0) -> Generator:
-    """Rollouts sample from `model` itself (hf) or from a colocated vLLM engine holding a copy of its weights
-    (vllm; `refresh_generator` re-syncs that copy after each update)."""
-    from score_code.generation.hf import HFGenerator
-
-    if model_cfg.backend == "hf":
-        return HFGenerator(model, tokenizer, batch_size=batch_size)
-    if world_size > 1:
-        raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world_size} "
-                          "processes; launch one process, or use backend: hf for multi-process runs")
-    from score_code.generation.vllm import import_vllm, vllm_dtype
-    from score_code.models import ensure_default_checkpoint
-
-    import_vllm()
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine's model must live in this process
-    generator = VLLMGenerator(model_cfg.model or str(ensure_default_checkpoint()), tokenizer=tokenizer,
-                              dtype=vllm_dtype(model_cfg.dtype), seed=seed,
-                              gpu_memory_utilization=model_cfg.vllm_gpu_memory_utilization)
-    generator.sync_weights(model)  # the engine loaded the base model; the policy may be a checkpoint or adapter
-    return generator
-
-
-def refresh_generator(generator: Generator, policy: Any) -> None:
-    """After the policy changed: a vLLM engine's copy of the weights is synced (the hf backend samples the policy)."""
-    if isinstance(generator, VLLMGenerator):
-        generator.sync_weights(policy)
-
-
 def policy_update(policy: Any, reference: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any,
                   batch: Batch, advantage1: torch.Tensor, advantage2: torch.Tensor, stage: int,
-                  config: TrainConfig) -> dict[str, float]:
-    """One optimizer step: accumulate gradients over micro-batches (normalized by the whole batch), clip, step."""
-    obj, opt = config.objective, config.optim
+                  config: ScoreConfig) -> dict[str, float]:
+    """One optimizer step on the stage's loss (objectives.stage_loss), normalized by the whole batch."""
+    obj = config.objective
     norm = Normalizers.of(batch.mask1, batch.mask2)
-    rows = batch.input_ids.shape[0]
-    totals = {"loss": 0.0, "pg_loss": 0.0, "kl/attempt1": 0.0, "kl/attempt2": 0.0}
-    device = accelerator.device
-    for start in range(0, rows, opt.micro_batch_size):
-        part = slice(start, start + opt.micro_batch_size)
-        micro = batch[part].to(device)
+
+    def micro_loss(micro: Batch, rows: slice) -> dict[str, torch.Tensor]:
         ref_logp = reference_log_probs(accelerator.unwrap_model(policy), reference, micro)
-        last = start + opt.micro_batch_size >= rows
-        with contextlib.nullcontext() if last else accelerator.no_sync(policy):  # sync gradients once per step
-            logp = sequence_log_probs(policy, micro)
-            terms = stage_loss(stage, logp, ref_logp, micro.mask1, micro.mask2, advantage1[part].to(device),
-                               advantage2[part].to(device), obj.beta1, obj.beta2, obj.loss_aggregation, norm)
-            accelerator.backward(terms.loss)
-        totals["loss"] += terms.loss.item()
-        totals["pg_loss"] += terms.pg_loss.item()
-        totals["kl/attempt1"] += terms.kl1.item()
-        totals["kl/attempt2"] += terms.kl2.item()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    max_norm = opt.max_grad_norm if opt.max_grad_norm > 0 else math.inf
-    grad_norm = accelerator.clip_grad_norm_(params, max_norm)
-    totals["grad_norm"] = float(grad_norm)
-    totals["learning_rate"] = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return totals
+        logp = sequence_log_probs(policy, micro)
+        terms = stage_loss(stage, logp, ref_logp, micro.mask1, micro.mask2, advantage1[rows].to(logp.device),
+                           advantage2[rows].to(logp.device), obj.beta1, obj.beta2, obj.loss_aggregation, norm)
+        return {"loss": terms.loss, "pg_loss": terms.pg_loss, "kl/attempt1": terms.kl1, "kl/attempt2": terms.kl2}
+
+    return accumulate_step(policy, optimizer, scheduler, accelerator, batch, config.optim.micro_batch_size,
+                           config.optim.max_grad_norm, micro_loss)
 
 
 def mean_across_processes(metrics: dict[str, float], accelerator: Any) -> dict[str, float]:
@@ -281,15 +164,16 @@ def mean_across_processes(metrics: dict[str, float], accelerator: Any) -> dict[s
     present = (~values.isnan()).double()
     sums = accelerator.reduce(torch.nan_to_num(values), reduction="sum")
     counts = accelerator.reduce(present, reduction="sum")
-    return {k: (s / c).item() if c > 0 else math.nan for k, s, c in zip(keys, sums, counts)}
+    return {k: (s / c).item() if c > 0 else math.nan for k, s, c in zip(keys, sums, counts, strict=True)}
 
 
 def evaluate_during_training(generator: Generator, tasks: Sequence[Task], shots: Sequence[Task], sandbox: Any,
-                             out_dir: Path, config: TrainConfig, chat: bool) -> dict[str, float]:
+                             out_dir: Path, config: ScoreConfig, chat: bool) -> dict[str, float]:
     """Greedy two-attempt evaluation on the held-out split; numeric metrics under an `eval/` prefix."""
     from benchmarks.evaluate import EvalConfig, evaluate
 
-    eval_config = EvalConfig(model=config.model.model or "default", dataset=f"{config.data.tasks}:{config.data.eval_split}",
+    eval_config = EvalConfig(model=config.model.model or "default",
+                             dataset=f"{config.data.tasks}:{config.data.eval_split}",
                              chat=chat, attempts=2, samples=1, temperature=0.0,
                              max_new_tokens=config.run.eval_max_new_tokens, seed=config.run.seed)
     metrics = evaluate(generator, tasks, sandbox, out_dir, eval_config, shots=shots, progress=False)
@@ -306,32 +190,10 @@ def evaluate_during_training(generator: Generator, tasks: Sequence[Task], shots:
     return flat
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh run; refuses to clobber an existing run."""
-    latest = ckpt.latest_checkpoint(run_dir)
-    if resume:
-        if latest is None and run_dir.is_dir() and any(run_dir.glob("metrics.jsonl")):
-            raise TrainError(f"{run_dir}: --resume but no checkpoint-N to resume from; rerun without --resume "
-                             "into a new --output_dir")
-        return latest
-    if run_dir.is_dir() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
-        raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output_dir")
-    return None
-
-
-def make_optimizer(policy: torch.nn.Module, opt: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the trainable parameters, linear warm-up then constant; shared with the SFT baselines."""
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.learning_rate,
-                                  betas=(opt.adam_beta1, opt.adam_beta2), weight_decay=opt.weight_decay)
-    warmup = opt.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    return optimizer, scheduler
-
-
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: Sequence[Task] | None = None,
+def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: Sequence[Task] | None = None,
           shots: Sequence[Task] = (), after_step: Callable[[int, Any], None] | None = None) -> Path:
     """Run the schedule; returns the run directory. `reward_fn` / `train_tasks` replace the sandbox and MBPP
     (tests and custom tasks); `after_step(step, policy)` runs after each step's log and checkpoint (tests use it
@@ -378,8 +240,13 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
         print0(f"resuming from {resume_from} at global step {state.global_step}")
-    generator = make_generator(accelerator.unwrap_model(policy), tokenizer, config.model,
-                               config.rollout.generation_batch_size, world, config.run.seed)
+    if config.model.backend == "vllm" and world > 1:
+        raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world} "
+                          "processes; launch one process, or use backend: hf for multi-process runs")
+    generator = make_generator(config.model.backend, config.model.model, policy=accelerator.unwrap_model(policy),
+                               tokenizer=tokenizer, dtype=config.model.dtype,
+                               batch_size=config.rollout.generation_batch_size, seed=config.run.seed,
+                               gpu_memory_utilization=config.model.vllm_gpu_memory_utilization)
     chat = generator.chat
 
     # --- grader, logs ----------------------------------------------------------------------------------------
@@ -389,7 +256,8 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
         sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
     reward_fn = reward_fn or SandboxReward(sandbox)
-    eval_tasks, eval_shots = load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps else ([], ())
+    eval_tasks, eval_shots = (load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps
+                              else ([], ()))
     logger = RunLogger(run_dir, enabled=accelerator.is_main_process,
                        resume_step=state.global_step if resume_from is not None else None)
     instruction = prompts.self_correction_message()
@@ -418,8 +286,9 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
             # --- rollout: k two-attempt episodes per task, both attempts graded in one batch --------------
             tasks = [train_tasks[i] for i in tasks_for_step(len(train_tasks), step, config.rollout.prompts_per_step,
                                                             world, rank, config.run.seed)]
-            params = [SamplingParams(max_new_tokens=config.rollout.max_new_tokens, temperature=config.rollout.temperature,
-                                     top_p=config.rollout.top_p, seed=sampling_seed(config.run.seed, step, rank, a),
+            params = [SamplingParams(max_new_tokens=config.rollout.max_new_tokens,
+                                     temperature=config.rollout.temperature, top_p=config.rollout.top_p,
+                                     seed=sampling_seed(config.run.seed, step, rank, a),
                                      stop=tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, a)})))
                       for a in (1, 2)]
             offline: dict[int, Generation] = {}
@@ -441,7 +310,7 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
             update_start = time.perf_counter()
             update = policy_update(policy, reference, optimizer, scheduler, accelerator, collate(episodes, pad_id),
                                    advantage1, advantage2, stage, config)
-            refresh_generator(generator, accelerator.unwrap_model(policy))
+            sync_policy(generator, accelerator.unwrap_model(policy))
             update_s = time.perf_counter() - update_start
 
             # --- log -------------------------------------------------------------------------------------
@@ -481,21 +350,6 @@ def train(config: TrainConfig, reward_fn: RewardFn | None = None, train_tasks: S
     return run_dir
 
 
-def save(run_dir: Path, state: ckpt.TrainerState, policy: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
-         accelerator: Any, save_total_limit: int) -> None:
-    """Checkpoint on the main process; every process takes part in gathering a sharded (FSDP) state dict."""
-    from accelerate.utils import DistributedType
-
-    sharded = accelerator.distributed_type == DistributedType.FSDP
-    state_dict = accelerator.get_state_dict(policy) if sharded else None
-    optimizer_state = ckpt.optimizer_state(policy, optimizer)  # gathered from every process's shard under FSDP
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        ckpt.save_checkpoint(run_dir, state, accelerator.unwrap_model(policy), tokenizer, optimizer_state, scheduler,
-                             save_total_limit, state_dict=state_dict)
-    accelerator.wait_for_everyone()
-
-
 def offline_first_attempts(tasks: Sequence[Task], k: int, per_task: int, cache: dict[tuple[str, int], Generation],
                            first_dialogue: Callable[[Task], Dialogue], reference_generator: Generator,
                            params: SamplingParams) -> dict[int, Generation]:
@@ -505,6 +359,6 @@ def offline_first_attempts(tasks: Sequence[Task], k: int, per_task: int, cache: 
     missing = [(task, s) for _, task, s in wanted if (task.task_id, s) not in cache]
     if missing:
         drawn = reference_generator.generate([first_dialogue(task) for task, _ in missing], params)
-        for (task, s), gen in zip(missing, drawn):
+        for (task, s), gen in zip(missing, drawn, strict=True):
             cache[(task.task_id, s)] = gen
     return {index: cache[(task.task_id, s)] for index, task, s in wanted}

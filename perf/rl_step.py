@@ -1,8 +1,8 @@
 """Where the time of one SCoRe RL step goes: generation, grading, update (default model, MBPP train split).
 
-    python benchmarks/perf/rl_step.py --mbpp_path /path/to/mbpp.jsonl [--steps 2] [--config RECIPE] [flags]
+    python perf/rl_step.py --mbpp_path /path/to/mbpp.jsonl [--steps 2] [--config RECIPE] [flags]
 
-Runs the real trainer (score_code.train.train) for `--steps` stage-I steps into a temporary directory, with
+Runs the real trainer (score_code.train.score.train) for `--steps` stage-I steps into a temporary directory, with
 score_code/recipes/cpu_default.yaml unless --config says otherwise, then reads the per-step `time/*` metrics.
 Grading should stay under 10% of a step (the sandbox must not be the bottleneck of RL); the exit code is 1
 when it does not.
@@ -11,32 +11,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 GRADING_BUDGET = 0.10  # fraction of a step
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from score_code import config as cfg
-    from score_code.logging_utils import read_metrics
-    from score_code.train import train
+    from score_code.config import ScoreConfig
+    from score_code.train.run_log import read_metrics
+    from score_code.train.score import train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1, help="RL steps to time (the figures are their mean)")
-    cfg.add_arguments(parser)
+    ScoreConfig.add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.config:
         args.config = str(REPO / "score_code" / "recipes" / "cpu_default.yaml")
-    config = cfg.from_args(args)
+    config = ScoreConfig.from_args(args, "python perf/rl_step.py")
     with tempfile.TemporaryDirectory(prefix="rl-step-") as tmp:
-        cfg.apply_overrides(config, {"output_dir": str(Path(tmp) / "run"), "schedule": "1",
-                                     "stage1_steps": args.steps, "save_steps": 10**9, "eval_steps": 0,
-                                     "resume": False})
+        config.apply({"output_dir": str(Path(tmp) / "run"), "schedule": "1",
+                      "stage1_steps": args.steps, "save_steps": 10**9, "eval_steps": 0, "resume": False})
         rows = read_metrics(train(config))
     parts = {name: sum(r[f"time/{name}"] for r in rows) / len(rows) for name in ("generation", "grading", "update")}
     step_s = sum(r["time/step"] for r in rows) / len(rows)

@@ -1,4 +1,4 @@
-"""An offline repair set (the MBPP-R analogue, score.md section 7) and its one-attempt evaluation.
+"""An offline repair set (the MBPP-R analogue, docs/method.md §7.2) and its one-attempt evaluation.
 
 Building: from an evaluation directory of a chosen model, take for every problem the failing attempt-1 program
 of its lowest sample_id (failed, timeout, runtime/syntax error, ...; never a sandbox error, never an empty
@@ -17,22 +17,31 @@ fraction of problems whose repair passes (sandbox errors excluded, as everywhere
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from benchmarks import prompts
-from benchmarks.evaluate import CONFIG_FILE, RESULTS_FILE, SAMPLES_FILE, BatchSandbox, EvalConfig, evaluate, write_reports
+from benchmarks.errors import ScoreCodeError
+from benchmarks.evaluate import (
+    CONFIG_FILE,
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    BatchSandbox,
+    EvalConfig,
+    evaluate,
+    write_reports,
+)
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
 from benchmarks.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from benchmarks.tasks import Task, TaskLoadError, dataset_hash, parse_task
-from score_code.baselines import check_dataset
+from score_code.baselines.data import check_dataset
 
 ITEMS_FILE, MANIFEST_FILE = "items.jsonl", "manifest.json"
 SCHEMA_VERSION = 1
 
 
-class RepairSetError(ValueError):
+class RepairSetError(ScoreCodeError):
     """A repair set cannot be built or read; the message names the file and the problem."""
 
 

@@ -1,4 +1,4 @@
-"""Side-by-side comparison of evaluation runs: the paper's table (score.md section 7) as markdown and a bar chart.
+"""Side-by-side comparison of evaluation runs: the paper's table (docs/method.md §7.1) as markdown and a bar chart.
 
 Each input is a directory holding a metrics.json written by `score-code eval` (two-attempt metrics) or by
 `score-code repair-set eval` (`repair_accuracy`, the MBPP-R analogue). Runs are grouped by label: a repair run and
@@ -8,20 +8,23 @@ A label comes from `labels` when given, else from the run's config (the model it
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from benchmarks.jsonl import write_text_atomic
+from benchmarks.errors import ScoreCodeError
 from benchmarks.report import PAPER_COLUMNS, markdown_table, paper_row
+from sandbox.atomic import write_text_atomic
 
 METRICS_FILE = "metrics.json"
 TABLE_FILE, PLOT_FILE = "comparison.md", "comparison.png"
 REPAIR_COLUMN = "MBPP-R"
 
 
-class CompareError(ValueError):
+class CompareError(ScoreCodeError):
     """A run directory cannot be compared; the message names the directory and what is missing."""
+
+    hint = "each RUN_DIR must be an output directory of `score-code eval` or `score-code repair-set eval`"
 
 
 @dataclass
@@ -45,7 +48,8 @@ class Run:
 
 
 def label_from_config(payload: dict, path: Path) -> str:
-    """The evaluated model's name: a checkpoint keeps its run folder ('runs/star/checkpoint-30' -> 'star/checkpoint-30');
+    """The evaluated model's name: a checkpoint keeps its run folder
+    ('runs/star/checkpoint-30' -> 'star/checkpoint-30');
     no model recorded means the embedded default base model."""
     model = str((payload.get("config") or {}).get("model") or "")
     if not model:

@@ -13,9 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from score_code.console import fail
-
-MBPP_ENV = "SCORE_CODE_MBPP"
+from benchmarks.tasks import MBPP_ENV_VAR, TaskLoadError
+from sandbox.cli import positive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Model and decoding
     add_model_arguments(parser)
     parser.add_argument("--attempts", type=int, default=2, help="attempts per sample (default: 2, the paper's)")
-    parser.add_argument("--samples", type=int, default=1, help="samples per task; > 1 gives pass@k (needs --temperature > 0)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="samples per task; > 1 gives pass@k (needs --temperature > 0)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as in the paper)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="per attempt (default: 512)")
@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show attempt t's first failing test before attempt t+1 (default: none, intrinsic)")
     # Data
     parser.add_argument("--split", default="test", help="MBPP split: test (default), train, validation, prompt, all")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N tasks")
+    parser.add_argument("--limit", type=positive(int), default=None, metavar="N", help="only the first N tasks")
     parser.add_argument("--mbpp-path", default=None, metavar="FILE",
-                        help=f"mbpp.jsonl or sanitized-mbpp.json for 'mbpp' (default: ${MBPP_ENV})")
+                        help=f"mbpp.jsonl or sanitized-mbpp.json for 'mbpp' (default: ${MBPP_ENV_VAR})")
     # Grading and output
     parser.add_argument("--sandbox", choices=("docker", "local"), default="docker",
                         help="docker (default, isolated) or local (rlimits only: trusted code only)")
@@ -74,11 +74,9 @@ def _dataset_spec(args: argparse.Namespace) -> str:
     """'humaneval', a file path, or for 'mbpp' the file from --mbpp-path / $SCORE_CODE_MBPP."""
     if args.dataset != "mbpp":
         return args.dataset
-    path = args.mbpp_path or os.environ.get(MBPP_ENV, "")
+    path = args.mbpp_path or os.environ.get(MBPP_ENV_VAR, "")
     if not path:
-        from benchmarks.tasks import TaskLoadError
-
-        raise TaskLoadError(f"'mbpp' needs the MBPP data file: pass --mbpp-path FILE or set {MBPP_ENV}")
+        raise TaskLoadError(f"'mbpp' needs the MBPP data file: pass --mbpp-path FILE or set {MBPP_ENV_VAR}")
     return path
 
 
@@ -104,76 +102,46 @@ def _chat_flag(value: str) -> bool | None:
 
 def _resolved_chat(args: argparse.Namespace) -> bool:
     """Whether prompts go through the chat template, decided as the generator will decide it."""
-    from score_code.generation import resolve_chat
+    from score_code.generation.encoding import resolve_chat
     from score_code.models import load_tokenizer
 
     return resolve_chat(load_tokenizer(args.model), _chat_flag(args.chat))
 
 
-def build_generator(args: argparse.Namespace) -> tuple[Any, str]:
-    """(generator, model name for the record) for --backend/--model."""
-    from score_code.models import DEFAULT_MODEL_NAME, ensure_default_checkpoint
+def build_generator(args: argparse.Namespace) -> Any:
+    """The generator that the model flags (add_model_arguments) ask for."""
+    from score_code.generation import make_generator
 
-    chat = _chat_flag(args.chat)
-    progress = not args.no_progress  # a round's generation takes minutes on a CPU: show its sequences finishing
-    if args.backend == "vllm":
-        from score_code.generation.vllm import VLLMGenerator, import_vllm, vllm_dtype
-
-        import_vllm()  # fail before converting or loading anything
-        source = args.model or str(ensure_default_checkpoint())
-        return (VLLMGenerator(source, chat=chat, dtype=vllm_dtype(args.dtype), seed=args.seed, progress=progress),
-                args.model or DEFAULT_MODEL_NAME)
-    from score_code.generation.hf import HFGenerator
-    from score_code.models import load_model
-
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    generator = HFGenerator(loaded.model, loaded.tokenizer, batch_size=args.batch_size, chat=chat, progress=progress)
-    return generator, loaded.name
+    return make_generator(args.backend, args.model, dtype=args.dtype, device=args.device,
+                          batch_size=args.batch_size, chat=_chat_flag(args.chat), seed=args.seed,
+                          progress=not args.no_progress)  # a round takes minutes on a CPU: show sequences finishing
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.evaluate import EvalConfig, EvalError, check_output_dir, evaluate
+    from benchmarks.evaluate import EvalConfig, check_output_dir, evaluate
     from benchmarks.report import summary_table
-    from benchmarks.tasks import TaskLoadError, load_shots, load_tasks
-    from sandbox import Sandbox, SandboxError
-    from score_code.generation import DialogueEncodingError
-    from score_code.generation.vllm import VLLMUnavailable
-    from score_code.models import DEFAULT_MODEL_NAME, ModelLoadError
+    from benchmarks.tasks import load_shots, load_tasks
+    from sandbox import Sandbox
+    from score_code.models import DEFAULT_MODEL_NAME
 
-    if args.limit is not None and args.limit < 1:
-        return fail(f"--limit must be >= 1, got {args.limit}")
-    try:
-        spec = _dataset_spec(args)
-        tasks = load_tasks(spec, args.split)
-        shots = load_shots(spec)
-    except (TaskLoadError, OSError) as e:
-        return fail(str(e), f"pass a readable file, or --mbpp-path / ${MBPP_ENV} for 'mbpp'")
-    if args.limit:
-        tasks = tasks[: args.limit]
+    spec = _dataset_spec(args)
+    tasks = load_tasks(spec, args.split)[: args.limit]
+    shots = load_shots(spec)
     output = Path(args.output) if args.output else default_output_dir(args)
-    try:
-        config = EvalConfig(
-            dataset=dataset_name(args), attempts=args.attempts, samples=args.samples,
-            temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-            feedback=args.feedback, timeout_s=args.timeout_s, round_size=args.round_size,
-        )
-    except ValueError as e:
-        return fail(str(e), "see `score-code eval --help`")
-    try:
-        # Refuse a mismatched output directory before the (slow) model load; the tokenizer alone decides `chat`.
-        config = replace(config, model=args.model or DEFAULT_MODEL_NAME, chat=_resolved_chat(args))
-        check_output_dir(output, config, tasks, shots)
-        generator, model_name = build_generator(args)
-        config = replace(config, model=model_name, chat=generator.chat)
-        print(f"eval: {len(tasks)} tasks of {config.dataset}, model {model_name} ({args.backend}, "
-              f"{'chat template' if config.chat else 'plain prompts'}), {args.attempts} attempts, "
-              f"sandbox {args.sandbox}, output {output}", file=sys.stderr)
-        with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
-            metrics = evaluate(generator, tasks, sandbox, output, config, shots=shots, progress=not args.no_progress)
-    except (ModelLoadError, SandboxError, VLLMUnavailable, DialogueEncodingError) as e:
-        return fail(str(e), getattr(e, "hint", "") or "")
-    except EvalError as e:
-        return fail(str(e), "pass another --output directory, or the same settings to resume")
+    config = EvalConfig(
+        dataset=dataset_name(args), attempts=args.attempts, samples=args.samples, temperature=args.temperature,
+        top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, feedback=args.feedback,
+        timeout_s=args.timeout_s, round_size=args.round_size, model=args.model or DEFAULT_MODEL_NAME,
+        chat=_resolved_chat(args),
+    )
+    check_output_dir(output, config, tasks, shots)  # refuse a mismatched output directory before the slow load
+    generator = build_generator(args)
+    config = replace(config, chat=generator.chat)
+    print(f"eval: {len(tasks)} tasks of {config.dataset}, model {config.model} ({args.backend}, "
+          f"{'chat template' if config.chat else 'plain prompts'}), {args.attempts} attempts, "
+          f"sandbox {args.sandbox}, output {output}", file=sys.stderr)
+    with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
+        metrics = evaluate(generator, tasks, sandbox, output, config, shots=shots, progress=not args.no_progress)
     print(summary_table(metrics))
     print(f"\nresults: {output}/results.jsonl, report: {output}/report.md")
     return 0

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.errors import ScoreCodeError
+
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
@@ -31,7 +33,7 @@ RNG_STATE_NAME = "rng_state.pth"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ScoreCodeError):
     """A checkpoint is missing or unreadable; the message names the directory and the file."""
 
 
@@ -56,7 +58,7 @@ class TrainerState:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_file(cls, path: Path) -> "TrainerState":
+    def from_file(cls, path: Path) -> TrainerState:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:

@@ -1,16 +1,16 @@
-"""`compare` on hand-made metrics.json files (fixtures/baselines_compare_*)."""
+"""`compare` on hand-made metrics.json files (fixtures/compare_*)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from score_code.compare import CompareError, compare, load_runs, table_rows
+from benchmarks.compare import CompareError, compare, load_runs, table_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
-BASE = FIXTURES / "baselines_compare_base"  # Acc 50.0 -> 52.5, i->c 7.5, c->i 5.0, model "" (embedded default)
-STAR = FIXTURES / "baselines_compare_star"  # Acc 55.0 -> 65.0, i->c 12.5, c->i 2.5, model runs/star/checkpoint-30
-BASE_REPAIR = FIXTURES / "baselines_compare_base_repair"  # repair_accuracy 0.35, model ""
+BASE = FIXTURES / "compare_base"  # Acc 50.0 -> 52.5, i->c 7.5, c->i 5.0, model "" (embedded default)
+STAR = FIXTURES / "compare_star"  # Acc 55.0 -> 65.0, i->c 12.5, c->i 2.5, model runs/star/checkpoint-30
+BASE_REPAIR = FIXTURES / "compare_base_repair"  # repair_accuracy 0.35, model ""
 
 
 def test_two_evaluations_give_the_paper_table(tmp_path):
@@ -51,20 +51,3 @@ def test_bad_inputs_name_the_problem(tmp_path):
         load_runs([tmp_path])
     with pytest.raises(CompareError, match="give distinct --labels"):
         table_rows(load_runs([BASE, STAR], labels=["same", "same"]))
-
-
-def test_compare_command_prints_and_writes(tmp_path, capsys):
-    import argparse
-
-    from score_code.baselines_command import register
-
-    parser = argparse.ArgumentParser(prog="score-code")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["compare", str(BASE), str(STAR), "--labels", "base", "star",
-                              "--output", str(tmp_path / "cmp")])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
-    assert "| star | 55.0 | 65.0 | 10.0 | 12.5 | 2.5 |" in out
-    assert (tmp_path / "cmp" / "comparison.png").is_file()
-    assert args.func(args) == 2  # a second run refuses to replace the comparison
-    assert "error:" in capsys.readouterr().err

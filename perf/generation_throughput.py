@@ -1,6 +1,6 @@
 """Generation throughput of HFGenerator vs raw `model.generate` on the same prompts, batches and settings.
 
-    python benchmarks/perf/generation_throughput.py [--model ID_OR_PATH] [--prompts 32] [--max-new-tokens 128]
+    python perf/generation_throughput.py [--model ID_OR_PATH] [--prompts 32] [--max-new-tokens 128]
 
 HumanEval attempt-1 prompts (chat template), greedy, a fixed max_new_tokens and no stop strings, so both sides
 produce the same tokens. The raw side gets the harness's own batches (prompts sorted by length, left-padded);
