@@ -5,6 +5,7 @@ a laptop without it, so under CI its absence stops the session before any test r
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,3 +54,23 @@ def engine_without_socket_mounts(docker_sandbox, monkeypatch) -> None:
     real_argv = docker_backend.run_argv
     monkeypatch.setattr(docker_backend, "run_argv",
                         lambda *a, channel="": real_argv(*a, channel=channel and "/nonexistent/score-sandbox.sock"))
+
+
+# --- helpers shared by the grading tests (tests/sandbox/test_cli.py, tests/benchmarks/test_grade.py) ------------
+ADD_OK = "def add(a, b):\n    return a + b\n"
+ADD_BAD = "def add(a, b):\n    return a - b\n"
+NEG_OK = "def neg(x):\n    return -x\n"
+
+
+def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
+    """A JSONL file of these lines: dicts as JSON, str and bytes as they are (to plant malformed lines)."""
+    with open(path, "wb") as f:
+        for line in lines:
+            if isinstance(line, dict):
+                line = json.dumps(line)
+            f.write((line.encode() if isinstance(line, str) else line) + b"\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -76,7 +76,8 @@ def _dataset_spec(args: argparse.Namespace) -> str:
         return args.dataset
     path = args.mbpp_path or os.environ.get(MBPP_ENV_VAR, "")
     if not path:
-        raise TaskLoadError(f"'mbpp' needs the MBPP data file: pass --mbpp-path FILE or set {MBPP_ENV_VAR}")
+        raise TaskLoadError("'mbpp' needs the MBPP data file (mbpp.jsonl or sanitized-mbpp.json)",
+                            hint=f"pass --mbpp-path FILE or set {MBPP_ENV_VAR}")
     return path
 
 

@@ -16,6 +16,7 @@ from benchmarks.errors import ScoreCodeError
 from benchmarks.grade import GradeError, format_summary, grade_samples_file
 from benchmarks.metrics import pass_at_k
 from benchmarks.tasks import MBPP_ENV_VAR, TaskLoadError
+from tests.conftest import ADD_BAD, ADD_OK, NEG_OK, read_jsonl, write_lines
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -31,22 +32,7 @@ MBPP_RECORDS = [
     {"task_id": 3, "text": "Double a number.", "code": "def double(x):\n    return 2 * x\n",
      "test_list": ["assert double(2) == 4"], "test_setup_code": "", "challenge_test_list": []},
 ]
-ADD_OK = "def add(a, b):\n    return a + b\n"
-ADD_BAD = "def add(a, b):\n    return a - b\n"
-NEG_OK = "def neg(x):\n    return -x\n"
 
-
-def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
-    with open(path, "wb") as f:
-        for line in lines:
-            if isinstance(line, dict):
-                line = json.dumps(line)
-            f.write((line.encode() if isinstance(line, str) else line) + b"\n")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def grade_locally(samples: Path, problems: str | Path, out: Path, **kw):
@@ -305,6 +291,16 @@ def mbpp_entry(code: str, test: str) -> str:
     return next(name for name in called if name in defined)
 
 
+def grade_expecting(samples: Path, rows: list[dict], problems: str, passed: bool):
+    """Grade `rows` in Docker and check that every sample got a result and `passed` is its verdict."""
+    report = grade_samples_file(write_lines(samples, rows), problems, workers=2, progress=False)
+    assert report.exit_code == 0
+    results = read_jsonl(report.output)
+    wrong = [(r["task_id"], r["status"], r["first_failure"][:200]) for r in results if r["passed"] != passed]
+    assert len(results) == len(rows) and not wrong, f"{samples.name}: {wrong[:5]}"
+    return report
+
+
 @pytest.mark.docker
 def test_docker_grades_a_task_file(docker_sandbox, tasks, mixed_samples, tmp_path):
     report = grade_samples_file(mixed_samples, str(tasks), tmp_path / "o.jsonl", workers=2, progress=False)
@@ -321,12 +317,7 @@ def test_humaneval_canonical_solutions_pass_and_wrong_variants_fail(docker_sandb
     bad = [{"task_id": t, "completion": p["canonical_solution"] + WRONG_WRAPPER.format(name=p["entry_point"])}
            for t, p in problems.items()]
     for name, rows, expect in (("good", good, True), ("bad", bad, False)):
-        report = grade_samples_file(write_lines(tmp_path / f"{name}.jsonl", rows), "humaneval", workers=2,
-                                    progress=False)
-        assert report.exit_code == 0
-        results = read_jsonl(report.output)
-        wrong = [(r["task_id"], r["status"], r["first_failure"][:200]) for r in results if r["passed"] != expect]
-        assert len(results) == 164 and not wrong, f"{name}: {wrong[:5]}"
+        report = grade_expecting(tmp_path / f"{name}.jsonl", rows, "humaneval", expect)
         assert report.pass_at_k == {1: 1.0 if expect else 0.0}
 
 
@@ -346,9 +337,4 @@ def test_mbpp_reference_solutions_pass_and_wrong_variants_fail(docker_sandbox, t
             "solution": r["code"] + WRONG_WRAPPER.format(name=mbpp_entry(r["code"], r["test_list"][0]))}
            for r in records]
     for name, rows, expect in (("good", good, True), ("bad", bad, False)):
-        report = grade_samples_file(write_lines(tmp_path / f"{name}.jsonl", rows), "mbpp", workers=2,
-                                    progress=False)
-        assert report.exit_code == 0
-        results = read_jsonl(report.output)
-        wrong = [(r["task_id"], r["status"], r["first_failure"][:200]) for r in results if r["passed"] != expect]
-        assert len(results) == 50 and not wrong, f"{name}: {wrong[:5]}"
+        grade_expecting(tmp_path / f"{name}.jsonl", rows, "mbpp", expect)

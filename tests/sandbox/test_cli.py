@@ -14,28 +14,13 @@ import pytest
 
 from sandbox.atomic import write_text_atomic
 from sandbox.cli import main
+from tests.conftest import ADD_BAD, ADD_OK, NEG_OK, read_jsonl, write_lines
 
 TASKS = [
     {"task_id": "add", "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]},
     {"task_id": "neg", "test": "def test_neg():\n    assert neg(2) == -2\n", "entry_point": "neg"},
 ]
-ADD_OK = "def add(a, b):\n    return a + b\n"
-ADD_BAD = "def add(a, b):\n    return a - b\n"
-NEG_OK = "def neg(x):\n    return -x\n"
 SCORE_CODE_GRADE_HINT = "hint: grade HumanEval and MBPP with `score-code grade SAMPLES --problems humaneval|mbpp|PATH`"
-
-
-def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
-    with open(path, "wb") as f:
-        for line in lines:
-            if isinstance(line, dict):
-                line = json.dumps(line)
-            f.write((line.encode() if isinstance(line, str) else line) + b"\n")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture
