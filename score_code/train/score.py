@@ -266,13 +266,12 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
     offline_cache: dict[tuple[str, int], Generation] = {}  # (task_id, sample index) -> reference attempt 1
     reference_generator: Generator | None = None
     if offline_per_task:  # sampled once per task, through transformers whatever the rollout backend
-        from score_code.generation.hf import HFGenerator
-
-        batch_size = config.rollout.generation_batch_size
-        reference_generator = (
-            ReferenceGenerator(HFGenerator(accelerator.unwrap_model(policy), tokenizer, batch_size=batch_size),
-                               accelerator.unwrap_model(policy))
-            if reference is None else HFGenerator(reference, tokenizer, batch_size=batch_size))
+        unwrapped = accelerator.unwrap_model(policy)
+        sampler = unwrapped if reference is None else reference
+        reference_generator = make_generator("hf", config.model.model, policy=sampler, tokenizer=tokenizer,
+                                             batch_size=config.rollout.generation_batch_size)
+        if reference is None:  # LoRA: the reference is the policy with its adapter disabled
+            reference_generator = ReferenceGenerator(reference_generator, unwrapped)
 
     def first_dialogue(task: Task) -> Dialogue:
         return prompts.first_dialogue(task, shots, chat)

@@ -5,9 +5,10 @@
 
 STaR: `iterations` rounds of [sample k two-attempt traces per training task from the current model (temperature
 `temperature`, graded in the sandbox: benchmarks.evaluate writes iteration-N/samples/) -> keep D_STaR (D+_STaR
-with --plus; score_code.baselines writes iteration-N/data/) -> SFT `epochs` passes over it]. Pair-SFT: the same
-with one round and D_SFT / D+_SFT pairs. The SCoRe trainer's config groups, checkpoints (checkpoint-N, atomic,
-pruned, --resume) and logs (metrics.jsonl, TensorBoard) are shared, not re-implemented.
+with --plus; score_code.baselines.data writes iteration-N/data/) -> SFT `epochs` passes over it]. Pair-SFT: the same
+with one round and D_SFT / D+_SFT pairs. What the SCoRe trainer also uses is shared, not re-implemented: the config
+groups (score_code.config.TrainerConfig), models, optimizer and the accumulate-clip-step update (train/common.py),
+checkpoints (checkpoint-N, atomic, pruned, --resume) and logs (metrics.jsonl, TensorBoard).
 
 Deviations from the paper, and choices where it is silent:
 - Each STaR round continues training the current model on that round's data only (original STaR restarts from

@@ -3,6 +3,7 @@ the beta2 anchor on attempt 1, resume after a kill, the CLI, and an end-to-end r
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -209,6 +210,17 @@ def test_stage2_starts_from_a_stage1_checkpoint_and_keeps_the_base_model_as_refe
                    train_tasks=SYNTHETIC_TASKS)
     row = read_metrics(stage2)[0]
     assert row["stage"] == 2 and row["kl/attempt1"] > 0.0  # the stage-I policy, measured against the base model
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_stage2_with_offline_first_attempts_from_the_reference(tmp_path, tiny_model_dir, lora):
+    """offline_ratio: attempt 1 of half the episodes is sampled once from the reference (a frozen copy, or with LoRA
+    the policy with its adapter off) and reused; the run trains through it."""
+    extra = {"lora": True, "lora_r": 4, "lora_alpha": 8} if lora else {}
+    config = _config(tmp_path, tiny_model_dir, f"offline-{lora}", schedule="2", stage1_steps=0, stage2_steps=2,
+                     offline_ratio=0.5, max_new_tokens=2, **extra)
+    rows = read_metrics(train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS))
+    assert [r["stage"] for r in rows] == [2, 2] and all(math.isfinite(r["loss"]) for r in rows)
 
 
 def test_lora_run_saves_an_adapter_that_stage2_continues_from(tmp_path, tiny_model_dir):
