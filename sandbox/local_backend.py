@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .docker_backend import executor_path
 from .errors import SandboxUnavailable
+from .leftovers import LOCAL_ROOT_PREFIX, owned_temp_dir, remove_dead_owners_dirs
 from .pool import WorkerProcess
 
 _warned = False
@@ -40,7 +41,8 @@ class LocalSpawner:
         if not self.executor.is_file():
             raise SandboxUnavailable(f"the executor {self.executor} is missing",
                                      hint="reinstall score-code (pip install -e .)")
-        self.root = tempfile.mkdtemp(prefix="score-sandbox-local-")
+        remove_dead_owners_dirs()  # scratch roots of local Sandboxes that were SIGKILLed
+        self.root = owned_temp_dir(LOCAL_ROOT_PREFIX)
         self._count = itertools.count(1)
 
     def __call__(self) -> WorkerProcess:

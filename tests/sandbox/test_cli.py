@@ -8,10 +8,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
+from sandbox import Sandbox
 from sandbox.atomic import write_text_atomic
 from sandbox.cli import main
 from tests.conftest import ADD_BAD, ADD_OK, NEG_OK, read_jsonl, write_lines
@@ -215,7 +217,7 @@ def test_grade_with_docker_backend(docker_sandbox, tasks, mixed_samples, tmp_pat
 
 @pytest.mark.docker
 def test_cleanup_removes_socket_dirs_of_dead_owners_only(docker_sandbox, tmp_path, monkeypatch):
-    from sandbox.docker_backend import SOCKET_DIR_PREFIX
+    from sandbox.leftovers import SOCKET_DIR_PREFIX
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -226,6 +228,24 @@ def test_cleanup_removes_socket_dirs_of_dead_owners_only(docker_sandbox, tmp_pat
         (directory / "1.sock").touch()  # a worker that never connected
     assert main(["cleanup"]) == 0
     assert not dead.exists() and alive.exists()
+
+
+def test_a_sigkilled_local_sandbox_leaves_no_scratch_root_behind(tmp_path):
+    """The local backend's temp root cannot be removed by its SIGKILLed owner: the next local Sandbox removes it."""
+    script = ("import os, signal, warnings, tempfile; warnings.simplefilter('ignore')\n"
+              f"tempfile.tempdir = {str(tmp_path)!r}\n"
+              "from sandbox import Sandbox\n"
+              "sb = Sandbox(backend='local', workers=1)\n"
+              "print(sb._spawner.root, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    root = Path(killed.stdout.strip())
+    assert killed.returncode == -9 and root.is_dir() and root.parent == tmp_path, killed.stderr
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mp.setattr(tempfile, "tempdir", str(tmp_path))
+        with Sandbox(backend="local", workers=1) as sb:
+            assert not root.exists() and Path(sb._spawner.root).is_dir()  # the living owner's root stays
 
 
 @pytest.mark.docker

