@@ -71,8 +71,7 @@ MAX_TEXT_CHARS = 2000  # exception messages and failure lines
 SWEEP_TIMEOUT_S = 2.0  # killing everything a program started must finish within this
 READ_CHUNK_BYTES = 1 << 16  # per os.read; a 1 MB read costs ~15x more (malloc of a fresh 1 MB bytes per call)
 PLAN_CACHE_SIZE = 512  # compiled trusted code of recent tasks (RL grades each task many times)
-REQUIRED_LIMITS = ("timeout_s", "cpu_s", "program_memory_mb", "output_bytes", "keep_output_bytes", "file_size_mb",
-                   "open_files")
+REQUIRED_LIMITS = ("timeout_s", "cpu_s", "program_memory_mb", "keep_output_bytes", "file_size_mb", "open_files")
 # Pre-imported before forking so programs and tests do not pay for these imports (random reseeds itself in every
 # fork child through os.register_at_fork, so no two programs share a random sequence).
 WARM_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "functools", "heapq", "bisect", "typing",
@@ -1260,7 +1259,7 @@ class Run:
         self.load, self.load_error, self.trusted_error, self.timeout_s = "", "", "", 0.0
         self.expected_tests = 0  # from T, which compiled the tests
         self.tests: list[dict] = []
-        self.done = self.timed_out = self.output_exceeded = self.memory = self.program_gone = False
+        self.done = self.timed_out = self.memory = self.program_gone = False
 
     def on_report(self, line: bytes) -> None:
         msg = parse_line(line)
@@ -1283,8 +1282,8 @@ class Run:
 def result_dict(fields: dict, job_id: str = "", expected: int = 0) -> dict:
     """A complete Result.to_dict() from the fields a run produced; reward follows Result.reward exactly."""
     out = {"job_id": job_id, "status": "sandbox_error", "reward": 0.0, "pass_fraction": 0.0,
-           "expected_tests": expected, "tests": [], "stdout": "", "stderr": "", "wall_time_s": 0.0,
-           "cpu_time_s": 0.0, "error": ""}
+           "expected_tests": expected, "tests": [], "stdout": "", "stderr": "", "output_bytes": 0,
+           "wall_time_s": 0.0, "cpu_time_s": 0.0, "error": ""}
     out.update(fields)
     passed = sum(t["passed"] for t in out["tests"])
     out["pass_fraction"] = passed / expected if expected else 0.0
@@ -1428,7 +1427,7 @@ class Executor:
             u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
             while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
                 os.close(child_ends.pop())
-            self.collect(run, captures, t0 + timeout_s, limits["output_bytes"])
+            self.collect(run, captures, t0 + timeout_s)
             wall_time_s = time.monotonic() - t0
         finally:
             for fd in child_ends:
@@ -1442,9 +1441,7 @@ class Executor:
                 self.start_trusted()
             u_status, u_cpu_s = self.reap_untrusted() if u_pid > 0 and not sweep_error else (None, 0.0)
             for fd in (out_r, err_r):
-                if not run.output_exceeded:
-                    self.drain(fd, captures[fd], limits["output_bytes"], run)
-            for fd in (out_r, err_r):
+                self.drain(fd, captures[fd])
                 os.close(fd)
             wipe(scratch)
             for directory in self.shared_memory_dirs:  # POSIX semaphores and shared memory the program left
@@ -1463,7 +1460,8 @@ class Executor:
             status, error = "sandbox_error", sweep_error
             self.fatal = sweep_error
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
-                "stderr": captures[err_r].text(), "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
+                "stderr": captures[err_r].text(), "output_bytes": captures[out_r].total + captures[err_r].total,
+                "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
 
     def spawn(self, spec: dict, fds: list[int]) -> int:
         """Ask the zygote for a U with these pipe ends; returns U's pid (U is the zygote's child)."""
@@ -1483,8 +1481,9 @@ class Executor:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
             raise ExecutorError(self.fatal) from None
 
-    def collect(self, run: Run, captures: dict[int, Capture], deadline: float, cap_bytes: int) -> None:
-        """Drain U's stdout/stderr and T's reports until T is done, the deadline passes or output exceeds the cap."""
+    def collect(self, run: Run, captures: dict[int, Capture], deadline: float) -> None:
+        """Drain U's stdout/stderr and T's reports until T is done or the deadline passes. Output past
+        keep_output_bytes is counted and dropped: it plays no part in a verdict, and the time limits bound its cost."""
         reports = self.t_reports
         rep_r = reports.fd
         poller = select.poll()
@@ -1511,11 +1510,8 @@ class Executor:
                     poller.unregister(fd)
                 else:
                     captures[fd].add(chunk)
-                    if captures[fd].total > cap_bytes:
-                        run.output_exceeded = True
-                        return
 
-    def drain(self, fd: int, capture: Capture, cap_bytes: int, run: Run) -> None:
+    def drain(self, fd: int, capture: Capture) -> None:
         """Read what the killed processes left in a pipe (all writers are dead, so this ends at EOF)."""
         os.set_blocking(fd, False)
         end = time.monotonic() + 0.5
@@ -1528,9 +1524,6 @@ class Executor:
             if not chunk:
                 return
             capture.add(chunk)
-            if capture.total > cap_bytes:
-                run.output_exceeded = True
-                return
 
     def verdict(self, run: Run, u_status, cpu_s: float, limits: dict, oom_killed: bool) -> tuple[str, str]:
         died, sig = "", 0
@@ -1540,8 +1533,6 @@ class Executor:
                 died = f"killed by signal {sig} ({signal_name(sig)})"
             elif os.WIFEXITED(u_status):
                 died = f"exit code {os.WEXITSTATUS(u_status)}"
-        if run.output_exceeded:
-            return "output_exceeded", f"the program wrote more than {limits['output_bytes']} bytes to stdout or stderr"
         if run.timed_out or sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits["cpu_s"]):
             return "timeout", (f"wall-clock limit of {run.timeout_s:g} s" if run.timed_out else
                                f"CPU limit of {limits['cpu_s']} s")

@@ -29,7 +29,7 @@ from .limits import Limits
 from .verdict import Result, Status
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a response this large means a broken worker, not a verdict
-RECYCLE_AFTER = frozenset({Status.TIMEOUT, Status.MEMORY_EXCEEDED, Status.OUTPUT_EXCEEDED})
+RECYCLE_AFTER = frozenset({Status.TIMEOUT, Status.MEMORY_EXCEEDED})
 Progress = Callable[[int, int, Result], None]
 
 

@@ -12,7 +12,6 @@ class Status(str, Enum):
     RUNTIME_ERROR = "runtime_error"  # the program raised, or its process died, before the tests could pass
     SYNTAX_ERROR = "syntax_error"
     MEMORY_EXCEEDED = "memory_exceeded"
-    OUTPUT_EXCEEDED = "output_exceeded"
     SANDBOX_ERROR = "sandbox_error"  # the infrastructure failed: never a score, callers must mask it
 
 
@@ -33,6 +32,7 @@ class Result:
     expected_tests: int = 0  # how many the job defines; reward needs all of them to run and pass
     stdout: str = ""  # truncated to Limits.keep_output_bytes
     stderr: str = ""
+    output_bytes: int = 0  # all the program wrote to stdout and stderr; past what is kept it was read and dropped
     wall_time_s: float = 0.0  # the program's own run inside the sandbox
     cpu_time_s: float = 0.0
     error: str = ""  # top-level exception of the program, or what went wrong in the infrastructure
@@ -78,6 +78,7 @@ class Result:
             "tests": [t.to_dict() for t in self.tests],
             "stdout": self.stdout,
             "stderr": self.stderr,
+            "output_bytes": self.output_bytes,
             "wall_time_s": self.wall_time_s,
             "cpu_time_s": self.cpu_time_s,
             "error": self.error,
@@ -91,6 +92,7 @@ class Result:
             expected_tests=int(data.get("expected_tests", 0)),
             stdout=data.get("stdout", ""),
             stderr=data.get("stderr", ""),
+            output_bytes=int(data.get("output_bytes", 0)),
             wall_time_s=float(data.get("wall_time_s", 0.0)),
             cpu_time_s=float(data.get("cpu_time_s", 0.0)),
             error=data.get("error", ""),
