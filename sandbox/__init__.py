@@ -19,10 +19,11 @@ What is covered (backend="docker", the default):
   non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork and thread bombs); memory
   limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that reaps orphans; owner labels;
   --rm.
-- Per program: wall-clock and CPU-time limits, address-space limit (by the executor); stdout and stderr are kept
-  up to Limits.keep_output_bytes and the rest is read and dropped, never a failure (Result.output_bytes counts
-  it); `if __name__ == "__main__":` blocks do not run (the program is module __program__); the pool
-  also keeps its own deadline, kills a container that does not answer, replaces it and retries the job once.
+- Per program: wall-clock and CPU-time limits, a data-size limit (RLIMIT_DATA, by the executor); stdout and
+  stderr are kept up to Limits.keep_output_bytes and the rest is read and dropped, never a failure
+  (Result.output_bytes counts it); `if __name__ == "__main__":` blocks do not run (the program is module
+  __program__); the pool also keeps its own deadline, kills a container that does not answer, replaces it and
+  retries the job once.
 - A container is recycled after Limits.programs_per_container programs and after any limit violation.
 - No container outlives its owner: close()/context manager/atexit; if the owner is killed outright, its
   containers see EOF and exit; containers of dead owners are removed when a new Sandbox starts; and

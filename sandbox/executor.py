@@ -477,7 +477,7 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         mb = 1024 * 1024
         lim = spec["limits"]
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (lim["program_memory_mb"] * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_DATA, (lim["program_memory_mb"] * mb,) * 2)  # see Limits: not AS
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size_mb"] * mb,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -1543,7 +1543,7 @@ class Executor:
         if oom_killed:  # a SIGKILL alone proves nothing: the program may have sent it to its own group
             return "memory_exceeded", "a process of the program was killed by the out-of-memory killer"
         if run.load == "memory_exceeded" or run.memory:
-            return "memory_exceeded", f"MemoryError (limit {limits['program_memory_mb']} MB of address space)"
+            return "memory_exceeded", f"MemoryError (limit {limits['program_memory_mb']} MB of data)"
         if run.load == "syntax_error":
             return "syntax_error", run.load_error
         if run.load == "runtime_error":

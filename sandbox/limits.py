@@ -11,7 +11,9 @@ class Limits:
     # --- per program -------------------------------------------------------------------------------------------
     timeout_s: float = 10.0  # wall clock per program; HumanEval/MBPP references finish in well under 1 s
     cpu_s: int = 10  # RLIMIT_CPU per process: stops busy loops even when the wall clock is not reached
-    program_memory_mb: int = 1024  # RLIMIT_AS per process: a MemoryError instead of an OOM kill where possible
+    # RLIMIT_DATA per process: a MemoryError instead of an OOM kill where possible. Not RLIMIT_AS, which counts
+    # reserved address space: glibc's per-thread malloc arenas reserve 64 MB each, so 20 threads hit 1 GB of it.
+    program_memory_mb: int = 1024
     keep_output_bytes: int = 8 * 1024  # how much of stdout/stderr is kept in the Result; the rest is counted, read
     # and dropped: output never fails a program (tests judge return values), and the time limits bound its cost
     file_size_mb: int = 64  # RLIMIT_FSIZE: one file cannot fill the scratch space

@@ -1,7 +1,7 @@
 """The local backend: the executor as plain subprocesses (`--mode local`), for machines without Docker.
 
 Weaker isolation, on purpose documented: each worker gets a private temp dir as cwd/HOME/TMPDIR, a scrubbed
-environment and its own session, and the executor applies rlimits (CPU, address space, file size, open files) to
+environment and its own session, and the executor applies rlimits (CPU, data size, file size, open files) to
 every program. There is NO network isolation and NO filesystem isolation: a program can read whatever the user
 can read and connect anywhere. Use it for trusted code or for development, and the Docker backend for models.
 """

@@ -316,6 +316,17 @@ def test_a_main_block_does_not_run(docker_sandbox, main_block):
     assert_healthy(docker_sandbox)
 
 
+def test_a_program_may_run_a_hundred_threads(docker_sandbox):
+    """Memory is bounded by what is used (RLIMIT_DATA, the container's limit), not by reserved address space."""
+    program = ("import threading\nresults = []\ndef work(i):\n    results.append(sum(range(i)))\n"
+               "threads = [threading.Thread(target=work, args=(i,)) for i in range(100)]\n"
+               "for t in threads:\n    t.start()\nfor t in threads:\n    t.join()\n"
+               "assert len(results) == 100\n" + ADD)
+    result, _ = run(docker_sandbox, program, timeout_s=10)
+    assert result.status is Status.PASSED, result.first_failure or result.error
+    assert_healthy(docker_sandbox)
+
+
 def test_no_container_leaked_after_the_attacks(docker_sandbox):
     from sandbox.docker_backend import list_containers
     from sandbox.leftovers import owner_is_dead
