@@ -292,7 +292,8 @@ def close_fds_from(low_fd: int) -> None:
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 22, 36
 SECCOMP_MODE_FILTER = 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
-EPERM = 1
+EPERM, ENOSYS = 1, 38
+CLONE_PARENT = 0x8000  # the new process would be the zygote's child, out of reach of the sweep of E's descendants
 F_SETOWN, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP = 8, 15, 0x8901, 0x8902
 # Syscalls the program may not use against other processes, per architecture (audit arch, numbers).
 SECCOMP_ARCHES = {
@@ -301,13 +302,15 @@ SECCOMP_ARCHES = {
         "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
         "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 72, "ioctl": 16, "capset": 126, "socket": 41,
         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "shmget": 29, "semget": 64,
-        "msgget": 68, "mq_open": 240, "add_key": 248, "request_key": 249, "keyctl": 250}),
+        "msgget": 68, "mq_open": 240, "add_key": 248, "request_key": 249, "keyctl": 250, "clone": 56,
+        "clone3": 435}),
     "aarch64": (0xC00000B7, {
         "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
         "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
         "pidfd_send_signal": 424, "pidfd_getfd": 438, "fcntl": 25, "ioctl": 29, "capset": 91, "socket": 198,
         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "shmget": 194, "semget": 190,
-        "msgget": 186, "mq_open": 180, "add_key": 217, "request_key": 218, "keyctl": 219}),
+        "msgget": 186, "mq_open": 180, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
+        "clone3": 435}),
 }
 SIGNAL_SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 DENIED_SYSCALLS = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_send_signal",
@@ -340,9 +343,9 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
 
 def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[tuple[int, int, int, int]]:
     """BPF returning EPERM for signals aimed at blocked pids, -1 or foreign groups, cross-process access, io_uring,
-    System V IPC, POSIX message queues, keyrings and AF_UNIX sockets."""
+    System V IPC, POSIX message queues, keyrings, AF_UNIX sockets and clone(CLONE_PARENT); ENOSYS for clone3."""
     audit_arch, nr = SECCOMP_ARCHES[arch]
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     prog: list[tuple] = [  # (code, jump-if-true label, jump-if-false label, k); label 0 = next instruction
         (ld, 0, 0, 4), (jeq, 0, "deny", audit_arch),  # foreign ABIs (i386 on x86_64) are refused outright
         (ld, 0, 0, 0), (jge, "deny", 0, 0x40000000),  # x32 syscall numbers
@@ -350,7 +353,7 @@ def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[t
     prog += [(jeq, "pid", 0, nr[name]) for name in SIGNAL_SYSCALLS]
     prog += [(jeq, "deny", 0, nr[name]) for name in DENIED_SYSCALLS]
     prog += [(jeq, "fcntl", 0, nr["fcntl"]), (jeq, "ioctl", 0, nr["ioctl"]), (jeq, "socket", 0, nr["socket"]),
-             (ret, 0, 0, SECCOMP_RET_ALLOW)]
+             (jeq, "clone", 0, nr["clone"]), (jeq, "enosys", 0, nr["clone3"]), (ret, 0, 0, SECCOMP_RET_ALLOW)]
     labels = {"pid": len(prog)}
     prog += [(ld, 0, 0, 16)]  # low 32 bits of arg0: the target pid (or -pgid)
     prog += [(jeq, "deny", 0, pid & 0xFFFFFFFF) for pid in sorted(set(blocked_pids) | {1})]
@@ -361,6 +364,10 @@ def seccomp_program(arch: str, blocked_pids: list[int], own_pgid: int) -> list[t
     prog += [(ld, 0, 0, 24), (jeq, "deny", 0, FIOSETOWN), (jeq, "deny", 0, SIOCSPGRP), (ret, 0, 0, SECCOMP_RET_ALLOW)]
     labels["socket"] = len(prog)
     prog += [(ld, 0, 0, 16), (jeq, "deny", "allow", AF_UNIX)]
+    labels["clone"] = len(prog)
+    prog += [(ld, 0, 0, 16), (jset, "deny", "allow", CLONE_PARENT)]  # arg0: the flags
+    labels["enosys"] = len(prog)  # clone3's flags are in memory, out of the filter's sight: libc falls back to clone
+    prog += [(ret, 0, 0, SECCOMP_RET_ERRNO | ENOSYS)]
     labels["allow"] = len(prog)
     prog += [(ret, 0, 0, SECCOMP_RET_ALLOW)]
     labels["deny"] = len(prog)
@@ -1196,8 +1203,22 @@ def process_state(pid: int) -> str:
         return ""
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process still runs. A zombie whose other threads run is alive: its main thread ended with
+    SYS_exit, which leaves the thread group, and the program's code, running."""
+    state = process_state(pid)
+    if state in ("X", ""):
+        return False
+    if state != "Z":
+        return True
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
+
+
 def live_processes_of_ours(exclude: set[int]) -> set[int]:
-    """Pids in /proc owned by this uid, not zombies, not in `exclude`."""
+    """Pids in /proc owned by this uid, alive (process_alive), not in `exclude`."""
     found, uid = set(), os.getuid()
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in exclude:
@@ -1206,13 +1227,13 @@ def live_processes_of_ours(exclude: set[int]) -> set[int]:
                     continue
             except OSError:
                 continue
-            if process_state(int(entry)) not in ("Z", "X", ""):
+            if process_alive(int(entry)):
                 found.add(int(entry))
     return found
 
 
 def wait_dead(pid: int, deadline: float) -> bool:
-    """Block until `pid` has exited (a zombie counts) or the deadline passes; True if it has. Uses a pidfd, so there
+    """Block until `pid` has exited (see process_alive) or the deadline passes; True if it has. Uses a pidfd, so there
     is no polling, on kernels >= 5.3."""
     try:
         fd = os.pidfd_open(pid)
@@ -1227,7 +1248,7 @@ def wait_dead(pid: int, deadline: float) -> bool:
             return bool(poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
         finally:
             os.close(fd)
-    while process_state(pid) not in ("Z", "X", ""):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.0002)

@@ -50,6 +50,8 @@ def assert_healthy(sb: Sandbox) -> None:
     for cid, lines in procs.items():
         strays = [line for line in lines if "docker-init" not in line and "executor.py" not in line]
         assert not strays, f"container {cid} still runs processes the program started: {strays}"
+        # A forked survivor keeps the executor's command line: count them too. docker-init, E, the zygote and T.
+        assert len(lines) <= 4, f"container {cid} runs more than init, the executor, its zygote and T: {lines}"
 
 
 def assert_verdict(result: Result, *statuses: Status) -> None:
@@ -333,6 +335,26 @@ def test_no_kernel_object_can_carry_state_to_the_next_program(docker_sandbox):
                "def add(a, b):\n    return a + b if len(refused) == 5 else refused\n")
     result, _ = run(docker_sandbox, program)
     assert result.status is Status.PASSED, result.first_failure or result.error
+    assert_healthy(docker_sandbox)
+
+
+@pytest.mark.parametrize("escape", [
+    # clone(CLONE_PARENT | SIGCHLD): the child would be the zygote's, not a descendant of the program
+    "import ctypes, os, time\nnr = {'x86_64': 56, 'aarch64': 220}[os.uname().machine]\n"
+    "if ctypes.CDLL(None, use_errno=True).syscall(nr, 0x8000 | 17, 0, 0, 0, 0) == 0:\n"
+    "    time.sleep(120)\n    os._exit(0)\n",
+    # a forked child whose main thread ends with SYS_exit while another thread runs: listed as a zombie
+    "import ctypes, os, threading, time\nif os.fork() == 0:\n    os.setsid()\n"
+    "    threading.Thread(target=time.sleep, args=(120,)).start()\n"
+    "    ctypes.CDLL(None).syscall({'x86_64': 60, 'aarch64': 93}[os.uname().machine], 0)\n",
+    # both: the zygote's child, then a zombie main thread with a live thread behind it
+    "import ctypes, os, threading, time\nnr = {'x86_64': (56, 60), 'aarch64': (220, 93)}[os.uname().machine]\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\nif libc.syscall(nr[0], 0x8000 | 17, 0, 0, 0, 0) == 0:\n"
+    "    threading.Thread(target=time.sleep, args=(120,)).start()\n    libc.syscall(nr[1], 0)\n",
+])
+def test_no_process_of_the_program_survives_it(docker_sandbox, escape):
+    result, _ = run(docker_sandbox, escape + ADD)
+    assert result.status in (Status.PASSED, Status.RUNTIME_ERROR), result.error
     assert_healthy(docker_sandbox)
 
 
