@@ -5,6 +5,11 @@ import os
 import tempfile
 from pathlib import Path
 
+# Text a program produced may hold lone surrogates (`raise ValueError('\udc80')`), which UTF-8 cannot encode. Written
+# as backslash escapes they stay readable, and inside a JSON string they are the JSON escape of the same character,
+# so a JSONL file reads back exactly. Every text file the project writes uses this error handler.
+ENCODING_ERRORS = "backslashreplace"
+
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` so that readers see the old file or the whole new one, never half of it, even after a crash.
@@ -16,7 +21,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes the file private (0600); results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=ENCODING_ERRORS) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -206,6 +206,17 @@ def test_grade_leaves_only_the_results_file(tasks, mixed_samples, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "samples.jsonl", "tasks.jsonl"]
 
 
+@pytest.mark.docker
+def test_a_lone_surrogate_in_program_output_is_written_and_reads_back(docker_sandbox, tasks, tmp_path):
+    """No text a program produces may crash the grader: UTF-8 cannot encode '\\udc80', yet the row is written."""
+    program = "import sys\nprint('\\ud800 out')\nprint('\\udc80 err', file=sys.stderr)\nraise ValueError('\\udc80')\n"
+    samples = write_lines(tmp_path / "s.jsonl", [{"task_id": "add", "solution": program}])
+    out = tmp_path / "out.jsonl"
+    assert main(["grade", str(samples), "--problems", str(tasks), "-o", str(out), "--workers", "1"]) == 0
+    row = read_jsonl(out)[0]
+    assert row["status"] == "runtime_error" and "\udc80" in row["first_failure"], row
+
+
 # --- Docker end to end -----------------------------------------------------------------------------------------
 @pytest.mark.docker
 def test_grade_with_docker_backend(docker_sandbox, tasks, mixed_samples, tmp_path):
