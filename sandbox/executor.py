@@ -1339,6 +1339,10 @@ class Executor:
         wipe(self.programs_dir)  # left by an earlier executor on the same --scratch
         os.mkdir(self.programs_dir, 0o700)
         self.programs_dir_id = os.lstat(self.programs_dir)[1:3]  # (inode, device)
+        # The program runs as E's uid, so it can chmod these (Landlock does not cover chmod); E restores their modes
+        # before it needs them, so a program cannot turn its own failure, or the next program's run, into an error.
+        self.dir_modes = {d: stat.S_IMODE(os.stat(d).st_mode)
+                          for d in (self.scratch_base, self.programs_dir, *self.shared_memory_dirs)}
         # The cgroup's OOM-kill count, read after every run: a SIGKILL is memory_exceeded only if this count grew
         self.oom_kills, self.oom_counter_paths = read_oom_kills(oom_kill_counters())
         self.zsock, zsock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -1433,6 +1437,7 @@ class Executor:
         if programs_dir_id != self.programs_dir_id:
             self.fatal = f"{self.programs_dir} was removed or replaced; restart the executor"
             raise ExecutorError(self.fatal)
+        self.restore_dir_modes()
         for base in (self.scratch_base, self.programs_dir):  # whatever an earlier program planted next to its dir
             for entry in os.listdir(base):
                 if os.path.join(base, entry) != self.programs_dir:
@@ -1478,6 +1483,7 @@ class Executor:
             for fd in (out_r, err_r):
                 self.drain(fd, captures[fd])
                 os.close(fd)
+            self.restore_dir_modes()
             wipe(scratch)
             for directory in self.shared_memory_dirs:  # POSIX semaphores and shared memory the program left
                 for entry in os.listdir(directory):
@@ -1497,6 +1503,11 @@ class Executor:
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
                 "stderr": captures[err_r].text(), "output_bytes": captures[out_r].total + captures[err_r].total,
                 "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
+
+    def restore_dir_modes(self) -> None:
+        for directory, mode in self.dir_modes.items():  # only those changed: E may not own them all (/scratch)
+            if stat.S_IMODE(os.stat(directory).st_mode) != mode:
+                os.chmod(directory, mode)
 
     def spawn(self, spec: dict, fds: list[int]) -> int:
         """Ask the zygote for a U with these pipe ends; returns U's pid (U is the zygote's child)."""

@@ -6,7 +6,8 @@ bind-mounted into the container. Programs reuse a warm worker, so the per-progra
 that channel, not a container start. The pool keeps its own deadline per request (the job's timeout + grace) on top
 of the executor's: a worker that misses it, dies, or answers garbage is killed and replaced in the background, and
 the job is retried once on another worker; a second failure gives a SANDBOX_ERROR result. A worker is also
-recycled after `Limits.programs_per_container` programs or after any limit violation (timeout, memory, output).
+recycled after `Limits.programs_per_container` programs, after a limit violation (timeout, memory) and after any
+sandbox error.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from .limits import Limits
 from .verdict import Result, Status
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a response this large means a broken worker, not a verdict
-RECYCLE_AFTER = frozenset({Status.TIMEOUT, Status.MEMORY_EXCEEDED})
+RECYCLE_AFTER = frozenset({Status.TIMEOUT, Status.MEMORY_EXCEEDED, Status.SANDBOX_ERROR})  # a fresh worker
 Progress = Callable[[int, int, Result], None]
 
 

