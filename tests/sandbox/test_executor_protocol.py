@@ -97,17 +97,22 @@ def test_codec_round_trips_exact_plain_types_only():
     nan = ex.decode(json.loads(json.dumps(ex.encode(float("nan"), handle_of))), ref_of)
     assert nan != nan
 
+    from collections import Counter, deque
+
     class MyInt(int):
         pass
 
     class MyStr(str):
         pass
 
-    from collections import Counter, deque
-    decoded = ex.decode(json.loads(json.dumps(ex.encode([MyInt(1), MyStr("a"), deque([1]), Counter("aab")],
-                                                         handle_of))), ref_of)
-    assert decoded == [("ref", 1, "MyInt"), ("ref", 2, "MyStr"), ("ref", 3, "deque"), {"a": 2, "b": 1}]
-    assert type(decoded[3]) is dict
+    class MyDeque(deque):
+        pass
+
+    decoded = ex.decode(json.loads(json.dumps(ex.encode([MyInt(1), MyStr("a"), MyDeque([1]), Counter("aab"),
+                                                         deque([1], 2)], handle_of))), ref_of)
+    assert decoded == [("ref", 1, "MyInt"), ("ref", 2, "MyStr"), ("ref", 3, "MyDeque"), {"a": 2, "b": 1},
+                       deque([1], 2)]
+    assert type(decoded[3]) is dict and type(decoded[4]) is deque  # a standard value is rebuilt by value
     deep: list = []
     for _ in range(ex.MAX_CODEC_DEPTH + 5):
         deep = [deep]
