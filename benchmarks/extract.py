@@ -1,4 +1,5 @@
-"""Turn a model's raw text into the program to grade: pure `extract_code(text, entry_point, prompt)`.
+"""Turn a model's raw text into the program to grade: `extract_program(text, task)`, over the pure
+`extract_code(text, entry_point, prompt, roots)`.
 
 What models actually write (see tests/benchmarks/fixtures/smollm2_outputs.jsonl): prose around markdown fences,
 several blocks (the function, then "example usage"), a fence that never closes because generation stopped,
@@ -10,23 +11,33 @@ continues the prompt. The rules, in order:
    there are none, the stretches of raw text that parse as Python (prose lines before and after are dropped).
 3. A body that continues the prompt (its first line is indented, it does not define entry_point) becomes
    prompt + body.
-4. Pick the first block that defines entry_point (else the longest one that parses), cut to its longest parsing
-   head when that still defines entry_point; imports and helpers it uses
-   but does not define are taken from the other blocks, then from the prompt (HumanEval prompts carry imports
-   such as `from typing import List` and helpers such as `poly`).
-5. Sanitize: keep imports and the definitions reachable from entry_point, drop top-level test code (prints,
-   asserts, `if __name__ == "__main__":`) that could fail or hang a correct solution. A function defined twice
-   keeps its first definition: small models often repeat the same function until max_new_tokens.
+4. Pick the LAST complete block that defines entry_point (closed and parsing; else the last defining it that
+   parses, else the last defining it; with none defining it, the longest block that parses): a correction that
+   first quotes its old code or restates the prompt ends with the answer. Cut it to its longest parsing head
+   when that still defines entry_point; imports, helpers and classes it uses, or that the tests use (`roots`,
+   e.g. MBPP's `Node` built by an assert), but does not define are taken from the other blocks, then from the
+   prompt (HumanEval prompts carry imports such as `from typing import List` and helpers such as `poly`).
+5. Sanitize: drop top-level test code that could fail or hang a correct solution: asserts, statements that call
+   print, input, unittest.main or doctest.testmod (or a top-level function that does), and the
+   `if __name__ == "__main__":` block. Imports and every other top-level statement stay (a loop that fills a
+   table, a call that sets one up), with the definitions that they, entry_point and the tests need; definitions
+   nothing needs are dropped (a small model's repeated variants, whose class bodies could fail at import). A
+   function or class defined twice keeps its first definition: small models often repeat the same function
+   until max_new_tokens.
 
 Code that does not parse is returned as found: the sandbox turns it into a syntax_error verdict.
 """
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import textwrap
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from benchmarks.tasks import Task
 
 PYTHON_FENCE_LANGS = {"", "python", "py", "python3", "py3"}
 _CODE_START = re.compile(r"^(async\s+def\s|def\s|class\s|import\s|from\s+\S+\s+import\s|@\w)")
@@ -168,7 +179,7 @@ def _used_names(node: ast.AST) -> set[str]:
 
 
 def _is_import_statement(node: ast.stmt) -> bool:
-    """Imports, also wrapped in try/except (e.g. a fallback import)."""
+    """Imports, also wrapped in try/except (e.g. a fallback import that prints a warning)."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return True
     if isinstance(node, ast.Try):
@@ -185,8 +196,58 @@ def _source_of(node: ast.stmt, lines: list[str]) -> str:
     return "\n".join(lines[start - 1:node.end_lineno])
 
 
-def _sanitize(code: str, entry_point: str) -> str:
-    """Keep imports and the top-level definitions entry_point needs (transitively); drop the rest."""
+# Calls that only show or check results; a top-level statement making one (or calling a function that does) is
+# test code. Compared with the call as written: a name, or module.attribute.
+_TEST_CALLS = frozenset({"print", "input", "unittest.main", "doctest.testmod"})
+
+
+def _call_name(node: ast.Call) -> str:
+    f = node.func
+    if isinstance(f, ast.Name):
+        return f.id
+    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+        return f"{f.value.id}.{f.attr}"
+    return ""
+
+
+def _runs_now(nodes: list[ast.stmt]) -> Iterator[ast.AST]:
+    """The nodes of `nodes` that run when they do: not the bodies of the functions, lambdas and classes they define."""
+    todo: list[ast.AST] = list(nodes)
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(child for child in ast.iter_child_nodes(node)
+                    if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)))
+
+
+def _tests_something(nodes: list[ast.stmt], test_functions: set[str]) -> bool:
+    """An assert, or a call to print/input/unittest.main/doctest.testmod or to a function in `test_functions`."""
+    return any(isinstance(n, ast.Assert)
+               or isinstance(n, ast.Call) and (_call_name(n) in _TEST_CALLS or _call_name(n) in test_functions)
+               for n in _runs_now(nodes))
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "__name__" in _used_names(node.test)
+
+
+def _test_functions(tree: ast.Module) -> set[str]:
+    """Top-level functions that assert or print when called, directly or through each other (e.g. `check`)."""
+    functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    found: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for f in functions:
+            if f.name not in found and _tests_something(f.body, found):
+                found.add(f.name)
+                changed = True
+    return found
+
+
+def _sanitize(code: str, entry_point: str, roots: Iterable[str] = ()) -> str:
+    """Keep imports, top-level statements that are not test code (setup: a loop filling a table, a call), and the
+    definitions that entry_point, the tests (`roots`) and those statements need, transitively; drop the rest."""
     try:
         tree = _parse(code)
     except (SyntaxError, ValueError):
@@ -200,8 +261,18 @@ def _sanitize(code: str, entry_point: str) -> str:
                 defs.setdefault(name, []).append(i)
     if entry_point not in defs:
         return code
-    keep = {i for i, node in enumerate(tree.body) if _is_import_statement(node)}
-    todo = [entry_point]
+    test_functions = _test_functions(tree)
+    testing = {i for i, node in enumerate(tree.body)  # never kept, also when an assignment's name is used
+               if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+               and (_is_main_guard(node) or _tests_something([node], test_functions))}
+    keep: set[int] = set()
+    todo = [entry_point, *roots]
+    for i, node in enumerate(tree.body):
+        if _is_import_statement(node):
+            keep.add(i)
+        elif not _is_definition(node) and i not in testing:
+            keep.add(i)
+            todo.extend(_used_names(node))
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -209,8 +280,9 @@ def _sanitize(code: str, entry_point: str) -> str:
             continue
         seen.add(name)
         for i in defs[name]:
-            keep.add(i)
-            todo.extend(_used_names(tree.body[i]) - seen)
+            if i not in testing:
+                keep.add(i)
+                todo.extend(_used_names(tree.body[i]) - seen)
     # delete the dropped statements' lines, so the kept code keeps its own comments and spacing
     kept_lines: set[int] = set()
     dropped_lines: set[int] = set()
@@ -223,14 +295,14 @@ def _sanitize(code: str, entry_point: str) -> str:
     return re.sub(r"\n{3,}", "\n\n\n", "\n".join(out)).strip("\n") + "\n"
 
 
-def _add_missing_context(code: str, sources: list[str]) -> str:
-    """Prepend imports and helpers from `sources` that `code` uses but does not bind itself."""
+def _add_missing_context(code: str, sources: list[str], roots: Iterable[str] = ()) -> str:
+    """Prepend imports and helpers from `sources` that `code`, or the tests (`roots`), use but `code` does not bind."""
     try:
         tree = _parse(code)
     except (SyntaxError, ValueError):
         return code
     bound = set().union(*(_bound_names(n) for n in tree.body)) if tree.body else set()
-    needed = _used_names(tree) - bound
+    needed = (_used_names(tree) | set(roots)) - bound
     imports: list[str] = []
     helpers: list[str] = []
     parsed = []
@@ -270,19 +342,47 @@ def _add_missing_context(code: str, sources: list[str]) -> str:
 
 
 def _choose(blocks: list[_Block], entry_point: str) -> _Block | None:
-    for b in blocks:
-        if _defines(b.code, entry_point) and _parses(b.code):
-            return b
-    for b in blocks:
-        if _defines(b.code, entry_point):
-            return b
+    """The last complete block that defines entry_point (closed and parsing), else the last one defining it that
+    parses, else the last one defining it; without any, the longest block that parses (module docstring, rule 4)."""
+    defining = [b for b in blocks if _defines(b.code, entry_point)]
+    for good in (lambda b: b.closed and _parses(b.code), lambda b: _parses(b.code), lambda b: True):
+        candidates = [b for b in defining if good(b)]
+        if candidates:
+            return candidates[-1]
     parsing = [b for b in blocks if _parses(b.code)]
     if parsing:
         return max(parsing, key=lambda b: len(b.code))
     return blocks[0] if blocks else None
 
 
-def extract_code(text: str, entry_point: str, prompt: str | None = None) -> str:
+@functools.lru_cache(maxsize=4096)
+def _names_in(sources: tuple[str, ...]) -> frozenset[str]:
+    names: set[str] = set()
+    for source in sources:
+        try:
+            names |= _used_names(_parse(source))
+        except (SyntaxError, ValueError):
+            continue  # trusted code that does not parse fails in the sandbox, whatever the program
+    return frozenset(names)
+
+
+def tested_names(task: Task) -> frozenset[str]:
+    """Names the task's tests and setup code take from the program (MBPP, task files): they must survive extraction
+    even when entry_point never uses them (Mbpp/927's asserts build a `Node`). HumanEval's check sees only the
+    entry point (as `candidate`), so it has none."""
+    if task.test_format == "humaneval":
+        return frozenset()
+    return _names_in((*task.tests, task.setup_code))
+
+
+def extract_program(text: str, task: Task) -> str:
+    """The program to grade for `task` from a model's `text`: the HumanEval prompt completes a bare body, and the
+    names the tests use are kept (tested_names). The one entry point for graders: the harness and training rewards."""
+    prompt = task.prompt if task.test_format == "humaneval" else None
+    return extract_code(text, task.entry_point, prompt, tested_names(task))
+
+
+def extract_code(text: str, entry_point: str, prompt: str | None = None, roots: Iterable[str] = ()) -> str:
     """The program to grade from a model's raw `text` (rules in the module docstring); never raises."""
     text = _mbpp_markers(text.replace("\r\n", "\n"))
     fenced = _fenced_blocks(text)
@@ -292,14 +392,14 @@ def extract_code(text: str, entry_point: str, prompt: str | None = None) -> str:
     else:
         whole = _prompt_completion(prompt, text, entry_point)
         if whole is not None:
-            return _sanitize(whole, entry_point)
+            return _sanitize(whole, entry_point, roots)
         blocks = _raw_code_blocks(text)
         if not blocks:
             blocks = [_Block(textwrap.dedent(text).strip() + "\n")] if text.strip() else []
     for b in blocks:
         whole = _prompt_completion(prompt, b.code, entry_point)
         if whole is not None and not any(_defines(o.code, entry_point) for o in blocks):
-            return _sanitize(whole, entry_point)
+            return _sanitize(whole, entry_point, roots)
     chosen = _choose([_Block(textwrap.dedent(b.code), b.closed) for b in blocks], entry_point)
     if chosen is None:
         return ""
@@ -309,5 +409,5 @@ def extract_code(text: str, entry_point: str, prompt: str | None = None) -> str:
         if _defines(head, entry_point):
             chosen = _Block(head, chosen.closed)
     others = [textwrap.dedent(b.code) for b in blocks if textwrap.dedent(b.code) != chosen.code]
-    code = _add_missing_context(chosen.code, others + ([prompt] if prompt else []))
-    return _sanitize(code, entry_point)
+    code = _add_missing_context(chosen.code, others + ([prompt] if prompt else []), roots)
+    return _sanitize(code, entry_point, roots)

@@ -6,6 +6,7 @@ has seen and produced so far, and a backend only ever appends to them (never dec
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -29,8 +30,18 @@ class SamplingParams:
     max_new_tokens: int = 512
     temperature: float = 0.0  # 0 means greedy decoding
     top_p: float = 1.0
-    seed: int | None = None
+    seed: int | None = None  # one seed for the whole call (used when `seeds` is None)
     stop: tuple[str, ...] = ()  # generation ends after the first of these strings; the text is cut after it
+    # One seed per dialogue of the generate call, in order: each sequence samples from its own random stream, so
+    # its completion does not depend on which other sequences share the call (round size, a resume).
+    seeds: tuple[int, ...] | None = None
+
+
+def sequence_seed(*parts: object) -> int:
+    """A 63-bit seed that depends only on `parts` (e.g. run seed, task_id, sample, attempt), stable across
+    processes and Python versions: sha256 of their reprs, not Python's per-process salted hash()."""
+    digest = hashlib.sha256(repr(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass

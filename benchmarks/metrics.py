@@ -1,9 +1,10 @@
 """Self-correction metrics (docs/method.md §5), pure functions over per-sample attempt verdicts.
 
-Denominator: all problems. A sample with a sandbox error in any attempt is excluded (its transition is unknown)
-and counted in `excluded`; it is never scored as a failure. With several samples per problem, a problem's
-accuracy is the mean over its included samples, and Accuracy@t is the mean over problems (equal to the mean over
-all samples when every problem keeps the same number of samples).
+Denominator: all problems, every sample. An attempt whose grading failed for infrastructure reasons (a sandbox
+error, left after the harness's retries) is not a pass; such attempts are counted in `sandbox_errors` beside the
+metrics, so a reader sees how far they could move them. With several samples per problem, a problem's accuracy is
+the mean over its samples, and Accuracy@t is the mean over problems. (Training masks sandbox errors out of the
+loss instead: a reward it does not know must not push the policy either way.)
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def compute_metrics(trajectories: Sequence[Trajectory], k_values: Sequence[int] = (1, 5, 10)) -> dict:
-    """Accuracy per attempt, transitions between consecutive attempts, pass@k, edit ratio, exclusion counts.
+    """Accuracy per attempt, transitions between consecutive attempts, pass@k, edit ratio, sandbox-error counts.
 
     Keys of a transition "t1->t2" (fractions of problems, except `counts`, which count samples):
     `delta` = acc(t2) - acc(t1) = `i_to_c` - `c_to_i`; `i_to_c` wrong then right; `c_to_i` right then wrong.
@@ -91,14 +92,8 @@ def compute_metrics(trajectories: Sequence[Trajectory], k_values: Sequence[int] 
         if len(t.passed) != attempts:
             raise ValueError(f"{t.task_id} sample {t.sample_id}: {len(t.passed)} attempts, expected {attempts}")
     by_task: dict[str, list[Trajectory]] = defaultdict(list)
-    excluded_samples = 0
-    all_tasks: set[str] = set()
     for t in trajectories:
-        all_tasks.add(t.task_id)
-        if t.sandbox_errors:
-            excluded_samples += 1
-        else:
-            by_task[t.task_id].append(t)
+        by_task[t.task_id].append(t)
     tasks = sorted(by_task)
     names = [f"t{i + 1}" for i in range(attempts)]
 
@@ -114,17 +109,15 @@ def compute_metrics(trajectories: Sequence[Trajectory], k_values: Sequence[int] 
         i_to_c = _mean(task_mean(tid, lambda t, a=a: float(not t.passed[a] and t.passed[a + 1])) for tid in tasks)
         c_to_i = _mean(task_mean(tid, lambda t, a=a: float(t.passed[a] and not t.passed[a + 1])) for tid in tasks)
         counts = {"i->i": 0, "i->c": 0, "c->i": 0, "c->c": 0}
-        for tid in tasks:
-            for t in by_task[tid]:
-                counts[f"{'c' if t.passed[a] else 'i'}->{'c' if t.passed[a + 1] else 'i'}"] += 1
+        for t in trajectories:
+            counts[f"{'c' if t.passed[a] else 'i'}->{'c' if t.passed[a + 1] else 'i'}"] += 1
         transitions[key] = {
             "delta": accuracy[names[a + 1]] - accuracy[names[a]],
             "i_to_c": i_to_c,
             "c_to_i": c_to_i,
             "counts": counts,
         }
-        pairs = [t for tid in tasks for t in by_task[tid] if len(t.solutions) == attempts]
-        if pairs:
+        if any(len(t.solutions) == attempts for t in trajectories):
             edit[key] = _mean(task_mean(tid, lambda t, a=a: edit_ratio(t.solutions[a], t.solutions[a + 1]))
                               for tid in tasks)
     samples_per_task = [len(by_task[tid]) for tid in tasks]
@@ -138,15 +131,15 @@ def compute_metrics(trajectories: Sequence[Trajectory], k_values: Sequence[int] 
             }
     return {
         "n_tasks": len(tasks),
-        "n_samples": sum(samples_per_task),
+        "n_samples": len(trajectories),
         "attempts": attempts,
         "accuracy": accuracy,
         "transitions": transitions,
         "pass_at_k": pass_k,
         "edit_ratio": edit,
-        "excluded": {
-            "samples": excluded_samples,
-            "tasks": len(all_tasks) - len(tasks),  # every sample of these problems hit a sandbox error
-            "sandbox_errors": sum(t.sandbox_errors for t in trajectories),
+        "sandbox_errors": {  # attempts still ungraded after retries, counted above as not passed
+            "attempts": sum(t.sandbox_errors for t in trajectories),
+            "samples": sum(1 for t in trajectories if t.sandbox_errors),
+            "tasks": len({t.task_id for t in trajectories if t.sandbox_errors}),
         },
     }

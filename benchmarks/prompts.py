@@ -15,7 +15,7 @@ from benchmarks.generation import Dialogue
 from benchmarks.tasks import Task
 
 # Bump when any prompt text, rendering or stop string changes: results made with another version are not comparable.
-PROMPTS_VERSION = "1"
+PROMPTS_VERSION = "2"  # 2: from attempt 2 on, the closing code fence no longer stops generation
 
 # The paper's code instruction p1 (Kumar et al. 2024), verbatim: it does not say whether attempt 1 was right.
 SELF_CORRECTION_INSTRUCTION = (
@@ -30,13 +30,13 @@ MAX_FEEDBACK_CHARS = 1000  # a traceback can be long; the first failure's gist f
 # Separator render_plain puts around a user turn that follows an assistant turn.
 PLAIN_TURN_SEPARATOR = "\n\n"
 
-# A chat model's answer is over once its code block closes; the prose after it is wasted decoding time.
+# A chat model's first answer is over once its code block closes; the prose after it is wasted decoding time.
 CLOSING_FENCE_STOP = "\n```\n"
 MBPP_DONE = "[DONE]"
 # A base model continuing a HumanEval prompt is done when it starts new top-level code (Codex paper's stops).
 HUMANEVAL_BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 # A base model writing a whole program (attempt >= 2, generic tasks) is done at top-level test code.
-PLAIN_PROGRAM_STOPS = ("\nif __name__", "\nprint(", "\nassert ", CLOSING_FENCE_STOP)
+PLAIN_PROGRAM_STOPS = ("\nif __name__", "\nprint(", "\nassert ")
 
 
 def mbpp_section(text: str, tests: Sequence[str], code: str | None = None) -> str:
@@ -120,11 +120,17 @@ def render_plain(messages: Sequence[dict[str, str]]) -> str:
 
 
 def stop_sequences(task: Task, chat: bool, attempt: int) -> tuple[str, ...]:
-    """Stop strings that end generation right after the code (half of a measured run was prose after the code)."""
+    """Stop strings that end generation right after the code (half of a measured run was prose after the code).
+
+    Attempt 1 stops at the first closing code fence. From attempt 2 on it does not: a correction may first quote
+    the old code or restate the prompt in a block of its own, and the answer is its last block (benchmarks.extract
+    grades the last complete one). That costs the prose a model writes after its last block (README, Evaluate).
+    """
+    fence = (CLOSING_FENCE_STOP,) if attempt == 1 else ()
     if task.test_format == "mbpp":
-        return (MBPP_DONE, CLOSING_FENCE_STOP) if chat else (MBPP_DONE,)
+        return (MBPP_DONE, *fence) if chat else (MBPP_DONE,)
     if chat:
-        return (CLOSING_FENCE_STOP,)
+        return fence
     if task.test_format == "humaneval" and attempt == 1:
         return HUMANEVAL_BODY_STOPS
-    return PLAIN_PROGRAM_STOPS
+    return (*PLAIN_PROGRAM_STOPS, *fence)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 PAPER_COLUMNS = ("Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δ i→c", "Δ c→i")
 
@@ -26,18 +27,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_table(runs: Sequence[tuple[str, dict]]) -> str:
-    """One paper row per (label, metrics) pair, e.g. base model vs trained model (for `score-code compare`)."""
-    header = ["run", *PAPER_COLUMNS, "excluded"]
-    rows = [[label, *paper_row(m), str(m["excluded"]["samples"])] for label, m in runs]
-    return markdown_table(header, rows)
-
-
-def _exclusion_line(metrics: dict) -> str:
-    ex = metrics["excluded"]
+def _sandbox_error_line(metrics: dict) -> str:
+    errors = metrics["sandbox_errors"]
     return (
-        f"{metrics['n_tasks']} problems, {metrics['n_samples']} samples scored; sandbox errors: "
-        f"{ex['sandbox_errors']} attempts, excluded: {ex['samples']} samples ({ex['tasks']} problems with none left)"
+        f"{metrics['n_tasks']} problems, {metrics['n_samples']} samples, all in the denominator; sandbox errors "
+        f"left after retries: {errors['attempts']} attempts, counted as not passed ({errors['samples']} samples, "
+        f"{errors['tasks']} problems)"
     )
 
 
@@ -56,7 +51,7 @@ def summary_table(metrics: dict) -> str:
     for attempt, by_k in metrics["pass_at_k"].items():
         if by_k:
             lines.append(f"pass@k {attempt}: " + ", ".join(f"pass@{k} {_pct(v)}" for k, v in by_k.items()))
-    lines.append(_exclusion_line(metrics))
+    lines.append(_sandbox_error_line(metrics))
     return "\n".join(lines)
 
 
@@ -65,7 +60,7 @@ def markdown_report(metrics: dict, header: dict[str, str], plot_name: str | None
     out = ["# Self-correction evaluation", ""]
     out += [f"- **{k}**: {v}" for k, v in header.items()]
     out += ["", "## Two attempts (paper table, %)", "", markdown_table(PAPER_COLUMNS, [paper_row(metrics)])]
-    out += [_exclusion_line(metrics) + ".", ""]
+    out += [_sandbox_error_line(metrics) + ".", ""]
     if len(metrics["accuracy"]) > 2:
         out += ["## Every attempt (%)", ""]
         rows = [[key, *paper_row(metrics, *key.split("->"))] for key in metrics["transitions"]]
@@ -94,6 +89,16 @@ def plot_transitions(metrics: dict, path: str | Path, title: str = "", key: str 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
+    fig = transition_figure(metrics, title, key)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def transition_figure(metrics: dict, title: str = "", key: str = "t1->t2") -> Any:
+    """The matplotlib Figure that plot_transitions saves (its colour bar counts samples: integer ticks only)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     counts = metrics["transitions"][key]["counts"]
     grid = [[counts["i->i"], counts["i->c"]], [counts["c->i"], counts["c->c"]]]
     total = sum(map(sum, grid)) or 1
@@ -116,7 +121,8 @@ def plot_transitions(metrics: dict, path: str | Path, title: str = "", key: str 
     subtitle = (f"Acc@{first} {_pct(acc[first])}%  Acc@{second} {_pct(acc[second])}%  "
                 f"Δ {100 * tr['delta']:+.1f} pts  (n={total})")
     ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="samples")
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="samples")
+    colorbar.locator = MaxNLocator(integer=True)  # counts of samples: no 0.5 ticks on a small run
+    colorbar.update_ticks()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig

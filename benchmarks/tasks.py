@@ -181,7 +181,9 @@ def _mbpp_task(record: dict, where: str) -> Task:
         setup_code=setup,
         reference_solution=code,
         test_list_for_prompt=tests,
-        metadata={"mbpp_task_id": number, "challenge_test_list": list(record.get("challenge_test_list") or [])},
+        metadata={"mbpp_task_id": number, "challenge_test_list": list(record.get("challenge_test_list") or []),
+                  # the two releases differ in tasks, wording and tests: runs must say which one they used
+                  "mbpp_variant": "sanitized" if "test_imports" in record else "original"},
     )
 
 

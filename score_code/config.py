@@ -81,7 +81,8 @@ class RolloutConfig:
     samples_per_prompt: int = config_field(4, "k two-attempt episodes per task; the RLOO baseline needs k >= 2")
     max_new_tokens: int = config_field(256, "token budget of each attempt")
     temperature: float = config_field(1.0, "sampling temperature of training rollouts (paper: 1.0)")
-    top_p: float = config_field(1.0, "nucleus sampling for training rollouts; 1.0 keeps them on-policy")
+    top_p: float = config_field(1.0, "nucleus sampling for rollouts; SCoRe training needs 1.0 (its loss is the "
+                                     "full distribution's log-prob); the SFT baselines accept less")
     generation_batch_size: int = config_field(16, "sequences per generate call (memory vs speed)")
 
 
@@ -139,6 +140,12 @@ class ObjectiveConfig:
                 "REINFORCE as in the paper)")
     loss_aggregation: Literal["token", "sequence"] = config_field(
         "token", "average each attempt's per-token loss over all its tokens in the batch, or per episode first")
+    kl_estimator: Literal["k3", "k2"] = config_field(
+        "k3", "per-token KL estimator: k3 = exp(d) - d - 1 (its gradient is, in expectation, that of KL(ref||pi)) or "
+              "k2 = 0.5 d^2 (that of KL(pi||ref)), d = log ref - log pi (docs/method.md §4.3)")
+    importance_sampling_cap: float = config_field(
+        2.0, "backend vllm: truncate the per-token importance weight pi / pi_engine at this value (0 = no "
+             "correction); it corrects for the engine's bf16 copy of the weights")
 
 
 @dataclass
@@ -303,6 +310,11 @@ class ScoreConfig(TrainerConfig):
                               "raise samples_per_prompt or set baseline=none")
         if not 0.0 <= r.offline_ratio <= 1.0:
             raise ConfigError(f"offline_ratio must be in [0, 1], got {r.offline_ratio}")
+        if r.top_p != 1.0:
+            raise ConfigError(f"top_p must be 1.0 for SCoRe training, got {r.top_p}: the loss uses the log-probs of "
+                              "the full distribution at the sampling temperature, not of the nucleus")
+        if o.importance_sampling_cap < 0:
+            raise ConfigError(f"importance_sampling_cap must be >= 0 (0 = off), got {o.importance_sampling_cap}")
         return self
 
 

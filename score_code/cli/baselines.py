@@ -23,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="one method name per RUN_DIR (default: the evaluated model from each run's config)")
     compare.add_argument("--output", default="comparison", metavar="DIR",
                          help="where comparison.md and comparison.png go (default: ./comparison)")
-    compare.add_argument("--force", action="store_true", help="replace an existing comparison in --output")
+    compare.add_argument("--overwrite", action="store_true", help="replace an existing comparison in --output")
+    compare.add_argument("--allow-mismatch", action="store_true",
+                         help="compare runs made on other data (dataset hash) or with other decoding settings; "
+                              "without it they are refused. The differences are printed under the table")
     compare.set_defaults(func=_compare_command)
 
     repair = subparsers.add_parser(
@@ -58,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _compare_command(args: argparse.Namespace) -> int:
     from benchmarks.compare import compare
 
-    print(compare(args.runs, args.output, labels=args.labels, force=args.force))
+    print(compare(args.runs, args.output, labels=args.labels, overwrite=args.overwrite,
+                  allow_mismatch=args.allow_mismatch))
     print(f"wrote {Path(args.output) / 'comparison.md'} and {Path(args.output) / 'comparison.png'}")
     return 0
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.tasks import MBPP_ENV_VAR, TaskLoadError
+from benchmarks.tasks import MBPP_ENV_VAR, Task, TaskLoadError
 from sandbox.cli import positive
 
 
@@ -81,18 +82,22 @@ def _dataset_spec(args: argparse.Namespace) -> str:
     return path
 
 
-def dataset_name(args: argparse.Namespace) -> str:
-    """The dataset as recorded in config.json: 'humaneval', 'mbpp:test', or the file name with its split."""
+def dataset_name(args: argparse.Namespace, tasks: Sequence[Task]) -> str:
+    """The dataset as recorded in config.json: 'humaneval', 'mbpp-original:test' or 'mbpp-sanitized:test' (which
+    MBPP release the file holds), or the file name with its split."""
     if args.dataset == "humaneval":
         return "humaneval"
-    base = "mbpp" if args.dataset == "mbpp" else Path(args.dataset).name
+    base = Path(args.dataset).name
+    if args.dataset == "mbpp":
+        variants = sorted({str(t.metadata.get("mbpp_variant")) for t in tasks})
+        base = "-".join(["mbpp", *variants])
     return f"{base}:{args.split}"
 
 
-def default_output_dir(args: argparse.Namespace) -> Path:
+def default_output_dir(args: argparse.Namespace, tasks: Sequence[Task]) -> Path:
     from score_code.models import model_slug
 
-    name = dataset_name(args).replace(":", "-").removesuffix(".jsonl").removesuffix(".json")
+    name = dataset_name(args, tasks).replace(":", "-").removesuffix(".jsonl").removesuffix(".json")
     limit = f"-limit{args.limit}" if args.limit else ""
     return Path("runs") / f"eval-{name}{limit}-{model_slug(args.model)}"
 
@@ -128,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
     spec = _dataset_spec(args)
     tasks = load_tasks(spec, args.split)[: args.limit]
     shots = load_shots(spec)
-    output = Path(args.output) if args.output else default_output_dir(args)
+    output = Path(args.output) if args.output else default_output_dir(args, tasks)
     config = EvalConfig(
-        dataset=dataset_name(args), attempts=args.attempts, samples=args.samples, temperature=args.temperature,
+        dataset=dataset_name(args, tasks), attempts=args.attempts, samples=args.samples, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, feedback=args.feedback,
         timeout_s=args.timeout_s, round_size=args.round_size, model=args.model or DEFAULT_MODEL_NAME,
         chat=_resolved_chat(args),

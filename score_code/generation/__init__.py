@@ -6,7 +6,6 @@ policy being trained); `sync_policy` keeps a vLLM engine's copy of the weights e
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from benchmarks.generation import Generator
@@ -21,7 +20,8 @@ def make_generator(backend: Backend, model_name: str | None, *, policy: Any = No
 
     Without `policy` the model is loaded here (hf) or by the engine (vllm). With `policy` (training, with its
     `tokenizer`), hf samples the policy itself, and vllm colocates an engine in this process, loaded from
-    `model_name` and then synced to the policy's weights (it may be a checkpoint or carry a LoRA adapter).
+    `model_name` in `dtype` (pass the policy's compute dtype: "auto" would be the checkpoint's), then synced to the
+    policy's weights (it may be a checkpoint or carry a LoRA adapter); it returns each token's log-probability.
     """
     if backend == "hf":
         from score_code.generation.hf import HFGenerator
@@ -32,15 +32,16 @@ def make_generator(backend: Backend, model_name: str | None, *, policy: Any = No
             loaded = load_model(model_name or None, dtype=dtype, device=device)
             policy, tokenizer = loaded.model, loaded.tokenizer
         return HFGenerator(policy, tokenizer, batch_size=batch_size, chat=chat, progress=progress)
-    from score_code.generation.vllm import VLLMGenerator, import_vllm, vllm_dtype
+    from score_code.generation.vllm import VLLMGenerator, import_vllm, run_engine_in_process
     from score_code.models import ensure_default_checkpoint
 
     import_vllm()  # fail before converting or loading anything
     if policy is not None:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine's model must live in this process
+        run_engine_in_process()  # the trainer copies weights into the engine's model object
     engine_kwargs = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
     generator = VLLMGenerator(model_name or str(ensure_default_checkpoint()), tokenizer=tokenizer, chat=chat,
-                              dtype=vllm_dtype(dtype), seed=seed, progress=progress, **engine_kwargs)
+                              dtype=dtype, seed=seed, progress=progress, logprobs=policy is not None,
+                              **engine_kwargs)
     if policy is not None:
         generator.sync_weights(policy)
     return generator

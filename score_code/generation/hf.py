@@ -7,9 +7,11 @@ member (measured on HumanEval with the default model: median completion 64 token
 limit, so a static batch of 32 spent most of its steps on 5 sequences). Prompts are admitted longest first, so
 peak memory comes early.
 
-Greedy when temperature is 0, else sampling with temperature/top_p; a seed makes a call reproducible without
-touching the caller's global RNG state. Stop strings are matched on each sequence's completion only, so a prompt
-ending in "\\n" cannot complete "\\n#" at the first "#".
+Greedy when temperature is 0, else sampling with temperature/top_p; seeded sampling leaves the caller's global RNG
+state alone. With `params.seeds` every sequence draws from its own generator seeded by its seed, so its sample does
+not depend on which other sequences share the call or the batch (the harness's rounds, a resumed run); with only
+`params.seed` one generator serves the whole call, reproducible only for that same call. Stop strings are matched on
+each sequence's completion only, so a prompt ending in "\\n" cannot complete "\\n#" at the first "#".
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class _Sequence:
     """One prompt being completed. `ids[-1]` is generated but not yet fed to the model."""
 
     index: int
+    rng: torch.Generator | None = None  # its own random stream, when sampling with params.seeds
     ids: list[int] = field(default_factory=list)
     hit: bool = False  # ended by EOS or a stop string (else by max_new_tokens)
     done: bool = False
@@ -59,6 +62,9 @@ class HFGenerator:
         return self.encoder.encode(dialogue)
 
     def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
+        if params.seeds is not None and len(params.seeds) != len(dialogues):
+            raise ValueError(f"SamplingParams.seeds has {len(params.seeds)} seeds for {len(dialogues)} dialogues; "
+                             "give one seed per dialogue, in order")
         prompts = [self.encode(d) for d in dialogues]
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; restored for the trainer afterwards
@@ -90,8 +96,8 @@ class _Decoder:
         self.stop = [s for s in params.stop if s]
         # A token decodes to at least one character, so the newest stop-string match lies in this many tokens.
         self.window = max((len(s) for s in self.stop), default=0) + 2
-        self.rng = None
-        if params.temperature > 0 and params.seed is not None:
+        self.rng = None  # the call's shared generator when there are no per-sequence seeds
+        if params.temperature > 0 and params.seeds is None and params.seed is not None:
             self.rng = torch.Generator(device=self.device).manual_seed(params.seed)
         self.active: list[_Sequence] = []
         self.cache: DynamicCache | None = None
@@ -130,8 +136,8 @@ class _Decoder:
         cache = DynamicCache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                          use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache})
-        new = [_Sequence(i) for i in indices]
-        self._append(new, self._pick(out.logits[:, -1]))
+        new = [_Sequence(i, self._sequence_rng(i)) for i in indices]
+        self._append(new, self._pick(out.logits[:, -1], new))
         if self.cache is None:
             self.cache, self.mask = cache, mask
         else:
@@ -146,9 +152,14 @@ class _Decoder:
         out = self.model(input_ids=last, attention_mask=mask, position_ids=position, use_cache=True,
                          **{self.cache_kwarg: self.cache})
         self.mask = mask
-        self._append(self.active, self._pick(out.logits[:, -1]))
+        self._append(self.active, self._pick(out.logits[:, -1], self.active))
 
-    def _pick(self, logits: torch.Tensor) -> list[int]:
+    def _sequence_rng(self, index: int) -> torch.Generator | None:
+        if self.params.temperature == 0 or self.params.seeds is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(self.params.seeds[index])
+
+    def _pick(self, logits: torch.Tensor, sequences: Sequence[_Sequence]) -> list[int]:
         params = self.params
         if params.temperature == 0:
             return logits.argmax(dim=-1).tolist()
@@ -157,7 +168,9 @@ class _Decoder:
             sorted_probs, order = probs.sort(dim=-1, descending=True)
             outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p  # keeps the top token always
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-        return torch.multinomial(probs, 1, generator=self.rng).squeeze(1).tolist()
+        if params.seeds is None:
+            return torch.multinomial(probs, 1, generator=self.rng).squeeze(1).tolist()
+        return [int(torch.multinomial(row, 1, generator=seq.rng)) for row, seq in zip(probs, sequences, strict=True)]
 
     # --- bookkeeping ---------------------------------------------------------------------------------------------
     def _append(self, sequences: Sequence[_Sequence], tokens: list[int]) -> None:

@@ -8,8 +8,10 @@
 
 A checkpoint is written to a hidden temporary directory and renamed into place, so a kill mid-save never leaves
 a half checkpoint that `--resume` would pick up. Past `save_total_limit` the oldest are deleted, except the one
-with the best training reward (`best_model_checkpoint`), which is never pruned (the paper selects checkpoints by
-training reward).
+with the best training reward of each stage (`best_by_stage`), never pruned (the paper selects checkpoints by
+training reward). Rewards of the two stages are not compared with each other: stage II's shaped objective and
+its trained first attempt make its reward a different quantity, so `best_model_checkpoint` is the best checkpoint
+of the stage trained last.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +47,39 @@ class TrainerState:
     global_step: int = 0  # optimizer steps done, over all stages
     stage: int = 1  # stage of the last completed step
     metric_for_best_model: str = "reward"
-    best_metric: float | None = None  # mean training reward over the steps since the previous checkpoint
-    best_model_checkpoint: str | None = None  # directory name, e.g. "checkpoint-40"
+    best_metric: float | None = None  # of best_model_checkpoint: its window's mean training reward
+    best_model_checkpoint: str | None = None  # directory name, e.g. "checkpoint-40": the best of the latest stage
+    best_by_stage: dict[str, dict[str, Any]] = field(default_factory=dict)  # "1" -> {"metric", "checkpoint"}
     window_reward_sum: float = 0.0  # reward summed since the last save (makes best selection survive a resume)
     window_steps: int = 0
+    window_stage: int = 0  # the stage of the steps in the window: a stage change starts a new window
+    base_model: str | None = None  # the run's --model (the KL reference), checked by --init-from and --resume
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def record_reward(self, reward: float) -> None:
+    def record_reward(self, reward: float, stage: int = 1) -> None:
+        """Add a step's reward to the window the next checkpoint is judged by; the window holds one stage only, so
+        a checkpoint right after a stage change is judged by the new stage's steps."""
+        if stage != self.window_stage:
+            self.window_reward_sum, self.window_steps, self.window_stage = 0.0, 0, stage
         self.window_reward_sum += reward
         self.window_steps += 1
+
+    def judge_window(self, name: str) -> None:
+        """Score checkpoint `name` by the window's mean reward against the best of the same stage; empty the window."""
+        if not self.window_steps:
+            return
+        reward = self.window_reward_sum / self.window_steps
+        key = str(self.window_stage)
+        best = self.best_by_stage.get(key)
+        if best is None or reward > best["metric"]:
+            best = self.best_by_stage[key] = {"metric": reward, "checkpoint": name}
+        self.best_metric, self.best_model_checkpoint = best["metric"], best["checkpoint"]
+        self.window_reward_sum, self.window_steps = 0.0, 0
+
+    def kept_checkpoints(self) -> set[str]:
+        """Checkpoints pruning never deletes: each stage's best."""
+        kept = {b["checkpoint"] for b in self.best_by_stage.values()}
+        return kept | ({self.best_model_checkpoint} if self.best_model_checkpoint else set())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -65,6 +92,14 @@ class TrainerState:
             raise CheckpointError(f"{path}: cannot read trainer state ({exc})") from exc
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def model_identity(model: str) -> str:
+    """How a run records its --model: '' (the embedded default), a resolved absolute path, or a hub id."""
+    if not model:
+        return ""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -147,12 +182,7 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    if state.window_steps:
-        window_reward = state.window_reward_sum / state.window_steps
-        if state.best_metric is None or window_reward > state.best_metric:
-            state.best_metric = window_reward
-            state.best_model_checkpoint = name
-        state.window_reward_sum, state.window_steps = 0.0, 0
+    state.judge_window(name)
 
     save_kw = {"safe_serialization": True}
     if state_dict is not None:
@@ -167,14 +197,15 @@ def save_checkpoint(
     if final.exists():  # re-running a step after a kill that came after this save
         shutil.rmtree(final)
     os.replace(tmp, final)
-    prune_checkpoints(run_dir, save_total_limit, keep=state.best_model_checkpoint)
+    prune_checkpoints(run_dir, save_total_limit, keep=state.kept_checkpoints())
     return final
 
 
-def prune_checkpoints(run_dir: Path, save_total_limit: int, keep: str | None) -> list[Path]:
-    """Delete the oldest checkpoints beyond the newest `save_total_limit`, never `keep`; returns what was deleted."""
+def prune_checkpoints(run_dir: Path, save_total_limit: int, keep: Collection[str] = ()) -> list[Path]:
+    """Delete the oldest checkpoints beyond the newest `save_total_limit`, never those named in `keep`; returns
+    what was deleted."""
     checkpoints = list_checkpoints(run_dir)
-    removable = [p for p in checkpoints if p.name != keep]
+    removable = [p for p in checkpoints if p.name not in keep]
     kept_newest = set(checkpoints[-save_total_limit:])
     deleted = [p for p in removable if p not in kept_newest]
     for p in deleted:

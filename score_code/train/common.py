@@ -7,7 +7,7 @@ import contextlib
 import copy
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,12 @@ def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
 
 def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.device) -> tuple[Any, Any, Any]:
     """(policy, reference or None, tokenizer). The reference is `model_cfg.model`, frozen. With LoRA there is no
-    second copy: the reference is the policy with its adapter disabled (reference_log_probs)."""
+    second copy: the reference is the policy with its adapter disabled (reference_log_probs).
+
+    Whatever is trained is kept in float32 (master weights): at lr 1e-5 most Adam updates of a bf16 weight of size
+    0.02 round away. The frozen weights (reference, LoRA base) stay in `dtype`, and the forward runs under
+    `compute_context` (bf16 autocast on a GPU), so the speed and most of the memory saving remain.
+    """
     from score_code.models import load_model
 
     base_name = model_cfg.model or None
@@ -61,42 +66,112 @@ def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.d
     if model_cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 
+        # peft keeps the adapter in float32 over a bf16 base (autocast_adapter_dtype, its default): said explicitly
         if init_path is not None:
             if not (init_path / "adapter_config.json").is_file():
                 raise TrainError(f"{init_path} holds no LoRA adapter (adapter_config.json); with --lora, "
                                  "--init-from must be a checkpoint of a LoRA run")
-            policy = PeftModel.from_pretrained(loaded.model, str(init_path), is_trainable=True)
+            policy = PeftModel.from_pretrained(loaded.model, str(init_path), is_trainable=True,
+                                               autocast_adapter_dtype=True)
         else:
             targets = model_cfg.lora_target_modules
             policy = get_peft_model(loaded.model, LoraConfig(
                 r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
                 target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                task_type="CAUSAL_LM"))
+                task_type="CAUSAL_LM"), autocast_adapter_dtype=True)
         reference = None
     else:
         reference = loaded.model
         if init_path is not None:
-            policy = load_model(str(init_path), dtype=model_cfg.dtype, device=str(device)).model
+            policy = load_model(str(init_path), dtype="float32", device=str(device)).model
         else:
-            policy = copy.deepcopy(reference)
+            policy = copy.deepcopy(reference).float()
         reference.requires_grad_(False)
-    if model_cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
-    policy.eval()  # no dropout: rollouts and updates see the same function
+    check_no_dropout(policy)
+    if model_cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA) without input grads
+        enable = getattr(policy, "activation_checkpointing_enable", None)  # transformers >= 5.24; older: the alias
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy.eval()  # sampling runs in eval mode; the loss forward switches to train mode (training_forward)
     return policy, reference, tokenizer
 
 
-def sequence_log_probs(model: Any, batch: Batch) -> torch.Tensor:
-    """Per-token log-probs (B, T), computed only where some row has a trained token: the lm-head over a 49k
-    vocabulary is most of the cost, and the prompt (3-shot for MBPP) is most of the sequence."""
+def check_base_model(checkpoint: Path, model: str) -> None:
+    """Refuse to continue a checkpoint with another base model than the one it was trained from: the base is the KL
+    reference, and a LoRA adapter only means something on its own base. Checkpoints written before the base was
+    recorded are not checked."""
+    state_file = checkpoint / ckpt.TRAINER_STATE_NAME
+    if not state_file.is_file():
+        return
+    recorded = ckpt.TrainerState.from_file(state_file).base_model
+    if recorded is not None and recorded != ckpt.model_identity(model):
+        def name(m: str) -> str:
+            return repr(m) if m else "the embedded default"
+
+        fix = f"pass --model {recorded}" if recorded else "omit --model (the embedded default)"
+        raise TrainError(f"{checkpoint} was trained from base model {name(recorded)}, but --model is {name(model)}; "
+                         f"{fix}")
+
+
+def check_no_dropout(model: Any) -> None:
+    """Refuse any dropout: the loss forward runs in train mode (gradient checkpointing needs it), and dropout there
+    would make the trained function differ from the one that sampled the rollouts."""
+    active = sorted({name or "model" for name, m in model.named_modules()
+                     if isinstance(m, torch.nn.Dropout) and m.p > 0})
+    config = getattr(model, "config", None)
+    config_dict = config.to_dict() if config is not None and hasattr(config, "to_dict") else {}
+    active += sorted(f"config.{k}={v}" for k, v in config_dict.items()
+                     if ("dropout" in k or "pdrop" in k) and isinstance(v, (int, float)) and v > 0)
+    if active:
+        raise TrainError(f"the policy has dropout ({', '.join(active[:5])}{', ...' if len(active) > 5 else ''}); "
+                         "the trainer needs every dropout probability at 0 (set lora_dropout: 0, and the model "
+                         "config's dropout fields to 0)")
+
+
+def compute_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` for forwards of float32 master weights (bf16 on a GPU); nothing when it is float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16" for torch.bfloat16: how the config and vLLM spell a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def training_forward(model: Any) -> Iterator[None]:
+    """Train mode for the duration of a loss forward (transformers checkpoints a layer's activations only in train
+    mode), eval mode again for sampling. There is no dropout (check_no_dropout), so both are the same function."""
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+
+
+def sequence_log_probs(model: Any, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """Per-token log-probs (B, T) of the sampled tokens at the sampling temperature, computed only where some row
+    has a trained token: the lm-head over a large vocabulary is most of the cost, and the prompt (3-shot for MBPP)
+    is most of the sequence.
+
+    With no trained token at all (every episode a sandbox error) the forward still runs and the result is tied to
+    the logits by a zero: backward then reaches every parameter, and under DDP every process joins the gradient
+    reduction instead of the others waiting for it.
+    """
     trained = (batch.mask1 + batch.mask2).sum(dim=0) > 0
     trained[0] = False  # the first token has no prediction
     targets = trained.nonzero().squeeze(1)  # positions of tokens whose log-prob the loss needs
     out = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
+    keep = targets - 1 if len(targets) else 1
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep,
+                   use_cache=False).logits
     if len(targets) == 0:
-        return out
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=targets - 1).logits
-    out[:, targets] = selected_log_probs(logits, batch.input_ids[:, targets])
+        return out + 0.0 * logits.sum()
+    out[:, targets] = selected_log_probs(logits, batch.input_ids[:, targets], temperature)
     return out
 
 

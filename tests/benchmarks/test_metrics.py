@@ -1,4 +1,4 @@
-"""Metrics on hand-made attempt tables: accuracies, Delta = i->c - c->i, pass@k, edit ratio, sandbox exclusions."""
+"""Metrics on hand-made attempt tables: accuracies, Delta = i->c - c->i, pass@k, edit ratio, sandbox-error counts."""
 from __future__ import annotations
 
 import itertools
@@ -28,7 +28,7 @@ def test_paper_metrics_on_a_hand_made_table() -> None:
     assert tr["delta"] == pytest.approx(0.1) == pytest.approx(tr["i_to_c"] - tr["c_to_i"])
     assert tr["counts"] == {"i->i": 4, "i->c": 2, "c->i": 1, "c->c": 3}
     assert m["n_tasks"] == 10 and m["n_samples"] == 10 and m["pass_at_k"] == {}
-    assert m["excluded"] == {"samples": 0, "tasks": 0, "sandbox_errors": 0}
+    assert m["sandbox_errors"] == {"attempts": 0, "samples": 0, "tasks": 0}
 
 
 def test_delta_identity_holds_on_random_tables() -> None:
@@ -50,26 +50,28 @@ def test_three_attempts_give_consecutive_transitions() -> None:
     assert m["transitions"]["t2->t3"]["counts"]["i->c"] == 1
 
 
-def test_sandbox_errors_are_excluded_not_failed() -> None:
-    table = [traj("a", T, T), traj("b", F, F, errors=1), traj("c", F, T)]
+def test_every_problem_is_in_the_denominator_and_sandbox_errors_are_counted_beside() -> None:
+    """docs/method.md §5: fractions of all problems. Dropping b (all its samples hit sandbox errors) made Acc@t1
+    1/2 instead of 1/3, and dropping c's sample lost its attempt-1 pass, which the attempt-2 error does not touch."""
+    table = [traj("a", T, T), traj("b", F, F, errors=2), traj("c", T, F, errors=1)]
     m = compute_metrics(table)
-    # b is out of the denominator: a failure would have made acc t2 = 2/3
-    assert m["accuracy"]["t2"] == 1.0 and m["accuracy"]["t1"] == 0.5
-    assert m["n_tasks"] == 2
-    assert m["excluded"] == {"samples": 1, "tasks": 1, "sandbox_errors": 1}
+    assert m["accuracy"] == {"t1": pytest.approx(2 / 3), "t2": pytest.approx(1 / 3)}
+    assert m["transitions"]["t1->t2"]["c_to_i"] == pytest.approx(1 / 3)
+    assert m["n_tasks"] == 3 and m["n_samples"] == 3
+    assert m["sandbox_errors"] == {"attempts": 3, "samples": 2, "tasks": 2}
 
 
 def test_several_samples_average_per_problem_and_pass_at_k() -> None:
     table = [traj("a", T, T, sample=0), traj("a", F, T, sample=1), traj("a", F, F, sample=2), traj("a", F, F, sample=3),
              traj("b", F, F, sample=0), traj("b", F, F, sample=1), traj("b", F, T, sample=2),
-             traj("b", F, T, sample=3, errors=1)]  # excluded: b keeps 3 samples
+             traj("b", F, F, sample=3, errors=1)]  # its attempt 2 ungraded: counted as not passed
     m = compute_metrics(table, k_values=(1, 2, 3, 4))
     assert m["accuracy"]["t1"] == pytest.approx((1 / 4 + 0) / 2)
-    assert m["accuracy"]["t2"] == pytest.approx((2 / 4 + 1 / 3) / 2)
-    assert list(m["pass_at_k"]["t1"]) == ["1", "2", "3"]  # k=4 > b's 3 samples: not reported
+    assert m["accuracy"]["t2"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert list(m["pass_at_k"]["t1"]) == ["1", "2", "3", "4"]
     assert m["pass_at_k"]["t2"]["1"] == pytest.approx(m["accuracy"]["t2"])
-    assert m["pass_at_k"]["t2"]["2"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(3, 1, 2)) / 2)
-    assert m["excluded"]["samples"] == 1 and m["excluded"]["tasks"] == 0
+    assert m["pass_at_k"]["t2"]["2"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 1, 2)) / 2)
+    assert m["sandbox_errors"] == {"attempts": 1, "samples": 1, "tasks": 1}
 
 
 @pytest.mark.parametrize("n", range(1, 9))

@@ -126,6 +126,18 @@ def test_stop_sequences_per_format() -> None:
     assert "\ndef " not in prompts.stop_sequences(gen, chat=False, attempt=1)
 
 
+@pytest.mark.parametrize("test_format,chat", [("humaneval", True), ("mbpp", True), ("generic", True),
+                                              ("humaneval", False), ("generic", False)])
+def test_closing_fence_stops_only_the_first_attempt(test_format: str, chat: bool) -> None:
+    """A correction that quotes the old code (or restates the prompt) in a block first must not be cut there."""
+    task = Task("t", "text", "f", ("assert f()",), test_format)
+    if (test_format, chat) != ("humaneval", False):  # a base model continuing the prompt stops at new code
+        assert prompts.CLOSING_FENCE_STOP in prompts.stop_sequences(task, chat, attempt=1)
+    for attempt in (2, 3):
+        assert prompts.CLOSING_FENCE_STOP not in prompts.stop_sequences(task, chat, attempt)
+    assert prompts.PROMPTS_VERSION == "2"  # stop strings changed: results of version 1 are not resumed into
+
+
 def test_chat_closing_fence_stop_does_not_match_the_opening_fence() -> None:
     stop = prompts.stop_sequences(Task("h", "p", "f", ("t",), "humaneval"), chat=True, attempt=1)[0]
     answer = "Here is the function:\n\n```python\ndef f():\n    return 1\n```\n\nIt returns one."

@@ -1,10 +1,10 @@
-"""Report builders: the paper table in markdown and plain text, the comparison table, the transition plot."""
+"""Report builders: the paper table in markdown and plain text, the transition plot."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from benchmarks.metrics import Trajectory, compute_metrics
-from benchmarks.report import comparison_table, markdown_report, plot_transitions, summary_table
+from benchmarks.report import markdown_report, plot_transitions, summary_table, transition_figure
 
 
 def metrics_of(*pairs: tuple[bool, bool]) -> dict:
@@ -21,13 +21,12 @@ def test_markdown_report_has_the_paper_table_and_header() -> None:
     assert "![attempt 1 to attempt 2 transitions](transitions.png)" in text
 
 
-def test_summary_and_comparison_tables() -> None:
-    base, trained = metrics_of((True, True), (False, False)), metrics_of((False, True), (True, True))
-    summary = summary_table(trained)
-    assert "t1" in summary and "100.0" in summary and "t1->t2" in summary and "excluded: 0 samples" in summary
-    table = comparison_table([("base", base), ("score", trained)])
-    assert table.splitlines()[2] == "| base | 50.0 | 50.0 | 0.0 | 0.0 | 0.0 | 0 |"
-    assert table.splitlines()[3] == "| score | 50.0 | 100.0 | 50.0 | 50.0 | 0.0 | 0 |"
+def test_summary_counts_sandbox_errors_in_the_denominator() -> None:
+    m = compute_metrics([Trajectory("a", 0, (True, True)), Trajectory("b", 0, (True, False), sandbox_errors=1)])
+    summary = summary_table(m)
+    assert "t1" in summary and "100.0" in summary and "t1->t2" in summary
+    assert "2 problems, 2 samples, all in the denominator" in summary
+    assert "1 attempts, counted as not passed (1 samples, 1 problems)" in summary
 
 
 def test_single_attempt_report_has_no_transitions() -> None:
@@ -40,3 +39,14 @@ def test_transition_plot_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "t.png"
     plot_transitions(metrics_of((False, True), (True, True)), path, title="model on data")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_transition_colour_bar_has_integer_ticks() -> None:
+    """Counts of samples: on a small run the default locator labelled the colour bar 0.0, 0.2, ... 1.0."""
+    import matplotlib.pyplot as plt
+
+    fig = transition_figure(metrics_of((False, True), (True, True)))
+    colour_bar = fig.axes[1]
+    ticks = [t for t in colour_bar.get_yticks() if 0 <= t <= 1]
+    plt.close(fig)
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -121,3 +121,19 @@ def test_missing_files_raise_naming_the_file(tmp_path):
         assert "trainer_state.json is missing" in str(exc)
     else:
         raise AssertionError("expected CheckpointError")
+
+
+def test_best_checkpoint_is_chosen_within_a_stage_and_each_stage_best_is_kept(tmp_path):
+    """Stage I rewards (0.9) are not compared with stage II's (0.2, 0.4); a window never spans a stage change."""
+    model, opt, sched = _setup()
+    state = ck.TrainerState()
+    for step, stage, reward in [(1, 1, 0.9), (2, 1, 0.5), (3, 2, 0.2), (4, 2, 0.4), (5, 2, 0.1), (6, 2, 0.0)]:
+        state.global_step = step
+        state.record_reward(reward, stage)
+        if step in (1, 3, 4, 5, 6):  # step 2 (stage I) is not saved: its reward must not judge checkpoint-3
+            ck.save_checkpoint(tmp_path, state, model, TinyTokenizer(), ck.optimizer_state(model, opt), sched,
+                               save_total_limit=1)
+    assert state.best_model_checkpoint == "checkpoint-4" and state.best_metric == 0.4
+    assert state.best_by_stage["1"] == {"metric": 0.9, "checkpoint": "checkpoint-1"}
+    assert state.best_by_stage["2"]["checkpoint"] == "checkpoint-4"
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-4", "checkpoint-6"]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.tasks import Task
 from score_code.cli import build_parser, main
-from score_code.cli.eval import default_output_dir
+from score_code.cli.eval import dataset_name, default_output_dir
 
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp.jsonl"
 
@@ -62,9 +63,25 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch, capsys):
 def test_default_output_directory_names_dataset_limit_and_model():
     parser = build_parser()
     args = parser.parse_args(["eval", "humaneval", "--limit", "3"])
-    assert default_output_dir(args) == Path("runs/eval-humaneval-limit3-SmolLM2-135M-Instruct")
+    assert default_output_dir(args, []) == Path("runs/eval-humaneval-limit3-SmolLM2-135M-Instruct")
     args = parser.parse_args(["eval", "mbpp", "--model", "/ckpts/run1/checkpoint-200"])
-    assert default_output_dir(args) == Path("runs/eval-mbpp-test-checkpoint-200")
+    mbpp = [Task("Mbpp/11", "p", "f", ("assert f()",), "mbpp", metadata={"mbpp_variant": "original"})]
+    assert default_output_dir(args, mbpp) == Path("runs/eval-mbpp-original-test-checkpoint-200")
+
+
+@pytest.mark.skipif(not MBPP.exists(), reason=f"{MBPP} not present (shared data beside the repo)")
+def test_the_two_mbpp_releases_get_different_dataset_names():
+    """Both were recorded as "mbpp:test", though they differ in tasks, wording and tests."""
+    from benchmarks.tasks import load_tasks
+
+    parser = build_parser()
+    names = {}
+    for file in ("mbpp.jsonl", "sanitized-mbpp.json"):
+        args = parser.parse_args(["eval", "mbpp", "--mbpp-path", str(MBPP.parent / file)])
+        names[file] = dataset_name(args, load_tasks(str(MBPP.parent / file), args.split))
+    assert names == {"mbpp.jsonl": "mbpp-original:test", "sanitized-mbpp.json": "mbpp-sanitized:test"}
+    args = parser.parse_args(["eval", str(MBPP.parent / "sanitized-mbpp.json")])
+    assert dataset_name(args, []) == "sanitized-mbpp.json:test"  # a path keeps its file name
 
 
 def _check_run(out: Path, n_tasks: int, stdout: str) -> None:
@@ -123,7 +140,7 @@ def test_eval_mbpp_from_mbpp_path(tiny_model_dir, tmp_path, capsys):
                      "--max-new-tokens", "4", "--sandbox", "local", "--output", str(out), "--no-progress"])
     assert code == 0
     _check_run(out, 1, capsys.readouterr().out)
-    assert json.loads((out / "config.json").read_text())["config"]["dataset"] == "mbpp:test"
+    assert json.loads((out / "config.json").read_text())["config"]["dataset"] == "mbpp-original:test"
 
 
 @pytest.mark.docker

@@ -62,6 +62,16 @@ def test_cross_field_checks():
         _parse(["--schedule", "1,3"])
 
 
+def test_training_refuses_nucleus_sampling_and_offers_the_k2_estimator():
+    """The loss uses the full distribution's log-probs: top_p < 1 would train on other probabilities than sampled."""
+    with pytest.raises(cfg.ConfigError, match="top_p must be 1.0 for SCoRe training"):
+        _parse(["--top_p", "0.9"])
+    assert cfg.SFTConfig.from_flat({"top_p": 0.9}).rollout.top_p == 0.9  # SFT computes no sampling log-probs
+    assert _parse(["--kl_estimator", "k2"]).objective.kl_estimator == "k2"
+    with pytest.raises(cfg.ConfigError, match="importance_sampling_cap must be >= 0"):
+        _parse(["--importance_sampling_cap", "-1"])
+
+
 def test_saved_config_json_is_a_recipe(tmp_path):
     c = _parse(["--beta2", "0.9", "--schedule", "2"])
     c.save_json(tmp_path / "config.json")

@@ -2,6 +2,7 @@
 seeds, and generating from a live (training) model."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,24 @@ def test_finished_sequences_leave_the_batch_and_waiting_prompts_take_their_slots
     assert [g.finish_reason for g in batched] == [g.finish_reason for g in single]
     assert {g.finish_reason for g in batched} == {"stop", "length"}
     assert any(old > new for old, new in widths)  # joined a running batch, left-padded to its width
+
+
+def test_per_sequence_seeds_make_a_sample_independent_of_its_batch(peaky_model, tokenizer):
+    """SamplingParams.seeds: a sequence's sample depends on its own seed only, not on the call or batch it is in
+    (the harness's --round-size, a resumed run); a single `seed` shares one stream across the call."""
+    params = SamplingParams(max_new_tokens=8, temperature=1.0)
+    dialogues = [_user(p) for p in PROMPTS]
+    together = HFGenerator(peaky_model, tokenizer, batch_size=3).generate(
+        dialogues, replace(params, seeds=(11, 12, 13)))
+    for i, seed in enumerate((11, 12, 13)):
+        alone = HFGenerator(peaky_model, tokenizer, batch_size=1).generate(
+            [_user(PROMPTS[i])], replace(params, seeds=(seed,)))[0]
+        assert alone.token_ids == together[i].token_ids, i
+    reordered = HFGenerator(peaky_model, tokenizer, batch_size=2).generate(
+        dialogues[::-1], replace(params, seeds=(13, 12, 11)))
+    assert [g.token_ids for g in reordered[::-1]] == [g.token_ids for g in together]
+    other = HFGenerator(peaky_model, tokenizer, batch_size=3).generate(dialogues, replace(params, seeds=(21, 12, 13)))
+    assert other[0].token_ids != together[0].token_ids
+    assert [g.token_ids for g in other[1:]] == [g.token_ids for g in together[1:]]
+    with pytest.raises(ValueError, match="2 seeds for 3 dialogues"):
+        HFGenerator(peaky_model, tokenizer).generate(dialogues, replace(params, seeds=(1, 2)))

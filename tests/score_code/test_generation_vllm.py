@@ -3,6 +3,7 @@ engine only where vllm is installed (an optional extra that needs a CUDA GPU).""
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import types
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks.generation import Dialogue, SamplingParams
-from score_code.generation.vllm import VLLMGenerator, VLLMUnavailable, served_weights
+from score_code.generation.vllm import VLLMEngineError, VLLMGenerator, VLLMUnavailable, served_weights
 
 P1 = "Please correct the error, if any."
 
@@ -128,3 +129,86 @@ def test_sync_weights_into_an_out_of_process_engine_says_what_to_set(fake_vllm, 
     generator = VLLMGenerator("unused", tokenizer=tokenizer, llm=_FakeLLM(tokenizer, "x"))
     with pytest.raises(VLLMUnavailable, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
         generator.sync_weights(tiny_model)
+
+
+# --- the GPU path (issue #13) ----------------------------------------------------------------------------------------
+
+
+def test_a_prefix_cache_that_vllm_kept_is_an_error(fake_vllm, vllm_stand_ins, tokenizer, tiny_model):
+    """vLLM returns False and keeps its KV blocks when one is in use: rollouts would reuse the old weights' KV."""
+    llm = _FakeLLM(tokenizer, "x")
+    llm.llm_engine = vllm_stand_ins.in_process_engine(copy.deepcopy(tiny_model))
+    llm.reset_prefix_cache = lambda: False
+    with pytest.raises(VLLMEngineError, match="reset_prefix_cache returned False"):
+        VLLMGenerator("unused", tokenizer=tokenizer, llm=llm).sync_weights(tiny_model)
+
+
+def test_served_weights_are_cast_to_the_engine_dtype_one_module_at_a_time(make_tiny_model):
+    """No full copy before the first weight is sent: a LoRA weight's merge happens when it is yielded."""
+    from peft.tuners.lora import LoraLayer
+
+    policy = _lora(make_tiny_model())
+    merges = []
+    for module in policy.modules():
+        if isinstance(module, LoraLayer):
+            delta = module.get_delta_weight
+            module.get_delta_weight = lambda adapter, delta=delta: merges.append(1) or delta(adapter)
+    weights = served_weights(policy, torch.bfloat16)
+    first_adapted = next(i for i, (name, _) in enumerate(weights) if name.endswith("q_proj.weight"))
+    assert len(merges) == 1 and first_adapted > 0
+    assert {t.dtype for _, t in served_weights(policy, torch.bfloat16)} == {torch.bfloat16}
+
+
+def test_each_request_takes_its_own_seed_from_params_seeds(fake_vllm, tokenizer):
+    llm = _FakeLLM(tokenizer, "x = 1\n")
+    generator = VLLMGenerator("unused", tokenizer=tokenizer, llm=llm)
+    dialogue = Dialogue(messages=[{"role": "user", "content": "write x"}])
+    generator.generate([dialogue] * 3, SamplingParams(max_new_tokens=4, temperature=1.0, seed=7, seeds=(5, 90, 3)))
+    assert [p["seed"] for p in llm.calls[0][1]] == [5, 90, 3]
+    with pytest.raises(ValueError, match="2 seeds for 3 dialogues"):
+        generator.generate([dialogue] * 3, SamplingParams(seeds=(1, 2)))
+
+
+def test_a_training_engine_returns_the_sampled_tokens_log_probs(fake_vllm, tokenizer):
+    from score_code.generation.vllm import EngineGeneration
+
+    built = {}
+    fake_vllm.LLM = lambda **kwargs: built.update(kwargs) or llm
+    llm = _FakeLLM(tokenizer, "x = 1\n")
+    ids = tokenizer("x = 1\n", add_special_tokens=False)["input_ids"]
+    llm.generate = lambda prompts, params, use_tqdm=False: [types.SimpleNamespace(outputs=[types.SimpleNamespace(
+        text="x = 1\n", token_ids=ids, finish_reason="stop",
+        logprobs=[{t: types.SimpleNamespace(logprob=-0.1 * i)} for i, t in enumerate(ids)])])]
+    generator = VLLMGenerator("m", tokenizer=tokenizer, dtype="bf16", logprobs=True)
+    assert built["logprobs_mode"] == "processed_logprobs" and built["dtype"] == "bfloat16"
+    (gen,) = generator.generate([Dialogue(messages=[{"role": "user", "content": "x"}])], SamplingParams())
+    assert isinstance(gen, EngineGeneration) and gen.logprobs == pytest.approx([-0.1 * i for i in range(len(ids))])
+
+
+def test_the_trainer_forces_the_engine_into_this_process(fake_vllm, vllm_stand_ins, tokenizer, tiny_model,
+                                                         monkeypatch):
+    from score_code.generation import make_generator
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    llm = _FakeLLM(tokenizer, "x")
+    llm.llm_engine = vllm_stand_ins.in_process_engine(copy.deepcopy(tiny_model))
+    llm.reset_prefix_cache = lambda: True
+    fake_vllm.LLM = lambda **kwargs: llm
+    make_generator("vllm", "unused", policy=tiny_model, tokenizer=tokenizer, dtype="float32")
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
+def test_gguf_and_mixture_of_experts_models_are_refused_with_what_to_pass(tmp_path):
+    from transformers import MixtralConfig
+
+    from score_code.generation.vllm import refuse_unservable
+
+    with pytest.raises(VLLMEngineError, match="GGUF file") as info:
+        refuse_unservable("/models/x.Q4.gguf")
+    assert "HF checkpoint directory" in info.value.hint
+    MixtralConfig(num_local_experts=4, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=4, num_key_value_heads=4).save_pretrained(tmp_path)
+    with pytest.raises(VLLMEngineError, match="mixture-of-experts.*experts=4") as info:
+        refuse_unservable(str(tmp_path))
+    assert info.value.hint == "use --backend hf"
+    refuse_unservable("")  # the embedded default is a dense checkpoint

@@ -188,3 +188,95 @@ def test_bad_arguments_raise():
         obj.advantages(torch.ones(4), torch.ones(4, dtype=torch.bool), 4, "mean")
     with pytest.raises(ValueError, match="stage must be 1 or 2"):
         obj.stage_advantages(3, torch.ones(2), torch.ones(2), torch.ones(2, dtype=torch.bool), 2, "rloo", 10.0)
+
+
+# --- the GPU-path review (issue #13) ---------------------------------------------------------------------------------
+
+
+def test_selected_log_probs_divide_by_the_temperature_and_chunk_rows():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    ids = torch.randint(0, 11, (3, 5))
+    expected = torch.log_softmax(logits / 0.7, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(obj.selected_log_probs(logits, ids, temperature=0.7, chunk_rows=4), expected, atol=1e-6)
+
+
+def test_selected_log_probs_keep_no_full_vocabulary_float32_tensor_for_backward():
+    """bf16 logits of 64 rows: backward may hold them (bf16) but no float32 copy or log_softmax of all 64 rows."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 32, 1000, dtype=torch.bfloat16, requires_grad=True)
+    ids = torch.randint(0, 1000, (2, 32))
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = obj.selected_log_probs(logits, ids, chunk_rows=8)
+    out.sum().backward()
+    big_float32 = [t.shape for t in saved if t.dtype == torch.float32 and t.numel() > 8 * 1000]
+    assert not big_float32, big_float32
+    reference = torch.log_softmax(logits.detach().float(), -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(out.detach(), reference, atol=1e-5) and logits.grad is not None
+
+
+@pytest.mark.parametrize("estimator", ["k3", "k2"])
+def test_kl_gradient_per_token_equals_its_hand_value(estimator):
+    """k3: d/dlogp [exp(d) - d - 1] = 1 - exp(ref - logp); k2: d/dlogp [0.5 (logp - ref)^2] = logp - ref; each
+    token of attempt 1 (3 tokens, token mean) gets beta2 / 3 of it."""
+    logp, ref = _logps()
+    terms = obj.stage_loss(1, logp, ref, MASK1, MASK2, torch.zeros(1), torch.zeros(1), beta1=0.0, beta2=0.25,
+                           kl_estimator=estimator)
+    (grad,) = torch.autograd.grad(terms.loss, logp)
+    d = (ref - logp.detach())[0, 2:5]
+    per_token = 1 - torch.exp(d) if estimator == "k3" else -d
+    assert grad[0, 2:5].tolist() == pytest.approx((0.25 / 3 * per_token).tolist(), rel=1e-5)
+    assert grad[0, 7:10].abs().sum() == 0
+
+
+def test_masked_positions_with_huge_log_prob_gaps_do_not_make_the_loss_nan():
+    logp, ref = _logps()
+    logp = logp.detach().clone()
+    logp[0, 10] = -200.0  # padding: exp(ref - logp) overflows float32
+    logp.requires_grad_(True)
+    terms = obj.stage_loss(2, logp, ref, MASK1, MASK2, torch.ones(1), torch.ones(1), beta1=0.1, beta2=0.1)
+    (grad,) = torch.autograd.grad(terms.loss, logp)
+    assert math.isfinite(terms.loss.item()) and torch.isfinite(grad).all() and grad[0, 10] == 0
+
+
+def test_global_normalizers_make_two_processes_average_to_the_whole_batch_gradient():
+    """Two ranks with unequal token counts: averaging their gradients (DDP) gives the one-process gradient."""
+    torch.manual_seed(4)
+    logp = (-torch.rand(4, 6)).requires_grad_(True)
+    ref = -torch.rand(4, 6)
+    mask1 = torch.zeros(4, 6)
+    mask2 = torch.tensor([[1.0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    a = torch.randn(4)
+    (whole,) = torch.autograd.grad(obj.stage_loss(1, logp, ref, mask1, mask2, a, a, 0.1, 0.1).loss, logp)
+    ranks = (slice(0, 2), slice(2, 4))
+    total = sum(torch.tensor(obj.Normalizers._counts(mask1[r], mask2[r]), dtype=torch.float64) for r in ranks)
+    averaged = torch.zeros_like(logp)
+    for r in ranks:
+        norm = obj.Normalizers.across_processes(mask1[r], mask2[r], lambda counts: total, world_size=2)
+        loss = obj.stage_loss(1, logp[r], ref[r], mask1[r], mask2[r], a[r], a[r], 0.1, 0.1, normalizers=norm).loss
+        (g,) = torch.autograd.grad(loss, logp)
+        averaged += g / 2
+    assert torch.allclose(averaged, whole, atol=1e-6)
+
+
+def test_importance_weights_reweight_the_policy_gradient_truncated_at_the_cap():
+    logp, ref = _logps()
+    sampling = logp.detach().clone()
+    sampling[0, 7] -= 0.5  # the engine gave token 7 less probability: weight e^0.5
+    sampling[0, 8] -= 5.0  # much less: truncated at the cap
+    weights = obj.importance_weights(logp, sampling, cap=2.0)
+    terms = obj.stage_loss(1, logp, ref, MASK1, MASK2, torch.zeros(1), torch.ones(1), 0.0, 0.0, weights=weights)
+    (grad,) = torch.autograd.grad(terms.loss, logp)
+    assert grad[0, 7:10].tolist() == pytest.approx([-math.exp(0.5) / 3, -2.0 / 3, -1 / 3], rel=1e-5)
+    assert torch.equal(obj.importance_weights(logp, None, 2.0), torch.ones_like(logp))
+    unknown = torch.full_like(sampling, math.nan)
+    assert torch.equal(obj.importance_weights(logp, unknown, 2.0), torch.ones_like(logp))  # the policy sampled
+    weighted = obj.stage_loss(1, logp, ref, MASK1, MASK2, torch.zeros(1), torch.zeros(1), 0.0, 0.0, weights=weights)
+    kl = obj.k3_kl(logp, ref).detach()[0, 7:10]
+    assert weighted.kl2.item() == pytest.approx((kl * weights[0, 7:10]).mean().item(), rel=1e-5)  # the KL too

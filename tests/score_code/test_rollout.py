@@ -137,3 +137,37 @@ def test_collate_pads_right():
     assert batch.attention_mask[1].tolist() == [1, 1, 0, 0]
     assert batch.mask2[1].tolist() == [0, 1, 0, 0]
     assert torch.equal(batch[0:1].input_ids, batch.input_ids[:1])
+
+
+def test_stage1_trains_an_episode_whose_attempt1_grading_failed_but_stage2_does_not():
+    """r1 is not used in stage I: a sandbox error on attempt 1 keeps the episode (its y1 KL and y2 policy gradient)."""
+    episode = Episode("t", 0, [1, 2, 3, 4, 5, 6], (1, 3), (4, 6), "", "", "stop", "stop", None, 1.0)
+    stage1, stage2 = collate([episode], 0, stage=1), collate([episode], 0, stage=2)
+    assert stage1.mask1.sum() == 2 and stage1.mask2.sum() == 2
+    assert stage2.mask1.sum() == 0 and stage2.mask2.sum() == 0
+    assert episode.trainable(1) and not episode.trainable(2)
+
+
+def test_every_sequence_gets_the_seed_of_its_episode_and_attempt():
+    seen: list[tuple[int, ...] | None] = []
+
+    class Recording(CharGenerator):
+        def generate(self, dialogues, params):
+            seen.append(params.seeds)
+            return super().generate(dialogues, params)
+
+    offline = CharGenerator(["z"]).generate([first_dialogue(TASKS[0])], SamplingParams())[0]
+    generate_rollouts(Recording(["a", "b"]), TASKS, first_dialogue, "FIX", 2, SamplingParams(), SamplingParams(),
+                      lambda tasks, completions: [1.0] * len(completions), offline_first={1: offline},
+                      seed_of=lambda episode, attempt: 10 * episode + attempt)
+    assert seen == [(1, 21, 31), (2, 12, 22, 32)]  # episode 1's attempt 1 is offline: not sampled
+
+
+def test_engine_log_probs_travel_into_the_batch_and_unknown_ones_are_nan():
+    episode = Episode("t", 0, [1, 2, 3, 4, 5, 6], (1, 3), (4, 6), "", "", "stop", "stop", 1.0, 1.0,
+                      sampling_logprobs1=None, sampling_logprobs2=[-0.5, -1.5])
+    batch = collate([episode], 0)
+    assert batch.sampling_logp[0, 4:6].tolist() == [-0.5, -1.5] and batch.sampling_logp[0, :4].isnan().all()
+    assert batch[0:1].sampling_logp.shape == (1, 6) and collate([episode], 0).to("cpu").sampling_logp is not None
+    plain = Episode("t", 0, [1, 2, 3], (1, 2), (2, 3), "", "", "stop", "stop", 1.0, 1.0)
+    assert collate([plain], 0).sampling_logp is None

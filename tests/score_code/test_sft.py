@@ -89,16 +89,18 @@ def test_sft_loss_is_the_token_mean_nll_over_masked_positions():
 
 class ParityGrader:
     """A deterministic stand-in for the sandbox: a program passes iff its length is even (so a random tiny model
-    produces a mix of i->c, c->c, ... traces); one job in 13 is a sandbox error."""
+    produces a mix of i->c, c->c, ... traces); one job in 13 is a sandbox error, and stays one when graded again."""
 
     def __init__(self) -> None:
         self.graded = 0
+        self.broken: set[str] = set()
 
     def run_batch(self, jobs):
         out = []
         for job in jobs:
             self.graded += 1
-            if self.graded % 13 == 0:
+            if self.graded % 13 == 0 or job.job_id in self.broken:
+                self.broken.add(job.job_id)
                 out.append(Result.sandbox_error("injected", job_id=job.job_id, expected_tests=1))
                 continue
             ok = len(job.program) % 2 == 0

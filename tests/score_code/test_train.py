@@ -236,43 +236,57 @@ def test_lora_run_saves_an_adapter_that_stage2_continues_from(tmp_path, tiny_mod
     assert read_metrics(stage2)[0]["kl/attempt1"] > 0.0  # trained adapter vs the adapter-disabled reference
 
 
-def test_vllm_backend_samples_from_an_engine_synced_after_every_update(tmp_path, tiny_model_dir, fake_vllm,
-                                                                      vllm_stand_ins, monkeypatch):
-    """A stand-in vllm.LLM (its own copy of the base model, generating through transformers) gets the LoRA policy's
-    merged weights at start and after each update; every rollout is sampled from it."""
+def _stand_in_llm(vllm_stand_ins, engines: list, reseed: int | None = None) -> type:
+    """A stand-in vllm.LLM: its own copy of the base model, sampling through transformers with each request's seed,
+    returning each sampled token's log-prob at the request's temperature (what logprobs_mode processed_logprobs
+    gives). `reseed`: construction reseeds torch's global generator, as a real engine does."""
     from transformers import AutoModelForCausalLM
 
-    from score_code.generation.vllm import served_weights
-
-    engines = []
-
     class StandInLLM:
-        def __init__(self, model, dtype, seed, gpu_memory_utilization):
+        def __init__(self, model, dtype, seed, gpu_memory_utilization, **kwargs):
+            if reseed is not None:
+                torch.manual_seed(reseed)
             self.model = AutoModelForCausalLM.from_pretrained(model).eval()
             self.llm_engine = vllm_stand_ins.in_process_engine(self.model)
-            self.prompts = 0
+            self.dtype, self.kwargs, self.prompts, self.seeds = dtype, kwargs, 0, []
             engines.append(self)
 
         def generate(self, prompts, sampling_params, use_tqdm=False):
             outputs = []
             for prompt, params in zip(prompts, sampling_params, strict=True):
                 ids = torch.tensor([prompt["prompt_token_ids"]])
-                torch.manual_seed(params["seed"])
-                with torch.no_grad():
+                self.seeds.append(params["seed"])
+                with torch.no_grad(), torch.random.fork_rng():  # a request's seed is its own, not the process's
+                    torch.manual_seed(params["seed"])
                     out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                                              max_new_tokens=params["max_tokens"], pad_token_id=0)
-                new = out[0, ids.shape[1]:].tolist()
+                                              temperature=params["temperature"], max_new_tokens=params["max_tokens"],
+                                              pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+                new = out.sequences[0, ids.shape[1]:].tolist()
+                logprobs = [{t: types.SimpleNamespace(logprob=torch.log_softmax(
+                    logits[0].float() / params["temperature"], -1)[t].item())}
+                    for t, logits in zip(new, out.logits, strict=True)]
                 text = "Yes" if new[0] % 2 else "no"  # the reward reads the text; any policy-driven text will do
                 outputs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(
-                    text=text, token_ids=new, finish_reason="length")]))
+                    text=text, token_ids=new, finish_reason="length", logprobs=logprobs)]))
             self.prompts += len(prompts)
             return outputs
 
         def reset_prefix_cache(self):
-            pass
+            return True
 
-    fake_vllm.LLM = StandInLLM
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    return StandInLLM
+
+
+def test_vllm_backend_samples_from_an_engine_synced_after_every_update(tmp_path, tiny_model_dir, fake_vllm,
+                                                                      vllm_stand_ins, monkeypatch):
+    """A stand-in vllm.LLM (its own copy of the base model, generating through transformers) gets the LoRA policy's
+    merged weights at start and after each update; every rollout is sampled from it, each request under its own
+    seed; the engine's log-probs match the policy's (the logged gap), in the policy's dtype, in this process."""
+    from score_code.generation.vllm import served_weights
+
+    engines: list = []
+    fake_vllm.LLM = _stand_in_llm(vllm_stand_ins, engines)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # forced to 0 whatever the environment says
     in_sync = []
 
     def after_step(step, policy):
@@ -280,12 +294,61 @@ def test_vllm_backend_samples_from_an_engine_synced_after_every_update(tmp_path,
         in_sync.append(all(torch.equal(engine[name], t) for name, t in served_weights(policy)))
 
     config = _config(tmp_path, tiny_model_dir, "vllm", backend="vllm", stage1_steps=2, lora=True, lora_r=4,
-                     lora_alpha=8)
-    train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS, after_step=after_step)
+                     lora_alpha=8, temperature=0.7)
+    run = train(config, reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS, after_step=after_step)
     assert len(engines) == 1 and engines[0].prompts == 2 * 4 * 4 * 2  # steps x tasks x samples x attempts
+    assert len(set(engines[0].seeds)) == len(engines[0].seeds)  # no two samples share a noise stream
     assert in_sync == [True, True] and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert engines[0].dtype == "float32" and engines[0].kwargs == {"logprobs_mode": "processed_logprobs"}
     base = load_file(tiny_model_dir / "model.safetensors")
     assert any(not torch.equal(engines[0].model.state_dict()[k], v) for k, v in base.items())  # it was trained
+    rows = read_metrics(run)
+    assert all(r["sampling/logprob_gap"] < 1e-4 for r in rows), [r["sampling/logprob_gap"] for r in rows]
+    assert all(r["sampling/importance_weight"] == pytest.approx(1.0, abs=1e-3) for r in rows)
+
+
+def test_vllm_engine_is_built_before_the_rng_state_is_restored(tmp_path, tiny_model_dir, fake_vllm, vllm_stand_ins):
+    """An engine reseeds torch's global generator when it starts: a resumed run must restore the checkpoint's RNG
+    state after that, so that it continues with the same random stream as the uninterrupted run."""
+    fake_vllm.LLM = _stand_in_llm(vllm_stand_ins, [], reseed=1234)
+    states: dict[str, dict[int, torch.Tensor]] = {"whole": {}, "killed": {}, "resumed": {}}
+
+    def reward(tasks, completions):  # a step that draws from the global generator
+        torch.rand(1)
+        return capital_reward(tasks, completions)
+
+    def record(name):
+        def after_step(step, policy):
+            states[name][step] = torch.get_rng_state()
+            if name == "killed":
+                raise Killed
+        return after_step
+
+    common = dict(backend="vllm", stage1_steps=2, save_steps=1, max_new_tokens=1)
+    train(_config(tmp_path, tiny_model_dir, "whole", **common), reward_fn=reward, train_tasks=SYNTHETIC_TASKS,
+          after_step=record("whole"))
+    config = _config(tmp_path, tiny_model_dir, "killed", **common)
+    with pytest.raises(Killed):  # after step 1 and its checkpoint
+        train(config, reward_fn=reward, train_tasks=SYNTHETIC_TASKS, after_step=record("killed"))
+    config.run.resume = True
+    train(config, reward_fn=reward, train_tasks=SYNTHETIC_TASKS, after_step=record("resumed"))
+    assert list(states["resumed"]) == [2] and torch.equal(states["resumed"][2], states["whole"][2])
+
+
+def test_vllm_refuses_several_processes_before_loading_anything(tmp_path, tiny_model_dir, fake_vllm, monkeypatch):
+    import accelerate
+
+    from score_code.config import ConfigError
+    from score_code.train import score
+
+    class TwoProcesses(accelerate.Accelerator):
+        num_processes = 2
+
+    monkeypatch.setattr(accelerate, "Accelerator", TwoProcesses)
+    monkeypatch.setattr(score, "build_models", lambda *a: pytest.fail("models were built before the refusal"))
+    with pytest.raises(ConfigError, match="single training process, got 2 processes"):
+        train(_config(tmp_path, tiny_model_dir, "two", backend="vllm"), reward_fn=capital_reward,
+              train_tasks=SYNTHETIC_TASKS)
 
 
 @pytest.mark.slow
@@ -364,12 +427,12 @@ from score_code.train import score as T
 seen = []
 def reward(tasks, completions):
     seen.extend(t.task_id for t in tasks)
-    return [1.0 if c.lstrip()[:1].isupper() else 0.0 for c in completions]
+    return [1.0] * len(completions)  # with baseline none, every step updates whatever was sampled
 
 tasks = [Task(task_id=f"cap/{i}", prompt=f"Say one word ({i}).", entry_point="", tests=("pass",),
               test_format="generic") for i in range(4)]
 config = ScoreConfig.from_flat(dict(model=sys.argv[1], output_dir=sys.argv[2], max_new_tokens=2,
-    prompts_per_step=1, samples_per_prompt=2, micro_batch_size=1, learning_rate=1e-2, schedule="1",
+    prompts_per_step=1, samples_per_prompt=2, micro_batch_size=1, learning_rate=1e-2, schedule="1", baseline="none",
     stage1_steps=1, save_steps=1000, progress=False))
 
 def dump(step, policy):
@@ -403,3 +466,131 @@ def test_two_processes_see_different_tasks_and_end_with_identical_parameters(tmp
         assert torch.equal(params[0][key], params[1][key]), key
     assert any(not torch.equal(params[0][k], initial[k]) for k in params[0] if k in initial), "no update happened"
 
+
+
+# --- the GPU path (issue #13): what a GPU run would get wrong, checked on CPU ----------------------------------------
+
+
+def test_bf16_full_fine_tuning_keeps_float32_master_weights_that_small_updates_move(tmp_path, tiny_model_dir):
+    """dtype bfloat16 without LoRA: the trained weights are float32 (the reference stays bf16), so lr 1e-5 moves
+    nearly all of them; updating bf16 weights directly rounded most such updates away."""
+    from score_code.train.common import build_models
+
+    policy, reference, _ = build_models(ModelConfig(model=str(tiny_model_dir), dtype="bfloat16"), None,
+                                        torch.device("cpu"))
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}
+    assert {p.dtype for p in reference.parameters()} == {torch.bfloat16}
+    start = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    seen = {}
+    train(_config(tmp_path, tiny_model_dir, "bf16", dtype="bfloat16", learning_rate=1e-5, stage1_steps=2,
+                  baseline="none"), reward_fn=lambda t, c: [1.0] * len(c), train_tasks=SYNTHETIC_TASKS,
+          after_step=lambda step, policy: seen.update(policy.named_parameters()))
+    layer = "model.layers.0.mlp.down_proj.weight"  # away from the (tied, sparsely used) embedding
+    changed = (seen[layer].detach() != start[layer]).float().mean().item()
+    assert changed > 0.9, f"only {changed:.0%} of {layer} moved"
+
+
+def test_lora_adapter_is_float32_over_a_bf16_base(tiny_model_dir):
+    from score_code.train.common import build_models
+
+    policy, _, _ = build_models(ModelConfig(model=str(tiny_model_dir), dtype="bfloat16", lora=True, lora_r=4),
+                                None, torch.device("cpu"))
+    dtypes = {p.dtype for p in policy.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in policy.parameters() if not p.requires_grad}
+    assert dtypes == {torch.float32} and frozen == {torch.bfloat16}
+
+
+def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model):
+    batch = collate([Episode("t", 0, list(range(100, 112)), (4, 7), (9, 12), "", "", "stop", "stop", 1.0, 0.0)], 0)
+    logp = sequence_log_probs(tiny_model, batch, temperature=0.5)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=batch.input_ids).logits
+    expected = torch.log_softmax(logits[0, 3] / 0.5, -1)[batch.input_ids[0, 4]]
+    assert logp[0, 4].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_gradient_checkpointing_runs_in_the_loss_forward(tiny_model_dir):
+    """transformers checkpoints a layer only in train mode: the loss forward must run in it (each layer then goes
+    through its checkpoint function), while sampling stays in eval mode."""
+    from score_code.train.common import build_models, training_forward
+
+    policy, _, _ = build_models(ModelConfig(model=str(tiny_model_dir), gradient_checkpointing=True), None,
+                                torch.device("cpu"))
+    layer = policy.model.layers[0]
+    checkpoint, calls = layer._gradient_checkpointing_func, []
+    layer._gradient_checkpointing_func = lambda *a, **kw: calls.append(1) or checkpoint(*a, **kw)
+    batch = collate([Episode("t", 0, list(range(100, 112)), (4, 7), (9, 12), "", "", "stop", "stop", 1.0, 0.0)], 0)
+    with training_forward(policy):
+        logp = sequence_log_probs(policy, batch)
+    logp.sum().backward()
+    assert calls == [1] and not policy.training
+
+
+def test_a_policy_with_dropout_is_refused(tiny_model_dir):
+    from score_code.train.common import build_models
+
+    with pytest.raises(TrainError, match="lora_dropout: 0"):
+        build_models(ModelConfig(model=str(tiny_model_dir), lora=True, lora_r=4, lora_dropout=0.1), None,
+                     torch.device("cpu"))
+
+
+def test_a_micro_batch_of_sandbox_errors_still_runs_a_backward_through_every_parameter(tiny_model):
+    """No trained token: the forward runs anyway and backward reaches every parameter (DDP's reduction needs it)."""
+    batch = collate([Episode("t", 0, list(range(100, 112)), (4, 7), (9, 12), "", "", "stop", "stop", None, None)], 0)
+    logp = sequence_log_probs(tiny_model, batch)
+    assert logp.requires_grad and logp.abs().sum() == 0
+    logp.sum().backward()
+    assert all(p.grad is not None for p in tiny_model.parameters())
+
+
+def test_stage2_refuses_a_stage1_checkpoint_of_another_base_model(tmp_path, tiny_model_dir):
+    stage1 = train(_config(tmp_path, tiny_model_dir, "stage1", stage1_steps=1, save_steps=1),
+                   reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
+    other = tmp_path / "other-base"  # refused before it is loaded
+    other.mkdir()
+    with pytest.raises(TrainError, match=f"trained from base model '{tiny_model_dir}'.*pass --model {tiny_model_dir}"):
+        train(_config(tmp_path, other, "stage2", schedule="2", stage2_steps=1, init_from=str(stage1 / "checkpoint-1")),
+              reward_fn=capital_reward, train_tasks=SYNTHETIC_TASKS)
+
+
+def test_offline_first_attempts_are_seeded_by_task_and_sample_alone():
+    """A resumed run starts with an empty cache: its draws must be the same as the first run's."""
+    from benchmarks.generation import Generation, SamplingParams, sequence_seed
+    from score_code.train.score import offline_first_attempts
+
+    calls = []
+
+    class Recorder:
+        def generate(self, dialogues, params):
+            calls.append(params.seeds)
+            return [Generation(str(s), [1], [2], "stop", d) for d, s in zip(dialogues, params.seeds, strict=True)]
+
+    tasks = SYNTHETIC_TASKS[:2]
+    first = offline_first_attempts(tasks, 2, 1, {}, lambda t: None, Recorder(), SamplingParams(), seed=7)
+    again = offline_first_attempts(tasks[::-1], 2, 1, {}, lambda t: None, Recorder(), SamplingParams(), seed=7)
+    assert calls[0] == tuple(sequence_seed(7, "offline", t.task_id, 1) for t in tasks)
+    assert {first[1].text, first[3].text} == {again[1].text, again[3].text}
+
+
+# --- the GPU smoke check (scripts/gpu_smoke.sh) ----------------------------------------------------------------------
+
+
+def test_gpu_smoke_stops_at_once_on_a_cpu_saying_a_gpu_is_needed():
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_smoke.sh")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr and "PASS" not in proc.stdout
+    from score_code.train import gpu_smoke
+
+    assert gpu_smoke.main([]) == 2  # the module itself refuses too (a host with nvidia-smi but no CUDA torch)
+
+
+def test_gpu_smoke_sampling_check_passes_for_a_model_whose_decode_matches_training(tiny_model, tokenizer, capsys):
+    """The check the smoke script runs on a GPU, here in float32 on CPU: a KV-cached decode's log-probs equal the
+    training forward's."""
+    from score_code.train import gpu_smoke
+
+    report = gpu_smoke.Report()
+    gpu_smoke.check_sampling_matches_training(report, tiny_model, tokenizer, torch.float32, torch.device("cpu"), 16)
+    assert not report.failed and capsys.readouterr().out.startswith("PASS  sampling log-probs")
+    before = {"w": torch.zeros(4)}
+    assert gpu_smoke.changed_fraction(before, {"w": torch.tensor([0.0, 1.0, 0.0, 2.0])}) == 0.5
