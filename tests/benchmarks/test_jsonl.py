@@ -1,6 +1,7 @@
 """JSONL helpers: errors name file and line, a cut last line is tolerated only when asked, writes are atomic."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -49,3 +50,13 @@ def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         write_json_atomic(path, {"v": object()})  # a failed write keeps the old file
     assert path.read_text() == '{\n  "v": 2\n}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_lone_surrogates_round_trip_through_every_writer(tmp_path: Path) -> None:
+    """Program output may hold lone surrogates, which UTF-8 cannot encode; no writer may fail on them."""
+    record = {"error": "ValueError: \udc80", "text": "\ud800 ok"}
+    write_jsonl_atomic(tmp_path / "a.jsonl", [record])
+    append_jsonl(tmp_path / "a.jsonl", [record])
+    write_json_atomic(tmp_path / "b.json", record)
+    assert read_jsonl(tmp_path / "a.jsonl").records == [record, record]
+    assert json.loads((tmp_path / "b.json").read_text(encoding="utf-8")) == record
