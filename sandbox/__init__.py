@@ -14,11 +14,11 @@ What is covered (backend="docker", the default):
 - A warm pool of long-lived containers (one per core by default), each running sandbox/executor.py, which runs
   every program in its own processes with the trusted test code apart from it: the tests see only plain data
   from the program, so a program cannot forge its verdict (see the executor's docstring).
-- Per container: no network (--network none); read-only root; the only writable place is a tmpfs at /scratch
-  with size and inode limits (no /dev/shm: --ipc none, so multiprocessing locks and queues do not work);
-  non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork and thread bombs); memory
-  limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that reaps orphans; owner labels;
-  --rm.
+- Per container: no network (--network none); read-only root; the only writable places are tmpfs mounts at /scratch
+  and /dev/shm with size and inode limits (the second for multiprocessing, which works in containers); a private IPC
+  namespace (--ipc none); non-root uid 10001; all capabilities dropped; no-new-privileges; pids limit (fork and
+  thread bombs); memory limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that reaps
+  orphans; owner labels; --rm.
 - Per program: wall-clock and CPU-time limits, a data-size limit (RLIMIT_DATA, by the executor); stdout and
   stderr are kept up to Limits.keep_output_bytes and the rest is read and dropped, never a failure
   (Result.output_bytes counts it); `if __name__ == "__main__":` blocks do not run (the program is module

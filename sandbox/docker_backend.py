@@ -1,9 +1,9 @@
 """The Docker backend: the docker CLI (no SDK), the hardened `docker run -i` line, image naming and stale cleanup.
 
 Every container runs the executor as one long-lived worker (see pool.py) with all of these, taken from Limits:
-no network, read-only root, a size- and inode-limited tmpfs at /scratch as the only writable place (no /dev/shm:
---ipc none, so multiprocessing's semaphores are unavailable to programs), a non-root uid, no capabilities,
-no-new-privileges, pids/memory(no swap)/cpus limits, nofile/fsize ulimits, an init process as PID 1, owner
+no network, read-only root, size- and inode-limited tmpfs mounts at /scratch and /dev/shm (multiprocessing's
+semaphores and shared memory) as the only writable places, both emptied after each program, a non-root uid, no
+capabilities, no-new-privileges, pids/memory(no swap)/cpus limits, nofile/fsize ulimits, an init process as PID 1, owner
 labels and --rm. Its one way out is the protocol socket, bind-mounted read-only, which the executor connects to
 before any program runs (programs cannot create unix sockets: see the executor's seccomp filter).
 """
@@ -123,6 +123,8 @@ def run_argv(image: str, limits: Limits, name: str, owner: str, channel: str = "
     mount = ["--mount", f"type=bind,source={channel},target={CHANNEL_IN_CONTAINER},readonly"] if channel else []
     connect = ["--connect", CHANNEL_IN_CONTAINER] if channel else []
     scratch = f"/scratch:rw,nosuid,nodev,size={limits.scratch_mb}m,nr_inodes={limits.scratch_inodes},mode=1777"
+    # --ipc none gives no /dev/shm; this one is emptied by the executor after each program, like the scratch dir
+    shm = f"/dev/shm:rw,nosuid,nodev,noexec,size={limits.shm_mb}m,nr_inodes=1024,mode=1777"
     fsize_bytes = limits.file_size_mb * 1024 * 1024
     return [
         "docker", "run", "-i", "--rm", "--init",
@@ -130,7 +132,7 @@ def run_argv(image: str, limits: Limits, name: str, owner: str, channel: str = "
         "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner}", "--label", f"{STARTED_LABEL}={time.time():.3f}",
         "--network", "none",
         "--read-only", "--tmpfs", scratch, "--workdir", "/scratch",
-        "--ipc", "none",  # no /dev/shm: it would be a second writable place that outlives each program
+        "--ipc", "none", "--tmpfs", shm,  # a private IPC namespace (System V IPC is refused to programs anyway)
         "--user", f"{SANDBOX_UID}:{SANDBOX_UID}",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--pids-limit", str(limits.pids),

@@ -24,6 +24,7 @@ class Limits:
     cpus: float = 1.0  # docker --cpus: one busy program cannot starve its neighbours
     scratch_mb: int = 256  # tmpfs mounted at /scratch, the only writable place
     scratch_inodes: int = 4096  # tmpfs nr_inodes: "many files" stops here
+    shm_mb: int = 64  # tmpfs at /dev/shm for multiprocessing's semaphores and shared memory, wiped after each program
     programs_per_container: int = 500  # recycle a container after this many programs (fresh state, no slow leaks)
 
     def to_dict(self) -> dict:
