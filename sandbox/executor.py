@@ -36,11 +36,28 @@ After each request everything U started is killed (E is a child subreaper, so do
 it; container mode also kills any other process of ours in the PID namespace) and the scratch directory is wiped.
 Z, T and U die with their parent, so killing E mid-program also ends the program.
 
+What is covered, class by class (each has a test in tests/sandbox/test_docker_adversarial.py):
+  - Forged names: T binds only the names its tests use, each as a RemoteRef; a program that answers `resolve`
+    with more names (`sorted`, `len`, a module) or plain values cannot rebind what the asserts use.
+  - State carried between programs: System V IPC, POSIX message queues and keyrings are refused by seccomp
+    (they outlive a process in a warm container); the scratch dir and /dev/shm are emptied after each program.
+  - Survivors: clone(CLONE_PARENT) is refused (the child would be Z's, outside the sweep) and clone3 answers
+    ENOSYS so libc falls back to the filtered clone; a zombie main thread with live threads counts as alive.
+  - Self-made sandbox errors: E restores the modes of the directories it needs before using them (the program
+    runs as E's uid and Landlock does not cover chmod), so a program's failure stays its own; the pool recycles a
+    worker after any sandbox error.
+  - Output: never a failure; what passes keep_output_bytes is read and dropped, and counted in output_bytes.
+    Files that hold program text escape lone surrogates (sandbox/atomic.py), so no output crashes a writer.
+  - Honest programs: standard-library values compare by value (above); bool() of a returned object is the
+    program's; `__main__` blocks do not run; memory is bounded by RLIMIT_DATA, not reserved address space, so
+    a program may run ~100 threads; multiprocessing works in containers (a private /dev/shm).
+
 Not covered here (the container provides it): fork bombs (pids limit), total memory, UDP/raw network, a read-only
 root. Local mode runs as the user: Landlock (when the kernel has it) keeps the program off the user's files and
 /proc; without Landlock it can read and write the user's files and open the client's /proc/<pid>/fd. If E itself
 is SIGKILLed in local mode, processes the program forked (not U itself) can outlive it. multiprocessing needs
-/dev/shm, which programs get only in container mode (a private tmpfs there, wiped after each program).
+/dev/shm, which programs get only in container mode (a private tmpfs there, wiped after each program). Timing and
+cache side channels. Flaky timeouts of slow references are the evaluation's to avoid (per-task timeouts).
 """
 from __future__ import annotations
 
