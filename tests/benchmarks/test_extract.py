@@ -266,15 +266,14 @@ def test_a_closed_block_beats_a_later_one_cut_off_by_the_token_limit() -> None:
 
 # These references return a re.Match; a sandbox that refuses the truth value of an object the program made (an
 # opaque handle) fails them when graded directly too, whatever the extraction does.
-RETURNS_A_MATCH = {"Mbpp/737 (sanitized)", "Mbpp/787 (sanitized)", "Mbpp/794 (sanitized)"}
 
 
 @pytest.mark.docker
 @pytest.mark.slow
 def test_every_mbpp_reference_passes_through_extraction(docker_sandbox) -> None:
-    """Acceptance of issue #12 item 1: all 974 MBPP and 427 sanitized references, fed to the extraction path as a
-    model's output, raw and in a fenced chat answer, pass their tests: every one that passes graded directly
-    (all of them, but for RETURNS_A_MATCH in a sandbox that refuses their truth value)."""
+    """Acceptance of issue #12 item 1 (and of the sandbox's floor: every reference passes in Docker): all 974 MBPP
+    and 427 sanitized references pass graded directly, and fed to the extraction path as a model's output, raw and
+    in a fenced chat answer."""
     from benchmarks.extract import extract_program
     from benchmarks.tasks import load_mbpp
 
@@ -291,7 +290,5 @@ def test_every_mbpp_reference_passes_through_extraction(docker_sandbox) -> None:
     results = docker_sandbox.run_batch([t.to_job(p, timeout_s=60, job_id=f"{n} {k}")
                                         for (t, p), (n, k) in zip(programs, labels, strict=True)])
     passed = {label: r.reward == 1.0 for label, r in zip(labels, results, strict=True)}
-    failing_directly = {name for (name, kind), ok in passed.items() if kind == "direct" and not ok}
-    assert failing_directly <= RETURNS_A_MATCH
-    lost = [label for label, ok in passed.items() if not ok and label[0] not in failing_directly]
-    assert not lost, f"{len(lost)} references fail only through extraction: {lost[:10]}"
+    failing = [label for label, ok in passed.items() if not ok]
+    assert not failing, f"{len(failing)} references fail: {failing[:10]}"
