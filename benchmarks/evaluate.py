@@ -27,10 +27,10 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from benchmarks import prompts
 from benchmarks.errors import ScoreCodeError
@@ -40,6 +40,7 @@ from benchmarks.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_
 from benchmarks.metrics import Trajectory, compute_metrics
 from benchmarks.report import markdown_report, plot_transitions
 from benchmarks.tasks import Task, dataset_hash
+from benchmarks.timeouts import RULE, BatchSandbox, calibrated_timeouts
 from sandbox.atomic import write_text_atomic
 from sandbox.jobs import Job
 from sandbox.verdict import Result
@@ -70,10 +71,6 @@ class EvalSettingsError(EvalError):
     hint = "see `score-code eval --help`"
 
 
-class BatchSandbox(Protocol):
-    def run_batch(self, jobs: list[Job]) -> list[Result]: ...
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     # --- provenance (decided by the caller) -------------------------------------------------------------------
@@ -90,7 +87,13 @@ class EvalConfig:
     seed: int | None = 0  # run seed; each sequence's seed derives from it, the task, the sample and the attempt
     feedback: str | None = None  # None = intrinsic (the paper); "tests": show attempt t's first failure
     prompts_version: str = prompts.PROMPTS_VERSION
-    timeout_s: float | None = None  # per program; None = the sandbox's Limits.timeout_s
+    # Per program. None (default): per task, the sandbox's limit or more where the reference solution is slow
+    # (benchmarks.timeouts); a number: that flat timeout for every task, nothing calibrated.
+    timeout_s: float | None = None
+    timeout_rule: str = ""  # filled by evaluate(): which of the two, compared on resume
+    # Filled by evaluate(): task_id -> timeout of the tasks calibrated above the default. Not compared on resume:
+    # the same machine reads the same cached runtimes, another one measures its own.
+    task_timeouts_s: dict[str, float] = field(default_factory=dict)
     # --- how it runs (does not change results) ----------------------------------------------------------------
     # Units per round: all their attempt-t dialogues go to the generator in one call (which decodes them as many at a
     # time as it can, refilling slots as sequences end) and all their programs to the sandbox in one batch. Results
@@ -111,6 +114,8 @@ class EvalConfig:
         if self.max_new_tokens < 1 or self.round_size < 1:
             raise EvalSettingsError(f"max_new_tokens ({self.max_new_tokens}) and round_size ({self.round_size}) "
                                     "must be >= 1")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise EvalSettingsError(f"timeout_s must be > 0 (None = per task, calibrated), got {self.timeout_s}")
         if self.feedback is not None and self.feedback not in prompts.FEEDBACK_MODES:
             raise EvalSettingsError(f"feedback must be None or one of {prompts.FEEDBACK_MODES}, got {self.feedback!r}")
         object.__setattr__(self, "k_values", tuple(self.k_values))
@@ -123,7 +128,7 @@ class EvalConfig:
 
 # Everything that changes what is generated or how it is graded; a resume must agree on all of them.
 RESULT_FIELDS = ("model", "dataset", "dataset_hash", "chat", "attempts", "samples", "temperature", "top_p",
-                 "max_new_tokens", "seed", "feedback", "prompts_version", "timeout_s")
+                 "max_new_tokens", "seed", "feedback", "prompts_version", "timeout_s", "timeout_rule")
 
 
 @dataclass
@@ -172,16 +177,24 @@ def _resolve(config: EvalConfig, tasks: Sequence[Task], shots: Sequence[Task]) -
     if config.dataset_hash and config.dataset_hash != computed_hash:
         raise EvalError(f"config.dataset_hash {config.dataset_hash[:12]}... does not match the tasks given "
                         f"({computed_hash[:12]}...); leave it empty to have it computed")
-    return replace(config, dataset_hash=computed_hash)
+    rule = RULE if config.timeout_s is None else f"flat {config.timeout_s:g} s"
+    return replace(config, dataset_hash=computed_hash, timeout_rule=rule)
 
 
 def check_output_dir(output_dir: str | Path, config: EvalConfig, tasks: Sequence[Task],
-                     shots: Sequence[Task] = ()) -> None:
-    """Raise what evaluate() would raise about its inputs and `output_dir`, without writing anything.
+                     shots: Sequence[Task] = ()) -> EvalConfig:
+    """Raise what evaluate() would raise about its inputs and `output_dir`, without writing anything; returns the
+    config with the fields evaluate() fills before running (dataset_hash, timeout_rule).
 
     For callers that want to fail before an expensive step such as loading the model."""
-    out = Path(output_dir)
-    _refuse_other_settings(out, _resolve(config, tasks, shots))
+    config = _resolve(config, tasks, shots)
+    _refuse_other_settings(Path(output_dir), config)
+    return config
+
+
+def read_config(output_dir: str | Path) -> EvalConfig:
+    """The resolved config evaluate() wrote to `output_dir` (timeouts included), for callers writing own reports."""
+    return EvalConfig(**json.loads((Path(output_dir) / CONFIG_FILE).read_text(encoding="utf-8"))["config"])
 
 
 def _load_finished(out: Path, attempts: int) -> set[tuple[str, int]]:
@@ -294,7 +307,8 @@ def _run_batch(units: list[_Unit], generator: Generator, sandbox: BatchSandbox, 
                 prompts.append_self_correction(d, message)
         gens = _generate(generator, dialogues, units, config, attempt)
         programs = [extract_program(g.text, u.task) for g, u in zip(gens, units, strict=True)]
-        jobs = [u.task.to_job(p, config.timeout_s, job_id=f"{u.task.task_id}/s{u.sample_id}/a{attempt}")
+        jobs = [u.task.to_job(p, config.task_timeouts_s.get(u.task.task_id, config.timeout_s),
+                              job_id=f"{u.task.task_id}/s{u.sample_id}/a{attempt}")
                 for p, u in zip(programs, units, strict=True)]
         previous = _grade(sandbox, jobs)
         for u, g, p, r in zip(units, gens, programs, previous, strict=True):
@@ -368,6 +382,7 @@ def write_reports(output_dir: str | Path, metrics: dict, config: EvalConfig,
                      f"max_new_tokens {config.max_new_tokens}, seed {config.seed}, {config.samples} sample(s)"),
         "attempts": f"{config.attempts}, feedback {config.feedback or 'none (intrinsic)'}, "
                     f"prompts v{config.prompts_version}",
+        "timeouts": config.timeout_rule + "".join(f"; {task} {s:g} s" for task, s in config.task_timeouts_s.items()),
     }
     write_text_atomic(out / REPORT_FILE, markdown_report(metrics, header, plot_name))
     return payload
@@ -379,6 +394,7 @@ def evaluate(generator: Generator, tasks: Sequence[Task], sandbox: BatchSandbox,
     config = _resolve(config, tasks, shots)
     out = Path(output_dir)
     _refuse_other_settings(out, config)
+    config = replace(config, task_timeouts_s=calibrated_timeouts(sandbox, tasks) if config.timeout_s is None else {})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / CONFIG_FILE, {"schema_version": SCHEMA_VERSION, "config": config.to_dict()})
     finished = _load_finished(out, config.attempts)

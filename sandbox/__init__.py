@@ -4,7 +4,6 @@
     with Sandbox(backend="docker", workers=None, limits=Limits()) as sb:
         result = sb.run(Job.humaneval(program, test, entry_point, prompt))
         results = sb.run_batch(jobs, progress=lambda done, total, result: ...)   # input order
-        timeouts = sb.calibrate(reference_jobs, floor_s=1.0, factor=4.0)       # per-job timeouts
 
 A failing program is a Result (Status + per-test outcomes + reward), never an exception. Infrastructure
 failures are Status.SANDBOX_ERROR results (callers must mask them, never score them) or a raised SandboxError;
@@ -43,7 +42,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from .errors import ImageBuildError, SandboxError, SandboxUnavailable
@@ -98,16 +97,6 @@ class Sandbox:
     def run_batch(self, jobs: Sequence[Job], progress: Progress | None = None) -> list[Result]:
         """Run concurrently over the workers; results in input order; progress(done, total, result) per job."""
         return self._pool.run_batch(list(jobs), progress)
-
-    def calibrate(self, reference_jobs: Iterable[Job], floor_s: float = 1.0, factor: float = 4.0) -> list[float]:
-        """Per-job timeouts max(floor_s, factor * reference wall time), EvalPlus-style.
-
-        Run the reference (known-correct) solution of each task once under this sandbox's limits; set the
-        returned value as `Job.timeout_s` on that task's jobs. A reference that does not pass says nothing about
-        a fair runtime, so its task keeps `limits.timeout_s`."""
-        results = self.run_batch(list(reference_jobs))
-        return [calibrated_timeout(r.wall_time_s, floor_s, factor) if r.status is Status.PASSED
-                else self.limits.timeout_s for r in results]
 
     def round_trip_s(self, count: int = 100) -> list[float]:
         """Ping/pong times through one idle worker: the transport's share of the per-program overhead."""

@@ -110,6 +110,9 @@ class RunConfig:
     sandbox_backend: Literal["docker", "local"] = config_field(
         "docker", "grader: the hardened Docker sandbox, or local (rlimits only, no isolation: trusted code only)")
     sandbox_workers: int = config_field(0, "programs graded in parallel (0 = one per core)")
+    sandbox_timeout_s: float = config_field(
+        0.0, "per program: 0 = per task, the sandbox's limit or 4 x the reference solution's runtime if more "
+             "(measured once per machine, cached); > 0 = this flat timeout for every task")
     progress: bool = config_field(True, "show a tqdm progress bar")
 
 
@@ -234,6 +237,9 @@ class TrainerConfig:
         if self.rollout.temperature <= 0:
             raise ConfigError(f"temperature must be > 0: training samples its episodes (paper: 1.0), got "
                               f"{self.rollout.temperature}")
+        if self.run.sandbox_timeout_s < 0:
+            raise ConfigError(f"sandbox_timeout_s must be >= 0 (0 = per task, calibrated), got "
+                              f"{self.run.sandbox_timeout_s}")
         return self
 
     def to_flat_dict(self) -> dict[str, Any]:

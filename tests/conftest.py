@@ -25,6 +25,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"{mbpp} is missing: CI needs shared/data beside the repository (or $SCORE_CODE_MBPP)")
 
 
+@pytest.fixture(autouse=True)
+def timeout_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's calibrated-timeout cache (benchmarks.timeouts) in a directory of its own, never the user's."""
+    import benchmarks.timeouts
+
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setattr(benchmarks.timeouts, "cache_root", lambda: root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def docker_sandbox() -> Iterator[Sandbox]:
     """Sandbox(backend="docker", workers=2) for the whole session; Docker tests must not silently skip in CI."""

@@ -30,6 +30,7 @@ from benchmarks.evaluate import (
     BatchSandbox,
     EvalConfig,
     evaluate,
+    read_config,
     write_reports,
 )
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
@@ -180,7 +181,7 @@ def evaluate_repair(generator: Generator, repair_dir: str | Path, sandbox: Batch
         "repaired": counts["i->c"],
         "wrong_program_passed_on_regrade": counts["c->c"] + counts["c->i"],
     }
-    write_reports(output_dir, metrics, config, extra={
+    write_reports(output_dir, metrics, read_config(output_dir), extra={
         "kind": "repair",
         "repair_set": {"dir": str(repair_dir), "source_model": manifest.get("source_model", ""),
                        "source_dataset": manifest.get("source_dataset", {})},

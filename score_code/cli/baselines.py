@@ -53,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--sandbox", choices=("docker", "local"), default="docker",
                      help="docker (default, isolated) or local (rlimits only: trusted code only)")
     run.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
-    run.add_argument("--timeout-s", type=float, default=None, help="per program (default: the sandbox's limit)")
+    run.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                     help="flat timeout per program for every task (default: per task, the sandbox's limit, or 4 x "
+                          "the reference solution's runtime if more: measured once per machine, cached)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_repair_eval_command)
 

@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sandbox", choices=("docker", "local"), default="docker",
                         help="docker (default, isolated) or local (rlimits only: trusted code only)")
     parser.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
-    parser.add_argument("--timeout-s", type=float, default=None, help="per program (default: the sandbox's limit)")
+    parser.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                        help="flat timeout per program for every task (default: per task, the sandbox's limit, or 4 x "
+                             "the reference solution's runtime if more: measured once per machine, cached)")
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="output directory (default: runs/eval-<dataset>[-limitN]-<model>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -140,12 +142,12 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s, round_size=args.round_size, model=args.model or DEFAULT_MODEL_NAME,
         chat=_resolved_chat(args),
     )
-    check_output_dir(output, config, tasks, shots)  # refuse a mismatched output directory before the slow load
+    config = check_output_dir(output, config, tasks, shots)  # refuse a mismatched output dir before the slow load
     generator = build_generator(args)
     config = replace(config, chat=generator.chat)
     print(f"eval: {len(tasks)} tasks of {config.dataset}, model {config.model} ({args.backend}, "
           f"{'chat template' if config.chat else 'plain prompts'}), {args.attempts} attempts, "
-          f"sandbox {args.sandbox}, output {output}", file=sys.stderr)
+          f"sandbox {args.sandbox}, timeouts {config.timeout_rule}, output {output}", file=sys.stderr)
     with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
         metrics = evaluate(generator, tasks, sandbox, output, config, shots=shots, progress=not args.no_progress)
     print(summary_table(metrics))

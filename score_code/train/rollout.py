@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -36,14 +36,20 @@ class _BatchSandbox(Protocol):
 class SandboxReward:
     """Binary reward from the sandbox: 1.0 iff the extracted program passes every test; None on sandbox error."""
 
-    def __init__(self, sandbox: _BatchSandbox) -> None:
+    def __init__(self, sandbox: _BatchSandbox, timeouts: Mapping[str, float] | None = None,
+                 flat_timeout_s: float | None = None) -> None:
+        """`timeouts`: task_id -> timeout of the tasks calibrated above the sandbox's limit
+        (benchmarks.timeouts.calibrated_timeouts); every other task gets `flat_timeout_s`, None = that limit."""
         self.sandbox = sandbox
+        self.timeouts = dict(timeouts or {})
+        self.flat_timeout_s = flat_timeout_s
 
     def __call__(self, tasks: Sequence[Task], completions: Sequence[str]) -> list[float | None]:
         from benchmarks.extract import extract_program
 
         jobs = [
-            task.to_job(extract_program(text, task), job_id=f"{task.task_id}#{i}")
+            task.to_job(extract_program(text, task), self.timeouts.get(task.task_id, self.flat_timeout_s),
+                        job_id=f"{task.task_id}#{i}")
             for i, (task, text) in enumerate(zip(tasks, completions, strict=True))
         ]
         results = self.sandbox.run_batch(jobs)

@@ -25,6 +25,9 @@ Deviations from the paper, and choices where it is silent:
   --init-from` restarts from a stage-I checkpoint with a fresh optimizer, as the paper describes.
 - The reference for every KL is `--model` (the base model), also in stage II started from a stage-I checkpoint.
 - Sandbox errors: the episode leaves the loss and is counted in `sandbox_errors`, never scored 0.
+- Timeouts: per task, calibrated from the reference solutions (benchmarks.timeouts), so a slow but correct
+  program is not rewarded 0 on one sample and 1 on the next; `sandbox_timeout_s` > 0 sets a flat one. The run's
+  are in timeouts.json.
 - Offline first attempts (stage II, `offline_ratio`): the last round(ratio * k) samples of each task reuse an
   attempt 1 sampled once (per task and sample index) from the reference; only their attempt 2 is trained.
 - Best checkpoint: highest mean attempt-2 training reward over the steps since the previous checkpoint, within a
@@ -65,7 +68,9 @@ import torch
 
 from benchmarks import prompts
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams, sequence_seed
+from benchmarks.jsonl import write_json_atomic
 from benchmarks.tasks import Task
+from benchmarks.timeouts import RULE, calibrated_timeouts
 from score_code.config import ConfigError, ScoreConfig, ScoreDataConfig
 from score_code.generation import make_generator, sync_policy
 from score_code.models import resolve_dtype
@@ -87,6 +92,8 @@ from score_code.train.common import (
 from score_code.train.objectives import Normalizers, importance_weights, stage_advantages, stage_loss
 from score_code.train.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
 from score_code.train.run_log import RunLogger, rollout_metrics
+
+TIMEOUTS_FILE = "timeouts.json"  # the per-task timeouts of the reward, beside config.json
 
 # --- helpers (explicit arguments, no globals) ---------------------------------------------------------------------
 
@@ -213,7 +220,8 @@ def evaluate_during_training(generator: Generator, tasks: Sequence[Task], shots:
     eval_config = EvalConfig(model=config.model.model or "default",
                              dataset=f"{config.data.tasks}:{config.data.eval_split}",
                              chat=chat, attempts=2, samples=1, temperature=0.0,
-                             max_new_tokens=config.run.eval_max_new_tokens, seed=config.run.seed)
+                             max_new_tokens=config.run.eval_max_new_tokens, seed=config.run.seed,
+                             timeout_s=config.run.sandbox_timeout_s or None)
     metrics = evaluate(generator, tasks, sandbox, out_dir, eval_config, shots=shots, progress=False)
     flat: dict[str, float] = {}
 
@@ -226,6 +234,23 @@ def evaluate_during_training(generator: Generator, tasks: Sequence[Task], shots:
 
     walk("eval", metrics)
     return flat
+
+
+def sandbox_reward(sandbox: Any, tasks: Sequence[Task], flat_timeout_s: float, accelerator: Any,
+                   run_dir: Path) -> SandboxReward:
+    """The sandbox reward under the run's timeouts, recorded in timeouts.json (config.json stays a recipe):
+    `flat_timeout_s` for every task, or if 0 per task from the reference solutions (benchmarks.timeouts), measured
+    by the main process alone; the others then read its cache."""
+    if flat_timeout_s:
+        timeouts, rule = {}, f"flat {flat_timeout_s:g} s"
+    else:
+        if accelerator.is_main_process:
+            calibrated_timeouts(sandbox, tasks)
+        accelerator.wait_for_everyone()
+        timeouts, rule = calibrated_timeouts(sandbox, tasks), RULE
+    if accelerator.is_main_process:
+        write_json_atomic(run_dir / TIMEOUTS_FILE, {"timeout_rule": rule, "task_timeouts_s": timeouts})
+    return SandboxReward(sandbox, timeouts, flat_timeout_s=flat_timeout_s or None)
 
 
 # --- the run -------------------------------------------------------------------------------------------------------
@@ -302,7 +327,7 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
         from sandbox import Sandbox
 
         sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
-    reward_fn = reward_fn or SandboxReward(sandbox)
+    reward_fn = reward_fn or sandbox_reward(sandbox, train_tasks, config.run.sandbox_timeout_s, accelerator, run_dir)
     eval_tasks, eval_shots = (load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps
                               else ([], ()))
     logger = RunLogger(run_dir, enabled=accelerator.is_main_process,

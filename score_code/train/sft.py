@@ -207,7 +207,8 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
                 model=f"{run_dir}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",
                 chat=generator.chat, attempts=2, samples=config.rollout.samples_per_prompt,
                 temperature=config.rollout.temperature, top_p=config.rollout.top_p,
-                max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no)
+                max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no,
+                timeout_s=config.run.sandbox_timeout_s or None)  # None: per task, in samples/config.json
             with compute_context(accelerator.device, dtype):
                 sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
                                    progress=config.run.progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ from benchmarks.evaluate import (
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.prompts import SELF_CORRECTION_INSTRUCTION
 from benchmarks.tasks import Task, load_humaneval
+from benchmarks.timeouts import RULE
+from sandbox import Sandbox
 from sandbox.jobs import Job
+from sandbox.limits import Limits
 from sandbox.verdict import Result, Status
 from sandbox.verdict import TestOutcome as Outcome  # not collected by pytest as a test class
 
@@ -394,3 +398,62 @@ def test_lone_surrogates_in_model_text_and_program_output_are_written_and_read_b
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     assert samples[0]["raw"] == odd
     assert (tmp_path / "report.md").is_file() and (tmp_path / "metrics.json").is_file()
+
+
+# --- per-task timeouts (benchmarks.timeouts) --------------------------------------------------------------------
+
+
+class SlowReferenceSandbox(FakeSandbox):
+    """FakeSandbox in which a program marked '# slow' (T1's reference) ran for 5 s."""
+
+    def run_batch(self, jobs: list[Job]) -> list[Result]:
+        return [replace(r, wall_time_s=5.0) if "# slow" in j.program else r
+                for j, r in zip(jobs, super().run_batch(jobs), strict=True)]
+
+
+def with_references(tasks: list[Task]) -> list[Task]:
+    fast, slow = "def f():\n    return 'right'\n", "def f():\n    return 'right'  # slow\n"
+    return [replace(t, reference_solution=slow if t.task_id == "T1" else fast) for t in tasks]
+
+
+def test_slow_references_give_their_tasks_more_time_recorded_in_the_config(tmp_path: Path) -> None:
+    tasks, sb = with_references(make_tasks(3)), SlowReferenceSandbox()
+    evaluate(ScriptedGenerator(SCRIPT), tasks, sb, tmp_path, config(), progress=False)
+    graded = [j for j in sb.jobs if not j.job_id.endswith("/reference")]
+    assert len(sb.jobs) - len(graded) == 2  # each reference measured once (T0 and T2 have the same task)
+    assert {(j.metadata["task_id"], j.timeout_s) for j in graded} == {("T0", None), ("T1", 20.0), ("T2", None)}
+    for name in ("config.json", "metrics.json"):
+        recorded = json.loads((tmp_path / name).read_text())["config"]
+        assert (recorded["timeout_rule"], recorded["task_timeouts_s"]) == (RULE, {"T1": 20.0})
+
+    again = SlowReferenceSandbox()  # a resume on the same machine: accepted, runtimes read from the cache
+    evaluate(ScriptedGenerator(SCRIPT), tasks, again, tmp_path, config(), progress=False)
+    assert again.jobs == []
+    with pytest.raises(ConfigMismatchError, match="timeout_s: None there, 10.0 now"):
+        check_output_dir(tmp_path, config(timeout_s=10.0), tasks)
+
+
+def test_an_explicit_timeout_is_flat_and_measures_nothing(tmp_path: Path) -> None:
+    sb = SlowReferenceSandbox()
+    evaluate(ScriptedGenerator(SCRIPT), with_references(make_tasks(3)), sb, tmp_path, config(timeout_s=7.0),
+             progress=False)
+    assert sb.jobs and {j.timeout_s for j in sb.jobs} == {7.0}
+    assert not any(j.job_id.endswith("/reference") for j in sb.jobs)
+    recorded = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert (recorded["timeout_rule"], recorded["task_timeouts_s"]) == ("flat 7 s", {})
+    with pytest.raises(EvalSettingsError, match="timeout_s must be > 0"):
+        config(timeout_s=0.0)
+
+
+def test_a_slow_correct_program_times_out_flat_and_passes_calibrated(tmp_path: Path) -> None:
+    """The real (local) sandbox, its limit cut to 0.5 s so that a 0.8 s program plays Mbpp/123 quickly."""
+    slow = "import time\n\ndef f():\n    time.sleep(0.8)\n    return 'right'\n"
+    task = replace(make_tasks(1)[0], reference_solution=slow)
+    script = {("T0", 1): f"```python\n{slow}```", ("T0", 2): f"```python\n{slow}```"}
+    with Sandbox(backend="local", workers=1, limits=Limits().with_timeout(0.5)) as sb:
+        flat = evaluate(ScriptedGenerator(script), [task], sb, tmp_path / "flat", config(timeout_s=0.5),
+                        progress=False)
+        calibrated = evaluate(ScriptedGenerator(script), [task], sb, tmp_path / "calibrated", config(), progress=False)
+    assert flat["accuracy"] == {"t1": 0.0, "t2": 0.0}
+    assert calibrated["accuracy"] == {"t1": 1.0, "t2": 1.0}
+    assert json.loads((tmp_path / "calibrated" / "config.json").read_text())["config"]["task_timeouts_s"]["T0"] > 3

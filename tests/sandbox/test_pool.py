@@ -437,17 +437,7 @@ def test_containers_go_away_when_the_owner_is_killed(docker_sandbox):
     assert containers(f"score-sandbox.owner={owner}") == [], "a container outlived its SIGKILLed owner"
 
 
-# --- local backend and calibration ------------------------------------------------------------------------------
+# --- local backend --------------------------------------------------------------------------------------------
 def test_local_backend_grades_programs(local_sandbox):
     ok, bad = local_sandbox.run_batch([Job.generic(ADD, ADD_TEST), Job.generic(ADD.replace("+", "-"), ADD_TEST)])
     assert (ok.status, bad.status) == (Status.PASSED, Status.FAILED)
-
-
-def test_calibrate_scales_reference_runtime_and_keeps_default_for_failing_references(local_sandbox):
-    slow = Job.generic("import time\ntime.sleep(0.5)\n" + ADD, ADD_TEST)
-    broken = Job.generic(ADD.replace("+", "-"), ADD_TEST)
-    fast = Job.generic(ADD, ADD_TEST)
-    slow_s, broken_s, fast_s = local_sandbox.calibrate([slow, broken, fast], floor_s=1.0, factor=4.0)
-    assert 2.0 <= slow_s <= 4.0  # 4 x ~0.5 s
-    assert broken_s == local_sandbox.limits.timeout_s
-    assert fast_s == 1.0  # the floor

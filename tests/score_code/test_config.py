@@ -60,6 +60,9 @@ def test_cross_field_checks():
     assert _parse(["--samples_per_prompt", "1", "--baseline", "none"]).rollout.samples_per_prompt == 1
     with pytest.raises(cfg.ConfigError, match="schedule must be"):
         _parse(["--schedule", "1,3"])
+    assert cfg.SFTConfig.from_flat({"sandbox_timeout_s": 20}).run.sandbox_timeout_s == 20.0  # flat; 0 = per task
+    with pytest.raises(cfg.ConfigError, match="sandbox_timeout_s must be >= 0"):
+        _parse(["--sandbox_timeout_s", "-1"])
 
 
 def test_training_refuses_nucleus_sampling_and_offers_the_k2_estimator():

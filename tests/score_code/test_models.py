@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from benchmarks.cache import CACHE_ENV
 from score_code import models
 from score_code.models import ModelLoadError, load_model, model_slug, resolve_dtype
 
@@ -27,7 +28,7 @@ def test_embedded_gguf_is_located_without_importing_its_package():
 
 @pytest.mark.slow
 def test_default_converts_once_and_the_cache_reloads_identically(tmp_path, monkeypatch):
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     conversions = []
     real_convert = models.convert_gguf
     monkeypatch.setattr(models, "convert_gguf", lambda *a: conversions.append(a) or real_convert(*a))
@@ -47,7 +48,7 @@ def test_default_converts_once_and_the_cache_reloads_identically(tmp_path, monke
 
 
 def test_a_cached_default_is_never_converted_again(tmp_path, monkeypatch, tiny_model_dir):
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     shutil.copytree(tiny_model_dir, tmp_path / "models" / "SmolLM2-135M-Instruct")
 
     def refuse(*args):

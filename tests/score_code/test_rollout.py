@@ -1,6 +1,9 @@
 """Episodes: token bookkeeping, masks, one grading batch for both attempts, sandbox errors."""
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -127,6 +130,42 @@ def test_sandbox_reward_extracts_and_masks_sandbox_errors():
     assert rewards == [0.0, None]
     assert "return 1" in box.jobs[0].program and "```" not in box.jobs[0].program
     assert box.jobs[0].tests == TASKS[0].tests
+
+
+@pytest.mark.parametrize("flat_timeout_s", [0.0, 7.0])
+def test_the_training_reward_grades_under_the_runs_timeouts_and_records_them(tmp_path, flat_timeout_s):
+    """0 (the default): per task, calibrated from the references (t1's took 5 s: 20 s); else flat for every task."""
+    from benchmarks.timeouts import RULE
+    from sandbox.verdict import Result, Status
+    from score_code.train.score import TIMEOUTS_FILE, sandbox_reward
+
+    class TimingSandbox:
+        def __init__(self):
+            self.jobs = []
+
+        def run_batch(self, jobs):
+            self.jobs += jobs
+            return [Result(Status.PASSED, [], 0, wall_time_s=5.0 if "slow" in j.program else 0.1) for j in jobs]
+
+    class OneProcess:
+        is_main_process = True
+
+        def wait_for_everyone(self):
+            pass
+
+    tasks = [dataclasses.replace(t, reference_solution=f"def f(): return 1  # {'slow' if t.task_id == 't1' else ''}")
+             for t in TASKS]
+    box = TimingSandbox()
+    reward = sandbox_reward(box, tasks, flat_timeout_s, OneProcess(), tmp_path)
+    box.jobs.clear()
+    reward(tasks, ["def f(): return 1", "def f(): return 1"])
+    recorded = json.loads((tmp_path / TIMEOUTS_FILE).read_text())
+    if flat_timeout_s:
+        assert [j.timeout_s for j in box.jobs] == [7.0, 7.0]
+        assert recorded == {"timeout_rule": "flat 7 s", "task_timeouts_s": {}}
+    else:
+        assert [j.timeout_s for j in box.jobs] == [None, 20.0]  # t0 keeps the sandbox's limit
+        assert recorded == {"timeout_rule": RULE, "task_timeouts_s": {"t1": 20.0}}
 
 
 def test_collate_pads_right():
