@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from score_code.cli.eval import add_model_arguments, build_generator
+from score_code.cli.eval import add_model_arguments, add_sandbox_arguments, build_generator
 from score_code.cli.train import SELF_REFINE_NOTE
 
 # --- compare -------------------------------------------------------------------------------------------------------
@@ -50,12 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(run)
     run.add_argument("--max-new-tokens", type=int, default=512, help="for the repair attempt (default: 512)")
     run.add_argument("--seed", type=int, default=0, help="seed recorded with the run (decoding is greedy)")
-    run.add_argument("--sandbox", choices=("docker", "local"), default="docker",
-                     help="docker (default, isolated) or local (rlimits only: trusted code only)")
-    run.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
-    run.add_argument("--timeout-s", type=float, default=None, metavar="S",
-                     help="flat timeout per program for every task (default: per task, the sandbox's limit, or 4 x "
-                          "the reference solution's runtime if more: measured once per machine, cached)")
+    add_sandbox_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_repair_eval_command)
 

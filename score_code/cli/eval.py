@@ -45,12 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mbpp-path", default=None, metavar="FILE",
                         help=f"mbpp.jsonl or sanitized-mbpp.json for 'mbpp' (default: ${MBPP_ENV_VAR})")
     # Grading and output
-    parser.add_argument("--sandbox", choices=("docker", "local"), default="docker",
-                        help="docker (default, isolated) or local (rlimits only: trusted code only)")
-    parser.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
-    parser.add_argument("--timeout-s", type=float, default=None, metavar="S",
-                        help="flat timeout per program for every task (default: per task, the sandbox's limit, or 4 x "
-                             "the reference solution's runtime if more: measured once per machine, cached)")
+    add_sandbox_arguments(parser)
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="output directory (default: runs/eval-<dataset>[-limitN]-<model>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -71,6 +66,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequences decoded together (hf backend; a finished one's slot goes to the next prompt at "
                              "once). Default 32: CPU decoding is memory-bound, so a step of 32 costs about 1.6x a "
                              "step of 8")
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """The grading flags shared by every command that evaluates generations (eval, repair-set eval)."""
+    parser.add_argument("--sandbox", choices=("docker", "local"), default="docker",
+                        help="docker (default, isolated) or local (rlimits only: trusted code only)")
+    parser.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
+    parser.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                        help="flat timeout per program for every task (default: per task, the sandbox's limit, or 4 x "
+                             "the reference solution's runtime if more: measured once per machine, cached)")
 
 
 def _dataset_spec(args: argparse.Namespace) -> str:
