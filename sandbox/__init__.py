@@ -27,8 +27,9 @@ What is covered (backend="docker", the default):
   POSIX message queues and keyrings (kernel objects that outlive a process) are refused to programs.
 - A container is recycled after Limits.programs_per_container programs and after any limit violation.
 - No container outlives its owner: close()/context manager/atexit; if the owner is killed outright, its
-  containers see EOF and exit; containers of dead owners are removed when a new Sandbox starts; and
-  `sandbox cleanup` removes any left after a crash.
+  containers see EOF and exit; containers of dead owners, and the temp dirs they leave (protocol sockets, the local
+  backend's scratch root: sandbox/leftovers.py), are removed when a new Sandbox starts; and `sandbox cleanup`
+  removes any left after a crash.
 - tests/sandbox/test_docker_adversarial.py lists the attacks checked, one per test.
 
 What is NOT covered:
