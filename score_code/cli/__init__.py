@@ -14,6 +14,7 @@ Library errors carry their own hint (ScoreCodeError, SandboxError); `main` print
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from benchmarks.errors import ScoreCodeError
@@ -41,8 +42,35 @@ def fail(message: str, hint: str = "") -> int:
     return 2
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (tests and callers may swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def show_library_logs() -> None:
+    """The project's INFO lines (a resumed run, timeouts being measured) reach stderr; other libraries' loggers keep
+    their own settings. Idempotent: tests call main() many times."""
+    for name in ("sandbox", "benchmarks", "score_code"):
+        log = logging.getLogger(name)
+        if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+            log.addHandler(_StderrHandler())
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_library_logs()
     try:
         return int(args.func(args))
     except (ScoreCodeError, SandboxError) as e:

@@ -152,3 +152,15 @@ def test_eval_end_to_end_through_docker(docker_sandbox, tiny_model_dir, tmp_path
                  "--sandbox", "docker", "--workers", "2", "--output", str(out), "--no-progress"])
     assert code == 0
     _check_run(out, 3, capsys.readouterr().out)
+
+
+def test_the_cli_shows_the_librarys_progress_lines_once(capsys):
+    """Measuring timeouts or resuming a run takes a while: the CLI prints what the library logs at INFO, once."""
+    import logging
+
+    from score_code.cli import show_library_logs
+
+    show_library_logs()
+    show_library_logs()
+    logging.getLogger("benchmarks.timeouts").info("measuring 3 reference solution(s)")
+    assert capsys.readouterr().err.count("measuring 3 reference solution(s)") == 1
