@@ -25,7 +25,7 @@ TABLE_FILE, PLOT_FILE = "comparison.md", "comparison.png"
 REPAIR_COLUMN = "MBPP-R"
 # config.json fields that change what a run measures, besides the model being compared
 COMPARED_SETTINGS = ("chat", "attempts", "samples", "temperature", "top_p", "max_new_tokens", "feedback",
-                     "prompts_version")
+                     "prompts_version", "timeout_rule")
 
 
 class CompareError(ScoreCodeError):
