@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.errors import ScoreCodeError
 from benchmarks.tasks import Task
-from score_code.config import DataConfig, ModelConfig, OptimConfig
+from score_code.config import ConfigError, DataConfig, ModelConfig, OptimConfig
 from score_code.train import checkpoint as ckpt
 from score_code.train.objectives import selected_log_probs
 from score_code.train.rollout import Batch
@@ -50,6 +50,19 @@ def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
     return list(tasks), tuple(shots)
 
 
+def refuse_unservable_backend(model_cfg: ModelConfig, world_size: int) -> None:
+    """Before anything is loaded, not after minutes of it: a vLLM engine is colocated with one training process
+    and cannot take every model (generation.vllm.refuse_unservable)."""
+    if model_cfg.backend != "vllm":
+        return
+    from score_code.generation.vllm import refuse_unservable
+
+    if world_size > 1:
+        raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world_size} "
+                          "processes; launch one process, or use backend: hf for multi-process runs")
+    refuse_unservable(model_cfg.model)
+
+
 def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.device) -> tuple[Any, Any, Any]:
     """(policy, reference or None, tokenizer). The reference is `model_cfg.model`, frozen. With LoRA there is no
     second copy: the reference is the policy with its adapter disabled (reference_log_probs).
@@ -58,6 +71,8 @@ def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.d
     0.02 round away. The frozen weights (reference, LoRA base) stay in `dtype`, and the forward runs under
     `compute_context` (bf16 autocast on a GPU), so the speed and most of the memory saving remain.
     """
+    if init_path is not None:
+        check_base_model(init_path, model_cfg.model)
     from score_code.models import load_model
 
     base_name = model_cfg.model or None

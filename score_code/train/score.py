@@ -71,19 +71,19 @@ from benchmarks.generation import Dialogue, Generation, Generator, SamplingParam
 from benchmarks.jsonl import write_json_atomic
 from benchmarks.tasks import Task
 from benchmarks.timeouts import RULE, calibrated_timeouts
-from score_code.config import ConfigError, ScoreConfig, ScoreDataConfig
+from score_code.config import ScoreConfig, ScoreDataConfig
 from score_code.generation import make_generator, sync_policy
 from score_code.models import resolve_dtype
 from score_code.train import checkpoint as ckpt
 from score_code.train.common import (
     accumulate_step,
     build_models,
-    check_base_model,
     compute_context,
     dtype_name,
     load_training_tasks,
     make_optimizer,
     prepare_run_dir,
+    refuse_unservable_backend,
     save,
     sequence_log_probs,
     task_spec,
@@ -271,13 +271,7 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     print0 = accelerator.print
     rank, world = accelerator.process_index, accelerator.num_processes
-    if config.model.backend == "vllm":  # refused before anything is loaded, not after minutes of it
-        from score_code.generation.vllm import refuse_unservable
-
-        if world > 1:
-            raise ConfigError(f"backend: vllm colocates one engine with a single training process, got {world} "
-                              "processes; launch one process, or use backend: hf for multi-process runs")
-        refuse_unservable(config.model.model)
+    refuse_unservable_backend(config.model, world)
     run_dir = Path(config.run.output_dir)
     resume_from = prepare_run_dir(run_dir, config.run.resume)
     accelerator.wait_for_everyone()
@@ -300,8 +294,6 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
 
     # --- policy and frozen reference -------------------------------------------------------------------------
     init_path = resume_from or (Path(config.model.init_from) if config.model.init_from else None)
-    if init_path is not None:
-        check_base_model(init_path, config.model.model)
     policy, reference, tokenizer = build_models(config.model, init_path, accelerator.device)
     dtype = resolve_dtype(config.model.dtype, accelerator.device)  # compute dtype; trained weights stay float32
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

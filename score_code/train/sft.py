@@ -51,6 +51,7 @@ from score_code.train.common import (
     load_training_tasks,
     make_optimizer,
     prepare_run_dir,
+    refuse_unservable_backend,
     save,
     sequence_log_probs,
     training_forward,
@@ -156,6 +157,7 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
     if accelerator.num_processes > 1:
         raise ConfigError("the SFT baselines run in one process (sampling goes through benchmarks.evaluate); "
                           "start them without `accelerate launch`")
+    refuse_unservable_backend(config.model, accelerator.num_processes)
     print(config.describe())
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save_json(run_dir / "config.json", method=method)

@@ -222,3 +222,22 @@ def test_resume_mid_round_replays_the_same_steps(tiny_model_dir, tmp_path):
     resumed = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in resumed] == [r["step"] for r in full]
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full], rel=1e-5)
+
+
+def test_baselines_make_the_same_early_refusals_as_score(tiny_model_dir, tmp_path):
+    """A .gguf model with the vLLM backend, and a checkpoint of another base model, are refused before any model is
+    built, in the baselines as in `train score` (both go through train/common.py)."""
+    from score_code.generation.vllm import VLLMEngineError
+    from score_code.train.common import TrainError
+
+    with pytest.raises(VLLMEngineError, match="GGUF"):
+        train_baseline("star", tiny_config(tmp_path / "m.gguf", tmp_path / "gguf", backend="vllm"),
+                       sandbox=ParityGrader(), train_tasks=TASKS)
+    first = tmp_path / "first"
+    train_baseline("pair-sft", tiny_config(tiny_model_dir, first, sft_batch_size=64), sandbox=ParityGrader(),
+                   train_tasks=TASKS)
+    other = tmp_path / "other-base"
+    other.mkdir()
+    with pytest.raises(TrainError, match="trained from base model"):
+        train_baseline("star", tiny_config(other, tmp_path / "second", init_from=str(ckpt.latest_checkpoint(first))),
+                       sandbox=ParityGrader(), train_tasks=TASKS)
