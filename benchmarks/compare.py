@@ -24,8 +24,8 @@ METRICS_FILE = "metrics.json"
 TABLE_FILE, PLOT_FILE = "comparison.md", "comparison.png"
 REPAIR_COLUMN = "MBPP-R"
 # config.json fields that change what a run measures, besides the model being compared
-COMPARED_SETTINGS = ("chat", "attempts", "samples", "temperature", "top_p", "max_new_tokens", "feedback",
-                     "prompts_version", "timeout_rule")
+COMPARED_SETTINGS = ("dtype", "chat", "attempts", "samples", "temperature", "top_p", "max_new_tokens",
+                     "stop_repeats", "feedback", "prompts_version", "timeout_rule")
 
 
 class CompareError(ScoreCodeError):

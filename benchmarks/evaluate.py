@@ -75,6 +75,7 @@ class EvalSettingsError(EvalError):
 class EvalConfig:
     # --- provenance (decided by the caller) -------------------------------------------------------------------
     model: str = ""  # model id or path, recorded and compared on resume
+    dtype: str = ""  # the compute dtype ("bfloat16", "float32"): greedy outputs differ a little between dtypes
     dataset: str = ""  # e.g. "humaneval", "mbpp:test"
     dataset_hash: str = ""  # filled by evaluate() from the tasks and shots; must match when given
     chat: bool = True  # prompts through the tokenizer's chat template (False: base model, render_plain)
@@ -84,6 +85,7 @@ class EvalConfig:
     temperature: float = 0.0  # 0 = greedy, as in the paper's evaluation
     top_p: float = 1.0
     max_new_tokens: int = 512  # per attempt; stop strings usually end generation well before this
+    stop_repeats: bool = True  # end a completion that re-defines what it defined (benchmarks.stopping)
     seed: int | None = 0  # run seed; each sequence's seed derives from it, the task, the sample and the attempt
     feedback: str | None = None  # None = intrinsic (the paper); "tests": show attempt t's first failure
     prompts_version: str = prompts.PROMPTS_VERSION
@@ -127,8 +129,8 @@ class EvalConfig:
 
 
 # Everything that changes what is generated or how it is graded; a resume must agree on all of them.
-RESULT_FIELDS = ("model", "dataset", "dataset_hash", "chat", "attempts", "samples", "temperature", "top_p",
-                 "max_new_tokens", "seed", "feedback", "prompts_version", "timeout_s", "timeout_rule")
+RESULT_FIELDS = ("model", "dtype", "dataset", "dataset_hash", "chat", "attempts", "samples", "temperature", "top_p",
+                 "max_new_tokens", "stop_repeats", "seed", "feedback", "prompts_version", "timeout_s", "timeout_rule")
 
 
 @dataclass
@@ -241,7 +243,7 @@ def _generate(generator: Generator, dialogues: list[Dialogue], units: list[_Unit
         seeds = None if config.seed is None else tuple(
             sequence_seed(config.seed, units[i].task.task_id, units[i].sample_id, attempt) for i in idx)
         params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                top_p=config.top_p, stop=stop, seeds=seeds)
+                                top_p=config.top_p, stop=stop, seeds=seeds, stop_repeats=config.stop_repeats)
         gens = generator.generate([dialogues[i] for i in idx], params)
         if len(gens) != len(idx):
             raise EvalError(f"the generator returned {len(gens)} generations for {len(idx)} dialogues")

@@ -35,6 +35,9 @@ class SamplingParams:
     # One seed per dialogue of the generate call, in order: each sequence samples from its own random stream, so
     # its completion does not depend on which other sequences share the call (round size, a resume).
     seeds: tuple[int, ...] | None = None
+    # End a sequence once it loops: a token chunk repeated back to back, or a top-level definition repeated in the same
+    # code block (benchmarks.stopping), tokens the grader never uses. finish_reason is then "stop".
+    stop_repeats: bool = False
 
 
 def sequence_seed(*parts: object) -> int:

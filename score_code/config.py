@@ -51,7 +51,8 @@ class ModelConfig:
     init_from: str = config_field("", "start the policy from this checkpoint directory (e.g. a stage-I run's "
                                       "checkpoint-N); the reference stays --model")
     dtype: Literal["auto", "float32", "bfloat16"] = config_field(
-        "auto", "weights dtype; auto = bfloat16 on a bf16-capable GPU, float32 on CPU")
+        "auto", "compute dtype (trained weights stay float32); auto = bfloat16 on a bf16-capable GPU or on a CPU "
+        "with native bf16 (AVX512-BF16, AMX), else float32")
     backend: Literal["hf", "vllm"] = config_field(
         "hf", "generation backend for rollouts: the policy itself through transformers, or a vLLM engine colocated "
               "in the (single) training process whose weights are synced from the policy after each update")

@@ -109,10 +109,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX-BF16, Arm BF16). Without it oneDNN
+    emulates bf16 and a bf16 matmul is slower than fp32; with it, about 2x (AVX512-BF16) to 5x (AMX) faster."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):  # x86, Arm
+                flags.update(value.split())
+    except OSError:  # not Linux: ask torch, which knows x86 only
+        cpu = getattr(torch, "cpu", None)
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto" is bf16 on a GPU that supports it, else fp32 (bf16 matmuls on CPU are slower than fp32)."""
+    """"auto" is bf16 on a GPU that supports it and on a CPU with native bf16 (cpu_has_native_bf16), else fp32."""
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
     names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
@@ -120,6 +138,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in names:
         raise ModelLoadError(f"unknown dtype {dtype!r}", hint=f"use one of: auto, {', '.join(sorted(names))}")
     return names[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16" for torch.bfloat16: how the config, vLLM and eval results spell a dtype."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _looks_like_path(name: str) -> bool:

@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, as in the paper)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="per attempt (default: 512)")
+    parser.add_argument("--no-stop-repeats", dest="stop_repeats", action="store_false",
+                        help="let a completion that re-defines a function it already defined run on to "
+                             "--max-new-tokens (default: end it there; the grader keeps the first definition)")
     parser.add_argument("--round-size", type=int, default=128, metavar="N",
                         help="tasks per round: attempt 1 of all of them, grading, attempt 2, ...; results are saved "
                              "per round, so an interrupted run redoes at most one (default: 128)")
@@ -58,7 +61,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
                              "SmolLM2-135M-Instruct")
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on a capable GPU, else fp32), fp32, bf16, fp16")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (bf16 on a GPU or a CPU with native bf16, else fp32), fp32, bf16, fp16")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (hf backend)")
     parser.add_argument("--chat", choices=("auto", "yes", "no"), default="auto",
                         help="use the tokenizer's chat template (auto: when it has one) or plain prompts")
@@ -121,6 +125,16 @@ def _resolved_chat(args: argparse.Namespace) -> bool:
     return resolve_chat(load_tokenizer(args.model), _chat_flag(args.chat))
 
 
+def compute_dtype(args: argparse.Namespace) -> str:
+    """The dtype the generator will compute in, known before loading: "auto" as the hf backend resolves it; the vLLM
+    engine resolves "auto" itself (the checkpoint's dtype)."""
+    if args.backend == "vllm":
+        return args.dtype
+    from score_code.models import dtype_name, resolve_device, resolve_dtype
+
+    return dtype_name(resolve_dtype(args.dtype, resolve_device(args.device)))
+
+
 def build_generator(args: argparse.Namespace) -> Any:
     """The generator that the model flags (add_model_arguments) ask for."""
     from score_code.generation import make_generator
@@ -145,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=dataset_name(args, tasks), attempts=args.attempts, samples=args.samples, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, feedback=args.feedback,
         timeout_s=args.timeout_s, round_size=args.round_size, model=args.model or DEFAULT_MODEL_NAME,
-        chat=_resolved_chat(args),
+        chat=_resolved_chat(args), dtype=compute_dtype(args), stop_repeats=args.stop_repeats,
     )
     config = check_output_dir(output, config, tasks, shots)  # refuse a mismatched output dir before the slow load
     generator = build_generator(args)

@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation, SamplingParams
+from benchmarks.stopping import runaway_cut
 from score_code.generation.encoding import DialogueEncoder, eos_token_ids, finish
 
 
@@ -164,6 +165,9 @@ class VLLMGenerator:
     def encode(self, dialogue: Dialogue) -> list[int]:
         return self.encoder.encode(dialogue)
 
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def sync_weights(self, model: Any) -> None:
         """Copy `model`'s current weights into the engine, so the next generate samples from it."""
         import torch
@@ -204,11 +208,15 @@ class VLLMGenerator:
         generations: list[Generation] = []
         for dialogue, prompt_ids, request in zip(dialogues, prompts, outputs, strict=True):
             completion = request.outputs[0]
-            token_ids = list(completion.token_ids)
-            generation = finish(dialogue, prompt_ids, token_ids, completion.text, completion.finish_reason == "stop",
-                                params.stop)
+            token_ids, text, hit = list(completion.token_ids), completion.text, completion.finish_reason == "stop"
+            logprobs = completion.logprobs
+            cut = runaway_cut(token_ids, self._decode) if params.stop_repeats else None
+            if cut is not None:  # vLLM cannot stop on the rules: keep what the transformers backend would have made
+                token_ids, logprobs, hit = token_ids[:cut], logprobs and logprobs[:cut], True
+                text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            generation = finish(dialogue, prompt_ids, token_ids, text, hit, params.stop)
             if self.logprobs:
                 generation = EngineGeneration(**vars(generation), logprobs=[
-                    position[token].logprob for token, position in zip(token_ids, completion.logprobs, strict=True)])
+                    position[token].logprob for token, position in zip(token_ids, logprobs, strict=True)])
             generations.append(generation)
         return generations

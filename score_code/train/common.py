@@ -99,8 +99,10 @@ def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.d
         reference = loaded.model
         if init_path is not None:
             policy = load_model(str(init_path), dtype="float32", device=str(device)).model
-        else:
-            policy = copy.deepcopy(reference).float()
+        elif reference.dtype == torch.float32:
+            policy = copy.deepcopy(reference)
+        else:  # from the checkpoint's own values, not from their bf16 rounding
+            policy = load_model(base_name, dtype="float32", device=str(device)).model
         reference.requires_grad_(False)
     check_no_dropout(policy)
     if model_cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA) without input grads
@@ -150,11 +152,6 @@ def compute_context(device: torch.device, dtype: torch.dtype) -> contextlib.Abst
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """"bfloat16" for torch.bfloat16: how the config and vLLM spell a dtype."""
-    return str(dtype).removeprefix("torch.")
 
 
 @contextlib.contextmanager
@@ -220,7 +217,8 @@ def accumulate_step(policy: Any, optimizer: torch.optim.Optimizer, scheduler: An
     `micro_loss(micro, rows)` returns a micro-batch's loss terms (scalars), normalized by the whole batch so that
     they add up to the batch's loss; "loss" is the one differentiated. Gradients are accumulated over micro-batches
     and synchronized across processes once, on the last; then clip, step the optimizer and the schedule. Returns
-    each term summed over micro-batches, `grad_norm` and the `learning_rate` the step used.
+    each term summed over micro-batches, `grad_norm`, the `learning_rate` the step used and the batch's real tokens
+    (`update/tokens`).
     """
     rows = batch.input_ids.shape[0]
     totals: dict[str, float] = {}
@@ -237,6 +235,7 @@ def accumulate_step(policy: Any, optimizer: torch.optim.Optimizer, scheduler: An
     grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
     totals["grad_norm"] = float(grad_norm)
     totals["learning_rate"] = scheduler.get_last_lr()[0]
+    totals["update/tokens"] = float(batch.attention_mask.sum())  # what the forwards ran on, padding aside
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -73,13 +73,12 @@ from benchmarks.tasks import Task
 from benchmarks.timeouts import RULE, calibrated_timeouts
 from score_code.config import ScoreConfig, ScoreDataConfig
 from score_code.generation import make_generator, sync_policy
-from score_code.models import resolve_dtype
+from score_code.models import dtype_name, resolve_dtype
 from score_code.train import checkpoint as ckpt
 from score_code.train.common import (
     accumulate_step,
     build_models,
     compute_context,
-    dtype_name,
     load_training_tasks,
     make_optimizer,
     prepare_run_dir,

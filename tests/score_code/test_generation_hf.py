@@ -10,6 +10,7 @@ import torch
 
 from benchmarks import prompts
 from benchmarks.generation import Dialogue, Generator, SamplingParams
+from benchmarks.stopping import runaway_cut
 from benchmarks.tasks import load_humaneval, load_mbpp, mbpp_shots
 from score_code.generation.encoding import DialogueEncoder, DialogueEncodingError, cut_at_stop
 from score_code.generation.hf import HFGenerator
@@ -302,3 +303,20 @@ def test_per_sequence_seeds_make_a_sample_independent_of_its_batch(peaky_model, 
     assert [g.token_ids for g in other[1:]] == [g.token_ids for g in together[1:]]
     with pytest.raises(ValueError, match="2 seeds for 3 dialogues"):
         HFGenerator(peaky_model, tokenizer).generate(dialogues, replace(params, seeds=(1, 2)))
+
+
+def test_stop_repeats_ends_a_looping_sequence_where_the_rules_say_and_leaves_the_others(tiny_model, tokenizer):
+    """The tiny random model loops under greedy decoding: with the rules each completion is its free-running self cut
+    at benchmarks.stopping.runaway_cut (the backend-independent definition), and ends as "stop"."""
+    generator = HFGenerator(tiny_model, tokenizer, batch_size=3)
+    dialogues = [_user(p) for p in PROMPTS]
+    free = generator.generate(dialogues, SamplingParams(max_new_tokens=160))
+    stopped = generator.generate(dialogues, SamplingParams(max_new_tokens=160, stop_repeats=True))
+    cuts = [runaway_cut(g.token_ids, lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) for g in free]
+    assert any(cut is not None for cut in cuts)
+    for before, after, cut in zip(free, stopped, cuts, strict=True):
+        if cut is None:
+            assert after.token_ids == before.token_ids and after.finish_reason == before.finish_reason
+        else:
+            assert after.token_ids == before.token_ids[:cut] and after.finish_reason == "stop"
+            assert after.text == tokenizer.decode(after.token_ids, skip_special_tokens=True)

@@ -212,3 +212,22 @@ def test_gguf_and_mixture_of_experts_models_are_refused_with_what_to_pass(tmp_pa
         refuse_unservable(str(tmp_path))
     assert info.value.hint == "use --backend hf"
     refuse_unservable("")  # the embedded default is a dense checkpoint
+
+
+def test_stop_repeats_cuts_what_the_engine_ran_on_to_where_the_rules_fire(fake_vllm, tokenizer):
+    """vLLM cannot stop on the runaway rules, so its completion is cut afterwards, log-probs with it."""
+    text = "```python\ndef f(x):\n    return x\n\ndef f(x):\n    return x\n\ndef f(x):\n"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    llm = _FakeLLM(tokenizer, text)
+    llm.generate = lambda prompts, params, use_tqdm=False: [types.SimpleNamespace(outputs=[types.SimpleNamespace(
+        text=text, token_ids=ids, finish_reason="length",
+        logprobs=[{t: types.SimpleNamespace(logprob=-0.1 * i)} for i, t in enumerate(ids)])])]
+    generator = VLLMGenerator("m", tokenizer=tokenizer, llm=llm, logprobs=True)
+    dialogue = Dialogue(messages=[{"role": "user", "content": "x"}])
+    (free,) = generator.generate([dialogue], SamplingParams())
+    assert free.token_ids == ids and free.finish_reason == "length"
+    (cut,) = generator.generate([dialogue], SamplingParams(stop_repeats=True))
+    # through the token that ends the repeated line ("\n   " here)
+    assert cut.finish_reason == "stop" and cut.text.rstrip(" ").endswith("\n\ndef f(x):\n")
+    assert cut.text.count("def f(") == 2
+    assert cut.token_ids == ids[:len(cut.token_ids)] and len(cut.logprobs) == len(cut.token_ids)
