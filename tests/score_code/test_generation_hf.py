@@ -320,3 +320,35 @@ def test_stop_repeats_ends_a_looping_sequence_where_the_rules_say_and_leaves_the
         else:
             assert after.token_ids == before.token_ids[:cut] and after.finish_reason == "stop"
             assert after.text == tokenizer.decode(after.token_ids, skip_special_tokens=True)
+
+
+def test_the_growing_cache_layer_holds_what_concatenation_would():
+    """Decode steps write in place; row selection, a left cut and a merge (which replace the views) are followed by
+    a move to new buffers, after which the states are still exactly the concatenated ones."""
+    from score_code.generation.hf import _GrowingLayer
+
+    gen = torch.Generator().manual_seed(0)
+
+    def states(rows: int, width: int) -> torch.Tensor:
+        return torch.randn(rows, 3, width, 8, generator=gen)
+
+    keys, values = states(4, 5), states(4, 5)
+    layer = _GrowingLayer(keys.clone(), values.clone())
+    buffers = set()
+    for step in range(150):
+        k, v = states(4, 1), states(4, 1)
+        got_k, got_v = layer.update(k, v)
+        keys, values = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
+        assert torch.equal(got_k, keys) and torch.equal(got_v, values)
+        buffers.add(layer.key_buffer.data_ptr())
+        if step == 40:  # the decoder's _retire: keep rows 0 and 2, cut two all-padding columns on the left
+            rows = torch.tensor([0, 2])
+            layer.batch_select_indices(rows)
+            layer.keys, layer.values = layer.keys[:, :, 2:], layer.values[:, :, 2:]
+            keys, values = keys[rows][:, :, 2:], values[rows][:, :, 2:]
+            keys, values = torch.cat([keys, states(2, keys.shape[2])]), torch.cat([values, states(2, keys.shape[2])])
+            layer.keys, layer.values = keys.clone(), values.clone()  # the decoder's _merge: two new rows
+        if step == 90:  # a left cut alone keeps the buffer: the views just start further in
+            layer.keys, layer.values = layer.keys[:, :, 3:], layer.values[:, :, 3:]
+            keys, values = keys[:, :, 3:], values[:, :, 3:]
+    assert len(buffers) < 10  # moved a few times (room doubles), not at every step

@@ -89,12 +89,27 @@ def test_hub_name_while_offline_explains_how_to_get_it(monkeypatch):
     assert "omit --model" in info.value.hint
 
 
-def test_dtype_resolution():
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_only_on_a_cpu_that_multiplies_bf16_natively(monkeypatch, native):
     cpu = torch.device("cpu")
-    assert resolve_dtype("auto", cpu) == torch.float32  # bf16 matmuls are slower than fp32 on CPU
-    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)  # emulated bf16 is slower
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16 and resolve_dtype("fp32", cpu) == torch.float32
     with pytest.raises(ModelLoadError, match="unknown dtype 'int3'"):
         resolve_dtype("int3", cpu)
+
+
+@pytest.mark.parametrize(("line", "native"), [
+    ("flags\t\t: fpu sse2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8", True),  # Intel Sapphire Rapids
+    ("flags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni", True),  # AMD Zen 4
+    ("Features\t: fp asimd sve bf16 i8mm", True),  # Arm Neoverse V1
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni", False),  # Cascade Lake: bf16 emulated
+    ("Features\t: fp asimd", False),
+])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, line, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\n{line}\n\nprocessor\t: 1\n{line}\n", encoding="utf-8")
+    assert models.cpu_has_native_bf16(cpuinfo) is native
 
 
 def test_model_slug_names_output_directories():
