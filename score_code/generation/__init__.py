@@ -29,7 +29,7 @@ def make_generator(backend: Backend, model_name: str | None, *, policy: Any = No
         if policy is None:
             from score_code.models import load_model
 
-            loaded = load_model(model_name or None, dtype=dtype, device=device)
+            loaded = load_model(model_name or None, dtype=dtype, device=device, float32_logits=True)
             policy, tokenizer = loaded.model, loaded.tokenizer
         return HFGenerator(policy, tokenizer, batch_size=batch_size, chat=chat, progress=progress)
     from score_code.generation.vllm import VLLMGenerator, import_vllm, run_engine_in_process

@@ -73,10 +73,11 @@ def test_bf16_compute_gives_the_fp32_loss_and_gradient_within_tolerance(default_
 
 
 def test_greedy_bf16_decoding_equals_fp32_up_to_the_first_near_tie(default_model):
-    """The fast path (a bf16 model, what `--dtype auto` picks on a CPU with native bf16) against the reference path
-    (fp32) on HumanEval prompts, batched as the harness batches them."""
+    """The fast path (a bf16 model with float32 logits, what `--dtype auto` loads on a CPU with native bf16) against
+    the reference path (fp32) on HumanEval prompts, batched as the harness batches them."""
     tokenizer, model32 = default_model.tokenizer, default_model.model
-    model16 = copy.deepcopy(model32).to(torch.bfloat16)
+    model16 = load_model(None, dtype="bf16", device="cpu", float32_logits=True).model  # as `score-code eval` loads it
+    assert model16.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     dialogues = [prompts.first_dialogue(task) for task in load_humaneval()[:8]]
     params = SamplingParams(max_new_tokens=48)
     reference = HFGenerator(model32, tokenizer, batch_size=8).generate(dialogues, params)
