@@ -68,15 +68,18 @@ def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.d
     second copy: the reference is the policy with its adapter disabled (reference_log_probs).
 
     Whatever is trained is kept in float32 (master weights): at lr 1e-5 most Adam updates of a bf16 weight of size
-    0.02 round away. The frozen weights (reference, LoRA base) stay in `dtype`, and the forward runs under
-    `compute_context` (bf16 autocast on a GPU), so the speed and most of the memory saving remain.
+    0.02 round away; the forwards run under `compute_context` (bf16 autocast where `dtype` resolves to bf16). A LoRA
+    base stays in `dtype` (the memory saving), and the reference, being that base, computes exactly as the policy
+    does. A full fine-tuning reference is a float32 copy under the same autocast: a bf16 copy would compute other
+    numbers (its norms and residual stream in bf16), so the KL would start above 0 and pull the policy toward bf16
+    rounding (measured: grad_norm 0.04 at step 0 of a step with no reward).
     """
     if init_path is not None:
         check_base_model(init_path, model_cfg.model)
     from score_code.models import load_model
 
     base_name = model_cfg.model or None
-    loaded = load_model(base_name, dtype=model_cfg.dtype, device=str(device))
+    loaded = load_model(base_name, dtype=model_cfg.dtype if model_cfg.lora else "float32", device=str(device))
     tokenizer = loaded.tokenizer
     if model_cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -99,10 +102,8 @@ def build_models(model_cfg: ModelConfig, init_path: Path | None, device: torch.d
         reference = loaded.model
         if init_path is not None:
             policy = load_model(str(init_path), dtype="float32", device=str(device)).model
-        elif reference.dtype == torch.float32:
+        else:
             policy = copy.deepcopy(reference)
-        else:  # from the checkpoint's own values, not from their bf16 rounding
-            policy = load_model(base_name, dtype="float32", device=str(device)).model
         reference.requires_grad_(False)
     check_no_dropout(policy)
     if model_cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA) without input grads

@@ -472,14 +472,18 @@ def test_two_processes_see_different_tasks_and_end_with_identical_parameters(tmp
 
 
 def test_bf16_full_fine_tuning_keeps_float32_master_weights_that_small_updates_move(tmp_path, tiny_model_dir):
-    """dtype bfloat16 without LoRA: the trained weights are float32 (the reference stays bf16), so lr 1e-5 moves
-    nearly all of them; updating bf16 weights directly rounded most such updates away."""
-    from score_code.train.common import build_models
+    """dtype bfloat16 without LoRA: the trained weights are float32, so lr 1e-5 moves nearly all of them; updating
+    bf16 weights directly rounded most such updates away. The reference is a float32 copy under the same autocast,
+    so at step 0 its log-probs are the policy's exactly (a bf16 copy computes others: the KL would start above 0)."""
+    from score_code.train.common import build_models, compute_context
 
     policy, reference, _ = build_models(ModelConfig(model=str(tiny_model_dir), dtype="bfloat16"), None,
                                         torch.device("cpu"))
     assert {p.dtype for p in policy.parameters()} == {torch.float32}
-    assert {p.dtype for p in reference.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in reference.parameters()} == {torch.float32}
+    batch = collate([Episode("t", 0, list(range(100, 130)), (8, 18), (22, 30), "", "", "stop", "stop", 1.0, 0.0)], 0)
+    with torch.no_grad(), compute_context(torch.device("cpu"), torch.bfloat16):
+        assert torch.equal(reference_log_probs(policy, reference, batch), sequence_log_probs(policy, batch))
     start = {k: v.detach().clone() for k, v in policy.named_parameters()}
     seen = {}
     train(_config(tmp_path, tiny_model_dir, "bf16", dtype="bfloat16", learning_rate=1e-5, stage1_steps=2,
