@@ -35,7 +35,7 @@ class _FakeLLM:
     def generate(self, prompts, sampling_params, use_tqdm=False):
         self.calls.append((prompts, sampling_params))
         ids = self.tokenizer(self.reply, add_special_tokens=False)["input_ids"]
-        completion = types.SimpleNamespace(text=self.reply, token_ids=ids, finish_reason="stop")
+        completion = types.SimpleNamespace(text=self.reply, token_ids=ids, finish_reason="stop", logprobs=None)
         return [types.SimpleNamespace(outputs=[completion]) for _ in prompts]
 
 
