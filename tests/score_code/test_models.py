@@ -33,15 +33,15 @@ def test_default_converts_once_and_the_cache_reloads_identically(tmp_path, monke
     real_convert = models.convert_gguf
     monkeypatch.setattr(models, "convert_gguf", lambda *a: conversions.append(a) or real_convert(*a))
 
-    cached = load_model(None)
+    cached = load_model(None, dtype="fp32")
     assert conversions and models.default_checkpoint_dir() == tmp_path / "models" / "SmolLM2-135M-Instruct"
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["SmolLM2-135M-Instruct"]  # no temp dir left
     assert (tmp_path / "models" / "SmolLM2-135M-Instruct" / "model.safetensors").is_file()
     assert cached.tokenizer.chat_template and cached.model.dtype == torch.float32
 
-    again = load_model(None)
+    again = load_model(None, dtype="fp32")
     assert len(conversions) == 1
-    from_gguf = load_model(str(models.embedded_gguf_path()))
+    from_gguf = load_model(str(models.embedded_gguf_path()), dtype="fp32")
     expected = _logits(from_gguf.model, from_gguf.tokenizer)
     assert torch.equal(_logits(cached.model, cached.tokenizer), expected)
     assert torch.equal(_logits(again.model, again.tokenizer), expected)

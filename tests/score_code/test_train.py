@@ -36,7 +36,9 @@ def capital_reward(tasks, completions):
 
 
 def _config(tmp_path: Path, model_dir: Path, name: str, **overrides) -> ScoreConfig:
-    values = dict(model=str(model_dir), output_dir=str(tmp_path / name), max_new_tokens=1, prompts_per_step=4,
+    # float32 whatever the CPU: `dtype: auto` would be bf16 on one with native bf16 and fp32 elsewhere
+    values = dict(model=str(model_dir), dtype="float32", output_dir=str(tmp_path / name), max_new_tokens=1,
+                  prompts_per_step=4,
                   samples_per_prompt=4, micro_batch_size=16, learning_rate=3e-2, beta1=0.0, schedule="1",
                   stage1_steps=30, stage2_steps=0, save_steps=1000, progress=False, log_completions=1)
     values.update(overrides)
@@ -106,10 +108,10 @@ def test_log_probs_at_trained_positions_match_a_full_forward(tiny_model):
 def test_lora_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir):
     from score_code.train.common import build_models
 
-    model_cfg = ModelConfig(model=str(tiny_model_dir), lora=True, lora_r=4, lora_alpha=8)
+    model_cfg = ModelConfig(model=str(tiny_model_dir), dtype="float32", lora=True, lora_r=4, lora_alpha=8)
     policy, reference, _ = build_models(model_cfg, None, torch.device("cpu"))
     assert reference is None
-    base, _, _ = build_models(ModelConfig(model=str(tiny_model_dir)), None, torch.device("cpu"))
+    base, _, _ = build_models(ModelConfig(model=str(tiny_model_dir), dtype="float32"), None, torch.device("cpu"))
     batch = collate([Episode("t", 0, list(range(300, 310)), (3, 6), (7, 10), "", "", "stop", "stop", 1.0, 1.0)], 0)
     with torch.no_grad():
         for name, param in policy.named_parameters():
