@@ -85,7 +85,7 @@ class EvalConfig:
     temperature: float = 0.0  # 0 = greedy, as in the paper's evaluation
     top_p: float = 1.0
     max_new_tokens: int = 512  # per attempt; stop strings usually end generation well before this
-    stop_repeats: bool = True  # end a completion that re-defines what it defined (benchmarks.stopping)
+    stop_repeats: bool = True  # end a completion that loops (benchmarks.stopping)
     seed: int | None = 0  # run seed; each sequence's seed derives from it, the task, the sample and the attempt
     feedback: str | None = None  # None = intrinsic (the paper); "tests": show attempt t's first failure
     prompts_version: str = prompts.PROMPTS_VERSION

@@ -64,12 +64,7 @@ def ends_in_loop(ids: Sequence[int]) -> bool:
 def runaway_cut(ids: list[int], decode: Callable[[list[int]], str]) -> int | None:
     """The length of the shortest prefix of the completion `ids` that a rule ends, or None: what a backend that
     cannot stop early keeps, equal to where a backend checking after every token stops."""
-    for n in range(1, len(ids) + 1):
-        if ends_in_loop(ids[:n]):
-            loop_end = n
-            break
-    else:
-        loop_end = None
+    loop_end = next((n for n in range(1, len(ids) + 1) if ends_in_loop(ids[:n])), None)
     limit = loop_end or len(ids)
     if repeated_definition_end(decode(ids[:limit])) is None:
         return loop_end

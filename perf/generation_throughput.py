@@ -78,7 +78,8 @@ def main() -> None:
     print(f"\n{'dtype':>9} {'batch':>5} {'tokens':>7} {'raw tok/s':>10} {'raw MFU':>8} {'harness tok/s':>14} "
           f"{'harness MFU':>12} {'overhead':>9}")
     for dtype in dtypes:
-        model = load_model(args.model, dtype=dtype_name(dtype), device="cpu", float32_logits=True).model  # as eval
+        model = (loaded.model if dtype == torch.float32  # as eval loads it (fp32 needs no float32 head)
+                 else load_model(args.model, dtype=dtype_name(dtype), device="cpu", float32_logits=True).model)
         generator = HFGenerator(model, tokenizer)
         generator.generate(dialogues[:1], SamplingParams(max_new_tokens=4))  # warm-up
         encoded = [generator.encode(d) for d in dialogues]

@@ -17,41 +17,24 @@ differences come from numerics, not from the rules; the offline count above is t
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import os
-import warnings
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.extract import extract_program
+from benchmarks.evaluate import RESULTS_FILE, SAMPLES_FILE, read_config
+from benchmarks.extract import _parses, extract_program
+from benchmarks.jsonl import read_jsonl
 from benchmarks.stopping import runaway_cut
 from benchmarks.tasks import load_tasks
 
 
 def _read(run: Path, name: str) -> dict[tuple[str, int, int], dict]:
-    path = run / name
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {(r["task_id"], int(r["sample_id"]), int(r["attempt"])): r for r in records}
-
-
-def _config(run: Path) -> dict:
-    return json.loads((run / "config.json").read_text(encoding="utf-8"))["config"]
-
-
-def _parses(code: str) -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+    return {(r["task_id"], int(r["sample_id"]), int(r["attempt"])): r for r in read_jsonl(run / name).records}
 
 
 def offline(run: Path, tasks: dict, tokenizer) -> set[tuple[str, int, int]]:
     """Print the rules' effect on RUN's own completions; returns the units they cut."""
-    samples = _read(run, "samples.jsonl")
+    samples = _read(run, SAMPLES_FILE)
 
     def decode(ids: list[int]) -> str:
         return tokenizer.decode(ids, skip_special_tokens=True)
@@ -103,8 +86,8 @@ def offline(run: Path, tasks: dict, tokenizer) -> set[tuple[str, int, int]]:
 
 
 def end_to_end(without: Path, with_rules: Path) -> None:
-    samples = [_read(run, "samples.jsonl") for run in (without, with_rules)]
-    results = [_read(run, "results.jsonl") for run in (without, with_rules)]
+    samples = [_read(run, SAMPLES_FILE) for run in (without, with_rules)]
+    results = [_read(run, RESULTS_FILE) for run in (without, with_rules)]
     keys = sorted(results[0].keys() & results[1].keys(), key=lambda k: (k[2], k))
     unmatched = len(results[0].keys() ^ results[1].keys())
     if unmatched:
@@ -140,17 +123,17 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from score_code.models import DEFAULT_MODEL_NAME, load_tokenizer
 
-    config = _config(args.without)
-    if config.get("stop_repeats", True):
+    config = read_config(args.without)
+    if config.stop_repeats:
         parser.error(f"{args.without} was made with the rules on; rerun it with --no-stop-repeats")
     if args.with_rules is not None:
-        other = _config(args.with_rules)
-        differing = sorted(k for k in config if k not in ("stop_repeats", "task_timeouts_s")
-                           and config[k] != other.get(k))
-        if differing or not other.get("stop_repeats"):
+        other = read_config(args.with_rules)
+        mine, theirs = config.to_dict(), other.to_dict()
+        differing = sorted(k for k in mine if k not in ("stop_repeats", "task_timeouts_s") and mine[k] != theirs[k])
+        if differing or not other.stop_repeats:
             parser.error(f"--with must be the same run with the rules on; it differs in "
-                         f"{', '.join(differing + ([] if other.get('stop_repeats') else ['stop_repeats']))}")
-    model = config["model"]
+                         f"{', '.join(differing + ([] if other.stop_repeats else ['stop_repeats']))}")
+    model = config.model
     tokenizer = load_tokenizer(None if model == DEFAULT_MODEL_NAME else model)
     tasks = {task.task_id: task for task in load_tasks(args.tasks, args.split)}
     offline(args.without, tasks, tokenizer)

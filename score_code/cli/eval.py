@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="per attempt (default: 512)")
     parser.add_argument("--no-stop-repeats", dest="stop_repeats", action="store_false",
-                        help="let a completion that re-defines a function it already defined run on to "
-                             "--max-new-tokens (default: end it there; the grader keeps the first definition)")
+                        help="let a completion that loops (a token chunk repeated back to back, or a function "
+                             "defined again in the same code block) run on to --max-new-tokens (default: end it "
+                             "there, benchmarks/stopping.py)")
     parser.add_argument("--round-size", type=int, default=128, metavar="N",
                         help="tasks per round: attempt 1 of all of them, grading, attempt 2, ...; results are saved "
                              "per round, so an interrupted run redoes at most one (default: 128)")

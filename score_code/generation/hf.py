@@ -41,8 +41,9 @@ class _GrowingLayer(DynamicLayer):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         super().__init__()
         self.device, self.is_initialized = keys.device, True
-        self.key_buffer, self.value_buffer = keys, values
-        self.keys, self.values = keys, values
+        width = keys.shape[-2]
+        self.key_buffer, self.value_buffer = self._with_room(keys, width), self._with_room(values, width)
+        self.keys, self.values = self.key_buffer[:, :, :width], self.value_buffer[:, :, :width]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:

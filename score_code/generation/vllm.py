@@ -213,7 +213,7 @@ class VLLMGenerator:
             cut = runaway_cut(token_ids, self._decode) if params.stop_repeats else None
             if cut is not None:  # vLLM cannot stop on the rules: keep what the transformers backend would have made
                 token_ids, logprobs, hit = token_ids[:cut], logprobs and logprobs[:cut], True
-                text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+                text = self._decode(token_ids)
             generation = finish(dialogue, prompt_ids, token_ids, text, hit, params.stop)
             if self.logprobs:
                 generation = EngineGeneration(**vars(generation), logprobs=[
