@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up of a fresh Debian machine (root, no systemd, no container registry):
 # Docker engine + the sandbox image built offline, PyTorch CPU, and score-code itself (editable, with the model
-# stack and the test and lint tools).
+# stack, the grader service and the test and lint tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,9 +44,9 @@ if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smol
 fi
 # The stamp (in the git-ignored .cache/) makes a changed pyproject.toml reinstall; an import check alone would not.
 stamp=.cache/score-code-installed
-if ! python3 -c "import score_code, transformers, pytest_timeout" >/dev/null 2>&1 || [ pyproject.toml -nt "$stamp" ]; then
-    log "installing score-code[train,dev]"
-    python3 -m pip install -q -e '.[train,dev]'
+if ! python3 -c "import score_code, transformers, pytest_timeout, fastapi, schemathesis" >/dev/null 2>&1 || [ pyproject.toml -nt "$stamp" ]; then
+    log "installing score-code[train,serve,dev]"
+    python3 -m pip install -q -e '.[train,serve,dev]'
     mkdir -p .cache && touch "$stamp"
 fi
 
