@@ -1,8 +1,11 @@
-"""`sandbox` command: grade | build-image | doctor | cleanup. Parsing, dispatch and printing only.
+"""`sandbox` command: grade | serve | build-image | doctor | cleanup. Parsing, dispatch and printing only.
 
     sandbox build-image [--from-dockerfile] [--force]
     sandbox grade SAMPLES.jsonl --problems TASKS.jsonl [-o RESULTS.jsonl] [--backend docker|local]
                   [--workers N] [--timeout S] [--overwrite]
+    sandbox serve [--host 127.0.0.1] [--port 8080] [--backend docker|local] [--workers N] [--timeout S]
+                  [--token-file F] [--max-batch N] [--max-queue N] [--max-body-bytes N] [--max-program-bytes N]
+                  [--max-timeout S]
     sandbox doctor
     sandbox cleanup [--all]
 
@@ -17,15 +20,17 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .errors import SandboxError
+from .errors import SandboxError, SandboxUnavailable
 from .limits import Limits
 from .samples import grade_samples, load_task_file, passes_by_task, read_samples
+from .server_settings import ServerSettings
 from .verdict import Result, Status
 
 
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                    "`python3 -m pydoc sandbox.samples`")
     add_grading_arguments(p)
 
+    add_serve_parser(sub)
+
     p = sub.add_parser("build-image", help="build the sandbox Docker image (offline by default)")
     p.add_argument("--from-dockerfile", action="store_true",
                    help="docker build from sandbox/image/Dockerfile (needs a registry) instead of debootstrap")
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "grade":
             return grade(args)
+        if args.command == "serve":
+            return serve(args)
         if args.command == "build-image":
             from .build import build_image
 
@@ -167,6 +176,82 @@ def grade(args: argparse.Namespace) -> int:
 def _progress(done: int, total: int, result: Result) -> None:
     """A one-line counter on a terminal; stdlib only (the sandbox must run on a bare grading host)."""
     print(f"\rgrading {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+# --- serve -----------------------------------------------------------------------------------------------------
+TOKEN_ENV = "SANDBOX_TOKEN"
+SERVE_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic", "pydantic_core")
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    defaults = ServerSettings()
+    p = sub.add_parser("serve", help="grade over HTTP: POST /v1/grade, GET /healthz, GET /metrics (serve extra)",
+                       description="Serve a warm sandbox pool over HTTP until SIGTERM/SIGINT, which drains it: "
+                       "in-flight jobs finish, new requests get 503, then its containers are removed. Endpoints, "
+                       "limits and auth: `python3 -m pydoc sandbox.server`.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; any other "
+                   "address needs a token)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080; 0 picks a free one)")
+    p.add_argument("--backend", choices=("docker", "local"), default="docker",
+                   help="docker (isolated, default) or local (rlimits only, no isolation: trusted code only)")
+    p.add_argument("--workers", type=positive(int), default=None, help="parallel programs (default: one per core)")
+    p.add_argument("--timeout", type=positive(float), default=None,
+                   help=f"wall-clock seconds for a job that sets no timeout_s (default: {Limits().timeout_s:g})")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help=f"file holding the bearer token clients must send (stripped; at least 16 characters); "
+                   f"without it, ${TOKEN_ENV} if set. Make one with `openssl rand -hex 32 > FILE`")
+    p.add_argument("--max-batch", type=positive(int), default=defaults.max_jobs_per_request,
+                   help=f"jobs per request (default: {defaults.max_jobs_per_request})")
+    p.add_argument("--max-queue", type=positive(int), default=defaults.max_queue_jobs,
+                   help=f"jobs admitted and not finished, over all requests; past it 429 + Retry-After "
+                   f"(default: {defaults.max_queue_jobs})")
+    p.add_argument("--max-body-bytes", type=positive(int), default=defaults.max_body_bytes,
+                   help=f"request body size (default: {defaults.max_body_bytes})")
+    p.add_argument("--max-program-bytes", type=positive(int), default=defaults.max_program_bytes,
+                   help=f"UTF-8 bytes of one program (default: {defaults.max_program_bytes})")
+    p.add_argument("--max-timeout", type=positive(float), default=defaults.max_timeout_s,
+                   help=f"the most timeout_s a job may ask for; more is refused, not clamped "
+                   f"(default: {defaults.max_timeout_s:g})")
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import serve as run_server
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in SERVE_EXTRA:
+            raise
+        raise SandboxUnavailable(f"`sandbox serve` needs {exc.name}, which is not installed",
+                                 hint="pip install 'score-code[serve]'") from None
+    try:
+        settings = ServerSettings(max_body_bytes=args.max_body_bytes, max_jobs_per_request=args.max_batch,
+                                  max_program_bytes=args.max_program_bytes, max_timeout_s=args.max_timeout,
+                                  max_queue_jobs=args.max_queue, token=read_token(args.token_file))
+    except ValueError as exc:
+        raise SandboxError(str(exc)) from None
+    limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
+    if limits.timeout_s > settings.max_timeout_s:
+        raise SandboxError(f"--timeout {limits.timeout_s:g} is over --max-timeout {settings.max_timeout_s:g}")
+    run_server(settings, host=args.host, port=args.port, backend=args.backend, workers=args.workers, limits=limits)
+    return 0
+
+
+def read_token(path: Path | None) -> str | None:
+    """The token from --token-file or $SANDBOX_TOKEN (taken out of the environment, so no child process inherits
+    it); both at once is refused rather than guessing which one the clients hold."""
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    if path is None:
+        token = from_env
+        where = f"${TOKEN_ENV}"
+    elif from_env is not None:
+        raise SandboxError(f"both --token-file and ${TOKEN_ENV} are set", hint="give the token one way")
+    else:
+        token = path.read_text(encoding="utf-8").strip()
+        where = f"the token file {path}"
+    if token is not None:
+        token = token.strip()
+        if not token:
+            raise SandboxError(f"{where} is empty", hint="`openssl rand -hex 32 > FILE` makes a token")
+    return token
 
 
 # --- doctor ----------------------------------------------------------------------------------------------------
