@@ -4,6 +4,7 @@
     with Sandbox(backend="docker", workers=None, limits=Limits()) as sb:
         result = sb.run(Job.humaneval(program, test, entry_point, prompt))
         results = sb.run_batch(jobs, progress=lambda done, total, result: ...)   # input order
+    Sandbox(backend="remote", urls=["http://grader1:8080"], token=...)   # the same API on `sandbox serve` hosts
 
 A failing program is a Result (Status + per-test outcomes + reward), never an exception. Infrastructure
 failures are Status.SANDBOX_ERROR results (callers must mask them, never score them) or a raised SandboxError;
@@ -32,6 +33,13 @@ What is covered (backend="docker", the default):
   removes any left after a crash.
 - tests/sandbox/test_docker_adversarial.py lists the attacks checked, one per test.
 
+backend="remote" (sandbox/remote_backend.py, standard library only): the same API over HTTP, on grader hosts that
+run `sandbox serve`. Isolation, limits other than the timeout and everything above are the server's (its own
+docker backend); the client spreads a batch over the hosts by capacity, grades a failed host's jobs again on
+another, sets a failing host aside and probes it later, and returns every result exactly once, in order; a job no
+host could grade is a SANDBOX_ERROR result. `workers` is then the ready hosts' total at start; replaced_workers
+counts hosts set aside. Requests carry the token as a bearer header: use https or a trusted network.
+
 What is NOT covered:
 - Kernel or container-runtime exploits: containers share the host kernel (Docker's default seccomp and
   AppArmor profiles apply; no gVisor or VM). Anyone who can run docker is root-equivalent on the host.
@@ -55,19 +63,31 @@ from .verdict import Result, Status, TestOutcome
 __all__ = ["Sandbox", "Job", "Result", "Status", "TestOutcome", "Limits", "calibrated_timeout", "SandboxError",
            "SandboxUnavailable", "ImageBuildError"]
 
-Backend = Literal["docker", "local"]
+Backend = Literal["docker", "local", "remote"]
 
 
 class Sandbox:
     """A pool of sandbox workers behind one API; use it as a context manager (or call close())."""
 
     def __init__(self, backend: Backend = "docker", workers: int | None = None, limits: Limits = Limits(),
-                 image: str | None = None, grace_s: float = 5.0) -> None:
+                 image: str | None = None, grace_s: float = 5.0, urls: Sequence[str] | str | None = None,
+                 token: str | None = None) -> None:
         """`workers`: parallel programs (default one per core); `grace_s`: slack past a job's timeout before
         the pool declares its worker hung. backend="docker" never falls back to local: it raises
-        SandboxUnavailable when Docker or the image is missing."""
+        SandboxUnavailable when Docker or the image is missing. backend="remote": `urls` (default $SANDBOX_URL,
+        comma-separated) and `token` (default $SANDBOX_TOKEN); `workers`, `image` and `grace_s` are the servers'."""
         self.backend = backend
         self.limits = limits
+        if backend == "remote":
+            from . import remote_backend as rb
+
+            urls = urls if urls is not None else os.environ.get(rb.URL_ENV, "")
+            self.image = None
+            self._pool = rb.RemoteBackend(urls, token if token is not None else os.environ.get(rb.TOKEN_ENV) or None,
+                                          limits)
+            self.workers = self._pool.workers
+            atexit.register(self.close)
+            return
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -84,7 +104,7 @@ class Sandbox:
             self.image = None
             self._spawner = local_backend.LocalSpawner()
         else:
-            raise ValueError(f"unknown sandbox backend {backend!r}: expected 'docker' or 'local'")
+            raise ValueError(f"unknown sandbox backend {backend!r}: expected 'docker', 'local' or 'remote'")
         try:
             self._pool = Pool(self._spawner, self.workers, limits, grace_s=grace_s)
         except BaseException:
@@ -100,12 +120,13 @@ class Sandbox:
         return self._pool.run_batch(list(jobs), progress)
 
     def round_trip_s(self, count: int = 100) -> list[float]:
-        """Ping/pong times through one idle worker: the transport's share of the per-program overhead."""
+        """Ping/pong times through one idle worker: the transport's share of the per-program overhead (remote:
+        GET /healthz round trips to one host)."""
         return self._pool.round_trip_s(count)
 
     @property
     def replaced_workers(self) -> int:
-        """Workers replaced so far after a failure or a recycle."""
+        """Workers replaced so far after a failure or a recycle (remote: times a host was set aside)."""
         return self._pool.replaced
 
     def close(self) -> None:
@@ -114,7 +135,8 @@ class Sandbox:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()
-        self._spawner.remove_all()
+        if self.backend != "remote":
+            self._spawner.remove_all()
 
     def __enter__(self) -> Sandbox:
         return self
