@@ -299,6 +299,11 @@ def _validation_errors(_request: Request, exc: RequestValidationError) -> JSONRe
 
 
 def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):  # FastAPI's vague "error parsing the body"
+        detail = [{"loc": ["body"], "field": "body", "type": "json_invalid",
+                   "msg": f"invalid JSON: the body is not UTF-8 ({cause.reason} at byte {cause.start})"}]
+        return AsciiJSONResponse({"detail": detail}, status_code=422)
     return AsciiJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -123,6 +123,8 @@ def test_program_size_is_counted_in_utf8_bytes(client: TestClient) -> None:
 def test_bodies_that_are_not_a_request_name_the_body(client: TestClient) -> None:
     headers = {**AUTH, "content-type": "application/json"}
     assert "invalid JSON" in errors_by_field(client.post("/v1/grade", content=b'{"jobs": [', headers=headers))["body"]
+    not_utf8 = errors_by_field(client.post("/v1/grade", content=b'{"jobs": ["\xff"]}', headers=headers))["body"]
+    assert not_utf8 == "invalid JSON: the body is not UTF-8 (invalid start byte at byte 11)"
     assert "jobs" in errors_by_field(client.post("/v1/grade", json={"job": []}, headers=AUTH))
     assert "jobs[0]" in errors_by_field(client.post("/v1/grade", json={"jobs": ["x"]}, headers=AUTH))
 
