@@ -88,6 +88,7 @@ class Grader:
         self.metrics = metrics
         self.draining = False  # set by a signal handler: a plain store, never under the lock (no deadlock there)
         self.unavailable = ""  # why the pool cannot grade any more (no workers left), once seen
+        self.version = _version()
         self._lock = threading.Lock()
         self._queued = 0  # admitted and not finished
         self._mean_program_s = 1.0  # moving average, for Retry-After
@@ -153,7 +154,7 @@ class Grader:
                 "max_queue_jobs": self.settings.max_queue_jobs, "max_batch": self.settings.max_jobs_per_request,
                 "max_timeout_s": self.settings.max_timeout_s, "default_timeout_s": self.sandbox.limits.timeout_s,
                 "max_program_bytes": self.settings.max_program_bytes, "max_body_bytes": self.settings.max_body_bytes,
-                "version": _version()}
+                "version": self.version}
 
     def close(self) -> None:
         """Drop jobs that never started (a forced exit); the ones running end when the Sandbox closes."""
@@ -404,7 +405,7 @@ def create_app(sandbox: Sandbox, settings: ServerSettings) -> FastAPI:
                          f"({settings.max_timeout_s:g} s): jobs without timeout_s would get more than the cap")
     metrics = Metrics(s.value for s in Status)
     grader = Grader(sandbox, settings, metrics)
-    app = FastAPI(title="score-code sandbox", version=_version(), docs_url=None, redoc_url=None,
+    app = FastAPI(title="score-code sandbox", version=grader.version, docs_url=None, redoc_url=None,
                   description="Grades untrusted Python programs against trusted tests in a hardened sandbox.")
     app.state.grader = grader
     app.add_exception_handler(RequestValidationError, _validation_errors)
