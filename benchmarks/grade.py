@@ -24,6 +24,7 @@ from benchmarks.jsonl import write_jsonl_atomic
 from benchmarks.metrics import pass_at_k
 from benchmarks.tasks import MBPP_ENV_VAR, TaskLoadError, load_tasks
 from sandbox import Backend, Limits, Sandbox, Status
+from sandbox.remote_backend import sandbox_options
 from sandbox.samples import Problem, SampleError, grade_samples, passes_by_task, read_samples
 
 PROBLEMS_HINT = (f"--problems takes humaneval, mbpp (with ${MBPP_ENV_VAR} set to mbpp.jsonl or sanitized-mbpp.json) "
@@ -72,11 +73,13 @@ def load_problems(spec: str) -> dict[str, Problem]:
 
 def grade_samples_file(samples: str | os.PathLike, problems_spec: str, output: str | os.PathLike | None = None, *,
                        backend: Backend = "docker", workers: int | None = None, timeout_s: float | None = None,
+                       sandbox_url: str | None = None, sandbox_token_file: str | None = None,
                        overwrite: bool = False, progress: bool = True) -> GradeReport:
     """Grade every valid line of `samples` in the sandbox and write the results file atomically.
 
     `output` defaults to SAMPLES with the suffix .results.jsonl. Rejected lines are reported in the result, not
-    raised: one bad line must not cost the grading of the others. `progress` draws a bar on stderr.
+    raised: one bad line must not cost the grading of the others. `progress` draws a bar on stderr. `sandbox_url`
+    and `sandbox_token_file` choose remote graders (sandbox.remote_backend.sandbox_options).
     """
     samples_path = Path(samples)
     output = Path(output) if output is not None else samples_path.with_suffix(".results.jsonl")
@@ -87,12 +90,13 @@ def grade_samples_file(samples: str | os.PathLike, problems_spec: str, output: s
     if not samples_path.is_file():
         raise GradeError(f"samples file {samples_path} not found",
                          hint="pass a JSONL file of {task_id, completion or solution} lines")
+    options = sandbox_options(backend, sandbox_url, sandbox_token_file)
     problems = load_problems(problems_spec)
     accepted, rejected = read_samples(samples_path, problems)
     limits = Limits() if timeout_s is None else Limits().with_timeout(timeout_s)
     rows: list[dict] = []
     if accepted:
-        with Sandbox(backend=backend, workers=workers, limits=limits) as sb, \
+        with Sandbox(**options, workers=workers, limits=limits) as sb, \
                 tqdm(total=len(accepted), desc="grading", unit="prog", file=sys.stderr, disable=not progress) as bar:
             rows = grade_samples(sb, accepted, progress=lambda done, total, result: bar.update(1))
     write_jsonl_atomic(output, rows)

@@ -1,8 +1,8 @@
 """`sandbox` command: grade | serve | build-image | doctor | cleanup. Parsing, dispatch and printing only.
 
     sandbox build-image [--from-dockerfile] [--force]
-    sandbox grade SAMPLES.jsonl --problems TASKS.jsonl [-o RESULTS.jsonl] [--backend docker|local]
-                  [--workers N] [--timeout S] [--overwrite]
+    sandbox grade SAMPLES.jsonl --problems TASKS.jsonl [-o RESULTS.jsonl] [--backend docker|local|remote]
+                  [--workers N] [--sandbox-url URL[,URL...]] [--sandbox-token-file F] [--timeout S] [--overwrite]
     sandbox serve [--host 127.0.0.1] [--port 8080] [--backend docker|local] [--workers N] [--timeout S]
                   [--token-file F] [--max-batch N] [--max-queue N] [--max-body-bytes N] [--max-program-bytes N]
                   [--max-timeout S]
@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import remote_backend
 from .atomic import write_text_atomic
 from .errors import SandboxError, SandboxUnavailable
 from .limits import Limits
@@ -95,13 +96,23 @@ def main(argv: list[str] | None = None) -> int:
 def add_grading_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of every command that grades a samples file (`sandbox grade`, `score-code grade`)."""
     parser.add_argument("-o", "--output", type=Path, help="results JSONL (default: SAMPLES with .results.jsonl)")
-    parser.add_argument("--backend", choices=("docker", "local"), default="docker",
-                        help="docker (isolated, default) or local (rlimits only, no isolation)")
+    parser.add_argument("--backend", choices=("docker", "local", "remote"), default="docker",
+                        help="docker (isolated, default), local (rlimits only, no isolation) or remote (grader hosts "
+                        "running `sandbox serve`; implied by --sandbox-url)")
     parser.add_argument("--workers", type=positive(int), default=None,
-                        help="parallel programs (default: one per core)")
+                        help="parallel programs (default: one per core; remote: the hosts' own)")
+    add_remote_arguments(parser)
     parser.add_argument("--timeout", type=positive(float), default=None,
                         help=f"wall-clock seconds per program (default: {Limits().timeout_s:g})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """The remote grader flags of every command that builds a Sandbox; remote_backend.sandbox_options reads them."""
+    parser.add_argument("--sandbox-url", metavar="URL[,URL...]", default=None,
+                        help="grade on these `sandbox serve` hosts (the remote backend; default: $SANDBOX_URL)")
+    parser.add_argument("--sandbox-token-file", metavar="FILE", default=None,
+                        help="file holding the graders' bearer token (default: $SANDBOX_TOKEN)")
 
 
 def positive(kind: type) -> Callable[[str], float]:
@@ -139,6 +150,7 @@ def grade(args: argparse.Namespace) -> int:
     if not problems_path.is_file():
         raise SandboxError(f"task file {problems_path} not found", hint=f"--problems takes a JSONL task file; "
                            f"{DATASET_HINT}")
+    options = remote_backend.sandbox_options(args.backend, args.sandbox_url, args.sandbox_token_file)
     problems = load_task_file(problems_path)
     samples, errors = read_samples(args.samples, problems)
     for err in errors:
@@ -146,7 +158,7 @@ def grade(args: argparse.Namespace) -> int:
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
     rows = []
     if samples:
-        with Sandbox(backend=args.backend, workers=args.workers, limits=limits) as sb:
+        with Sandbox(**options, workers=args.workers, limits=limits) as sb:
             rows = grade_samples(sb, samples, progress=_progress if sys.stderr.isatty() else None)
         if sys.stderr.isatty():
             print(file=sys.stderr)
@@ -179,7 +191,7 @@ def _progress(done: int, total: int, result: Result) -> None:
 
 
 # --- serve -----------------------------------------------------------------------------------------------------
-TOKEN_ENV = "SANDBOX_TOKEN"
+TOKEN_ENV = remote_backend.TOKEN_ENV  # the servers' and the clients' token come from the same variable
 SERVE_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic", "pydantic_core")
 
 

@@ -89,15 +89,39 @@ def parse_urls(value: str | Sequence[str], source: str = "sandbox URLs") -> list
     return urls
 
 
-def read_token_file(path: str | os.PathLike) -> str:
+def read_token_file(path: str | os.PathLike, source: str = "sandbox token file") -> str:
     """The bearer token in `path` (surrounding whitespace dropped); an unreadable or empty file is an error."""
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise SandboxError(f"sandbox token file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise SandboxError(f"{source} {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not token:
-        raise SandboxError(f"sandbox token file {path} is empty")
+        raise SandboxError(f"{source} {path} is empty")
     return token
+
+
+def sandbox_options(backend: str, urls: str | Sequence[str] | None = None,
+                    token_file: str | os.PathLike | None = None, *, url_source: str = "--sandbox-url",
+                    token_source: str = "--sandbox-token-file") -> dict:
+    """Sandbox(**options) from a command's or a config's grader settings: the one rule of every entry point.
+
+    URLs (the flag or config field, else $SANDBOX_URL) make the backend remote, and so does backend "remote"; with
+    "local" they are an error (a URL in $SANDBOX_URL only is left unused there). The token is the token file's,
+    else $SANDBOX_TOKEN (read by Sandbox), else none. `url_source` / `token_source` name the flag or field."""
+    if not urls and backend != "local" and os.environ.get(URL_ENV, "").strip():
+        urls, url_source = os.environ[URL_ENV], f"${URL_ENV}"
+    if urls and backend == "local":
+        raise SandboxError(f"{url_source} is for the remote backend; the backend is 'local'",
+                           hint="drop the URL, or choose the remote backend")
+    if not urls:
+        if backend == "remote":
+            raise SandboxError(f"the remote backend needs grader URLs: {url_source} URL[,URL...] or ${URL_ENV}",
+                               hint=SERVE_HINT)
+        if token_file:
+            raise SandboxError(f"{token_source} is for the remote backend (with {url_source})")
+        return {"backend": backend}
+    return {"backend": "remote", "urls": parse_urls(urls, url_source),
+            "token": read_token_file(token_file, token_source) if token_file else None}
 
 
 @dataclass(frozen=True)

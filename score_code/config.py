@@ -108,13 +108,30 @@ class RunConfig:
     seed: int = config_field(0, "seed of task sampling, generation and dropout")
     save_steps: int = config_field(50, "checkpoint every N global steps (and at the end)")
     save_total_limit: int = config_field(2, "keep the newest N checkpoints (the best-reward one is never pruned)")
-    sandbox_backend: Literal["docker", "local"] = config_field(
-        "docker", "grader: the hardened Docker sandbox, or local (rlimits only, no isolation: trusted code only)")
-    sandbox_workers: int = config_field(0, "programs graded in parallel (0 = one per core)")
+    sandbox_backend: Literal["docker", "local", "remote"] = config_field(
+        "docker", "grader: the hardened Docker sandbox, local (rlimits only, no isolation: trusted code only) or "
+                  "remote (hosts running `sandbox serve`; a sandbox_url, or $SANDBOX_URL, implies it)")
+    sandbox_url: str = config_field("", "remote grader URLs, comma-separated (http://grader1:8080,http://grader2:8080)"
+                                        "; '' = $SANDBOX_URL when set")
+    sandbox_token_file: str = config_field("", "file holding the remote graders' bearer token ('' = $SANDBOX_TOKEN)")
+    sandbox_workers: int = config_field(0, "programs graded in parallel (0 = one per core; remote: the hosts' own)")
     sandbox_timeout_s: float = config_field(
         0.0, "per program: 0 = per task, the sandbox's limit or 4 x the reference solution's runtime if more "
              "(measured once per machine, cached); > 0 = this flat timeout for every task")
     progress: bool = config_field(True, "show a tqdm progress bar")
+
+    def sandbox_options(self) -> dict[str, Any]:
+        """Sandbox(**options) for the grader these fields choose, by the rule every command shares
+        (sandbox.remote_backend.sandbox_options); a bad URL or token file is a ConfigError naming the field."""
+        from sandbox.errors import SandboxError
+        from sandbox.remote_backend import sandbox_options
+
+        try:
+            options = sandbox_options(self.sandbox_backend, self.sandbox_url, self.sandbox_token_file,
+                                      url_source="sandbox_url", token_source="sandbox_token_file")
+        except SandboxError as exc:
+            raise ConfigError(str(exc), hint=exc.hint or None) from None
+        return {**options, "workers": self.sandbox_workers or None}
 
 
 # --- SCoRe's own fields and groups ----------------------------------------------------------------------------------
@@ -241,6 +258,9 @@ class TrainerConfig:
         if self.run.sandbox_timeout_s < 0:
             raise ConfigError(f"sandbox_timeout_s must be >= 0 (0 = per task, calibrated), got "
                               f"{self.run.sandbox_timeout_s}")
+        self.run.sandbox_options()  # a bad URL or token file is refused before anything loads
+        if self.run.sandbox_url:
+            self.run.sandbox_backend = "remote"  # implied by the URL: config.json says which grader the run used
         return self
 
     def to_flat_dict(self) -> dict[str, Any]:

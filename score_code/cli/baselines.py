@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from score_code.cli.eval import add_model_arguments, add_sandbox_arguments, build_generator
+from score_code.cli.eval import add_model_arguments, add_sandbox_arguments, build_generator, sandbox_settings
 from score_code.cli.train import SELF_REFINE_NOTE
 
 # --- compare -------------------------------------------------------------------------------------------------------
@@ -92,9 +92,10 @@ def _repair_eval_command(args: argparse.Namespace) -> int:
 
     config = EvalConfig(max_new_tokens=args.max_new_tokens, seed=args.seed, timeout_s=args.timeout_s,
                         model=args.model or DEFAULT_MODEL_NAME)
+    grader = sandbox_settings(args)
     generator = build_generator(args)
     config = replace(config, chat=generator.chat)
-    with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
+    with Sandbox(**grader) as sandbox:
         metrics = evaluate_repair(generator, args.repair_dir, sandbox, args.output, config,
                                   progress=not args.no_progress)
     print(summary_table(metrics))

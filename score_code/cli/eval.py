@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.tasks import MBPP_ENV_VAR, Task, TaskLoadError
-from sandbox.cli import positive
+from sandbox.cli import add_remote_arguments, positive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,12 +75,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     """The grading flags shared by every command that evaluates generations (eval, repair-set eval)."""
-    parser.add_argument("--sandbox", choices=("docker", "local"), default="docker",
-                        help="docker (default, isolated) or local (rlimits only: trusted code only)")
-    parser.add_argument("--workers", type=int, default=None, help="programs graded in parallel (default: one per core)")
+    parser.add_argument("--sandbox", choices=("docker", "local", "remote"), default="docker",
+                        help="docker (default, isolated), local (rlimits only: trusted code only) or remote (grader "
+                             "hosts running `sandbox serve`; implied by --sandbox-url)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="programs graded in parallel (default: one per core; remote: the hosts' own)")
+    add_remote_arguments(parser)
     parser.add_argument("--timeout-s", type=float, default=None, metavar="S",
                         help="flat timeout per program for every task (default: per task, the sandbox's limit, or 4 x "
                              "the reference solution's runtime if more: measured once per machine, cached)")
+
+
+def sandbox_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Sandbox(**settings) as the grading flags (add_sandbox_arguments) ask for it; a bad URL or token file is
+    refused here, so call it before loading a model."""
+    from sandbox.remote_backend import sandbox_options
+
+    return {**sandbox_options(args.sandbox, args.sandbox_url, args.sandbox_token_file), "workers": args.workers}
 
 
 def _dataset_spec(args: argparse.Namespace) -> str:
@@ -152,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from sandbox import Sandbox
     from score_code.models import DEFAULT_MODEL_NAME
 
+    grader = sandbox_settings(args)
     spec = _dataset_spec(args)
     tasks = load_tasks(spec, args.split)[: args.limit]
     shots = load_shots(spec)
@@ -167,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
     config = replace(config, chat=generator.chat)
     print(f"eval: {len(tasks)} tasks of {config.dataset}, model {config.model} ({args.backend}, "
           f"{'chat template' if config.chat else 'plain prompts'}), {args.attempts} attempts, "
-          f"sandbox {args.sandbox}, timeouts {config.timeout_rule}, output {output}", file=sys.stderr)
-    with Sandbox(backend=args.sandbox, workers=args.workers) as sandbox:
+          f"sandbox {grader['backend']}, timeouts {config.timeout_rule}, output {output}", file=sys.stderr)
+    with Sandbox(**grader) as sandbox:
         metrics = evaluate(generator, tasks, sandbox, output, config, shots=shots, progress=not args.no_progress)
     print(summary_table(metrics))
     print(f"\nresults: {output}/results.jsonl, report: {output}/report.md")

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.grade import format_summary, grade_samples_file
 
     report = grade_samples_file(args.samples, args.problems, args.output, backend=args.backend,
-                                workers=args.workers, timeout_s=args.timeout, overwrite=args.overwrite,
+                                workers=args.workers, timeout_s=args.timeout, sandbox_url=args.sandbox_url,
+                                sandbox_token_file=args.sandbox_token_file, overwrite=args.overwrite,
                                 progress=not args.no_progress)
     for error in report.rejected:
         print(f"error: {error}", file=sys.stderr)

@@ -317,7 +317,7 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
     if reward_fn is None or config.run.eval_steps:
         from sandbox import Sandbox
 
-        sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
+        sandbox = Sandbox(**config.run.sandbox_options())
     reward_fn = reward_fn or sandbox_reward(sandbox, train_tasks, config.run.sandbox_timeout_s, accelerator, run_dir)
     eval_tasks, eval_shots = (load_eval_tasks(config.data, config.run.eval_max_tasks) if config.run.eval_steps
                               else ([], ()))

@@ -192,7 +192,7 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
     if own_sandbox:
         from sandbox import Sandbox
 
-        sandbox = Sandbox(backend=config.run.sandbox_backend, workers=config.run.sandbox_workers or None)
+        sandbox = Sandbox(**config.run.sandbox_options())
     logger = RunLogger(run_dir, resume_step=state.global_step if resume_from is not None else None)
     first_round = int(state.extra.get("round", 1))
     done_steps = int(state.extra.get("round_steps", 0))  # optimizer steps already taken in `first_round`

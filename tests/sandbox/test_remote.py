@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sandbox import Job, Limits, Result, Sandbox, SandboxError, SandboxUnavailable, Status
-from sandbox.remote_backend import parse_urls, read_token_file
+from sandbox.cli import main as cli_main
+from sandbox.remote_backend import parse_urls, read_token_file, sandbox_options
 from sandbox.verdict import TestOutcome as Outcome  # not collected as a test class
 
 
@@ -336,3 +337,47 @@ def test_token_files(tmp_path):
     with pytest.raises(SandboxError, match="No such file"):
         read_token_file(tmp_path / "missing")
 
+
+
+# --- one rule for every command and config: which backend, which URLs, which token ------------------------------
+@pytest.mark.parametrize("backend, urls, env, expected", [
+    ("docker", None, "", {"backend": "docker"}),
+    ("local", None, "http://g:1", {"backend": "local"}),  # $SANDBOX_URL is left unused by an explicit local
+    ("docker", "http://g:1,http://h:2", "", {"backend": "remote", "urls": ["http://g:1", "http://h:2"],
+                                             "token": None}),
+    ("docker", None, "http://e:1", {"backend": "remote", "urls": ["http://e:1"], "token": None}),
+    ("remote", None, "http://e:1", {"backend": "remote", "urls": ["http://e:1"], "token": None}),
+    ("remote", "http://g:1", "http://e:1", {"backend": "remote", "urls": ["http://g:1"], "token": None}),
+])
+def test_sandbox_options_choose_the_backend(monkeypatch, backend, urls, env, expected):
+    monkeypatch.setenv("SANDBOX_URL", env)
+    assert sandbox_options(backend, urls) == expected
+
+
+@pytest.mark.parametrize("backend, urls, token_file, env, complaint", [
+    ("local", "http://g:1", None, "", "--sandbox-url is for the remote backend; the backend is 'local'"),
+    ("remote", None, None, "", "the remote backend needs grader URLs: --sandbox-url URL"),
+    ("docker", None, "t", "", "--sandbox-token-file is for the remote backend"),
+    ("docker", None, None, "grader:1", r"\$SANDBOX_URL: 'grader:1' is not a grader URL"),
+])
+def test_sandbox_options_refuse_what_cannot_work(monkeypatch, backend, urls, token_file, env, complaint):
+    monkeypatch.setenv("SANDBOX_URL", env)
+    with pytest.raises(SandboxError, match=complaint):
+        sandbox_options(backend, urls, token_file)
+
+
+def test_sandbox_grade_grades_on_the_hosts_of_sandbox_url(graders, tmp_path, monkeypatch, capsys):
+    host = fake(graders, token="a-token-of-16+chars")
+    (tmp_path / "token").write_text("a-token-of-16+chars\n")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"task_id": "t", "tests": ["assert True"]}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": "t", "solution": p}) + "\n" for p in ("pass", "fail")))
+    monkeypatch.delenv("SANDBOX_TOKEN", raising=False)
+    rc = cli_main(["grade", str(samples), "--problems", str(tasks), "--sandbox-url", host.url,
+                   "--sandbox-token-file", str(tmp_path / "token"), "--timeout", "4"])
+    assert rc == 0, capsys.readouterr().err
+    assert "passed: 1/2" in capsys.readouterr().out
+    sent = sorted((job["program"], job["timeout_s"]) for jobs in host.requests for job in jobs)
+    assert sent == [("fail", 4.0), ("pass", 4.0)]
+    assert host.auth == ["Bearer a-token-of-16+chars"] * len(host.requests)

@@ -130,6 +130,29 @@ def test_changed_settings_are_refused_before_the_model_loads(tiny_model_dir, tmp
     assert "max_new_tokens: 4 there, 5 now" in err and str(out) in err
 
 
+def test_sandbox_url_reaches_a_remote_sandbox(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from sandbox import SandboxError
+
+    built = []
+
+    def remote_sandbox(**kwargs):
+        built.append(kwargs)
+        raise SandboxError("no grader in this test")
+
+    monkeypatch.setattr("sandbox.Sandbox", remote_sandbox)
+    monkeypatch.setenv("SANDBOX_TOKEN", "from-the-env")
+    code = main(["eval", "humaneval", "--model", str(tiny_model_dir), "--limit", "1", "--max-new-tokens", "4",
+                 "--sandbox-url", "http://grader1:8080,http://grader2:8080", "--output", str(tmp_path / "he"),
+                 "--no-progress"])
+    assert code == 2 and "no grader in this test" in capsys.readouterr().err
+    assert built == [{"backend": "remote", "urls": ["http://grader1:8080", "http://grader2:8080"], "token": None,
+                      "workers": None}]  # token None: Sandbox reads $SANDBOX_TOKEN itself
+    monkeypatch.setattr("score_code.models.load_tokenizer", lambda *a, **k: pytest.fail("loaded a tokenizer"))
+    assert main(["eval", "humaneval", "--sandbox-url", "grader1:8080", "--output", str(tmp_path / "x")]) == 2
+    assert "--sandbox-url: 'grader1:8080' is not a grader URL" in capsys.readouterr().err
+    assert len(built) == 1  # refused before anything was loaded
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not MBPP.exists(), reason=f"{MBPP} not present (shared data beside the repo)")
 def test_eval_mbpp_from_mbpp_path(tiny_model_dir, tmp_path, capsys):

@@ -65,6 +65,25 @@ def test_cross_field_checks():
         _parse(["--sandbox_timeout_s", "-1"])
 
 
+def test_a_sandbox_url_makes_the_grader_remote_and_bad_settings_name_the_field(tmp_path, monkeypatch):
+    monkeypatch.delenv("SANDBOX_URL", raising=False)
+    (tmp_path / "token").write_text("tok\n")
+    c = _parse(["--sandbox-url", "http://g1:8080,http://g2:8080", "--sandbox-token-file", str(tmp_path / "token")])
+    assert c.run.sandbox_backend == "remote"  # implied, and so recorded in config.json
+    assert c.run.sandbox_options() == {"backend": "remote", "urls": ["http://g1:8080", "http://g2:8080"],
+                                       "token": "tok", "workers": None}
+    assert cfg.SFTConfig.from_flat({"sandbox_workers": 2}).run.sandbox_options() == {"backend": "docker",
+                                                                                     "workers": 2}
+    with pytest.raises(cfg.ConfigError, match="sandbox_url: 'g1:8080' is not a grader URL"):
+        _parse(["--sandbox_url", "g1:8080"])
+    with pytest.raises(cfg.ConfigError, match="sandbox_url is for the remote backend; the backend is 'local'"):
+        cfg.ScoreConfig.from_flat({"sandbox_url": "http://g1:8080", "sandbox_backend": "local"})
+    with pytest.raises(cfg.ConfigError, match="the remote backend needs grader URLs: sandbox_url"):
+        _parse(["--sandbox_backend", "remote"])
+    with pytest.raises(cfg.ConfigError, match="sandbox_token_file .*missing: No such file"):
+        _parse(["--sandbox-url", "http://g1:8080", "--sandbox-token-file", str(tmp_path / "missing")])
+
+
 def test_training_refuses_nucleus_sampling_and_offers_the_k2_estimator():
     """The loss uses the full distribution's log-probs: top_p < 1 would train on other probabilities than sampled."""
     with pytest.raises(cfg.ConfigError, match="top_p must be 1.0 for SCoRe training"):
