@@ -71,7 +71,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
-GRADING_PATHS = frozenset({"/v1/grade", "/run_code"})
+GRADING_PATHS = frozenset({"/v1/grade"})
 KNOWN_PATHS = PUBLIC_PATHS | GRADING_PATHS | {"/metrics"}  # metric labels: anything else is "other"
 RESPONSE_GRACE_S = 30.0  # after the drain, how long uvicorn waits for the last responses to be written
 log = logging.getLogger("uvicorn.error")  # uvicorn configures this one; ours appear beside its own lines
