@@ -1340,7 +1340,8 @@ def script_inputs(job: dict) -> tuple[bytes, list[tuple[str, bytes]]]:
     decoded, total = [], 0
     for path, content in files.items():
         parts = path.split("/")
-        if not path or "\0" in path or path.startswith("/") or ".." in parts or path.endswith("/"):
+        normalized = "/".join(part for part in parts if part not in ("", "."))
+        if not normalized or "\0" in path or path.startswith("/") or ".." in parts or path.endswith("/"):
             raise ExecutorError(f"job files: {path!r} is not a relative file path inside the working dir")
         if type(content) is not str:
             raise ExecutorError(f"job files[{path!r}] must be a base64 string")
@@ -1351,9 +1352,7 @@ def script_inputs(job: dict) -> tuple[bytes, list[tuple[str, bytes]]]:
         total += len(content)
         if total > SCRIPT_MAX_FILES_BYTES:
             raise ExecutorError(f"job files hold more than {SCRIPT_MAX_FILES_BYTES} bytes in all")
-        decoded.append(("/".join(p for p in parts if p not in ("", ".")), content))
-    if any(not path for path, _ in decoded):
-        raise ExecutorError("job files: a path names the working dir itself")
+        decoded.append((normalized, content))
     return data, decoded
 
 
