@@ -68,6 +68,7 @@ class Job:
             raise ValueError(f"job {self.job_id!r}: tests must be a non-empty sequence of strings")
         if self.stdin or files:
             raise ValueError(f"job {self.job_id!r}: stdin and files are for script jobs, not {self.format}")
+        object.__setattr__(self, "files", ())  # from_dict gives {}
         if self.format == "humaneval" and not self.entry_point:
             raise ValueError(f"job {self.job_id!r}: a humaneval job needs entry_point")
 

@@ -186,13 +186,15 @@ def test_a_script_job_has_no_tests_and_other_jobs_no_stdin_or_files():
         Job.script("print(1)", stdin=b"1\n")
 
 
-def test_a_script_job_round_trips_through_json_and_stays_hashable():
+def test_jobs_round_trip_through_json_and_stay_hashable():
     job = Job.script("print(input())", stdin="x\n", files={"b.txt": b64("2"), "a.txt": b64("1")}, timeout_s=3.0,
                      job_id="s1")
     again = Job.from_dict(json.loads(json.dumps(job.to_dict())))
     assert again == job and hash(again) == hash(job)
     assert job.files == (("a.txt", b64("1")), ("b.txt", b64("2")))  # sorted pairs: equal whatever the order given
     assert job.to_dict()["files"] == {"a.txt": b64("1"), "b.txt": b64("2")}  # SandboxFusion's mapping on the wire
+    graded = Job.mbpp("x = 1", ["assert x == 1"])
+    assert Job.from_dict(json.loads(json.dumps(graded.to_dict()))) == graded and hash(graded) is not None
 
 
 def test_return_code_round_trips_through_the_result_dict():
