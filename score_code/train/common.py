@@ -225,7 +225,7 @@ def accumulate_step(policy: Any, optimizer: torch.optim.Optimizer, scheduler: An
     totals: dict[str, float] = {}
     for start in range(0, rows, micro_batch_size):
         part = slice(start, start + micro_batch_size)
-        micro = batch[part].to(accelerator.device)
+        micro = batch[part].trimmed().to(accelerator.device)
         last = start + micro_batch_size >= rows
         with contextlib.nullcontext() if last else accelerator.no_sync(policy):
             terms = micro_loss(micro, part)

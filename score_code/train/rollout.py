@@ -204,6 +204,13 @@ class Batch:
     def __getitem__(self, rows: slice) -> Batch:
         return Batch(*(None if t is None else t[rows] for t in self._fields()))
 
+    def trimmed(self) -> Batch:
+        """Without the trailing columns that are padding in every row. A micro-batch of one row then has no padding
+        at all, and attention runs causal with no mask: on a CPU the masked kernel cost 2.3x the causal one's forward
+        (perf/rl_step.py)."""
+        width = int(self.attention_mask.sum(dim=1).max()) if self.attention_mask.numel() else 0
+        return Batch(*(None if t is None else t[:, :width] for t in self._fields()))
+
     def _fields(self) -> tuple[torch.Tensor | None, ...]:
         return self.input_ids, self.attention_mask, self.mask1, self.mask2, self.sampling_logp
 

@@ -178,6 +178,17 @@ def test_collate_pads_right():
     assert torch.equal(batch[0:1].input_ids, batch.input_ids[:1])
 
 
+def test_a_trimmed_micro_batch_drops_only_the_columns_that_are_padding_in_every_row():
+    eps = [Episode("t", 0, [5, 6, 7, 8, 9], (1, 2), (3, 5), "", "", "stop", "stop", 1.0, 0.0),
+           Episode("t", 1, [5, 6, 7], (1, 2), (2, 3), "", "", "stop", "stop", 1.0, 0.0),
+           Episode("t", 2, [5, 6], (1, 1), (1, 2), "", "", "stop", "stop", 1.0, 0.0)]
+    batch = collate(eps, pad_token_id=99)
+    assert batch[1:3].trimmed().input_ids.tolist() == [[5, 6, 7], [5, 6, 99]]
+    single = batch[2:3].trimmed()
+    assert single.attention_mask.tolist() == [[1, 1]] and single.mask2.tolist() == [[0, 1]]
+    assert batch.trimmed().input_ids.shape == (3, 5)  # the longest row keeps every column
+
+
 def test_stage1_trains_an_episode_whose_attempt1_grading_failed_but_stage2_does_not():
     """r1 is not used in stage I: a sandbox error on attempt 1 keeps the episode (its y1 KL and y2 policy gradient)."""
     episode = Episode("t", 0, [1, 2, 3, 4, 5, 6], (1, 3), (4, 6), "", "", "stop", "stop", None, 1.0)

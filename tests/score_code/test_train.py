@@ -105,6 +105,20 @@ def test_log_probs_at_trained_positions_match_a_full_forward(tiny_model):
     assert logp[:, untrained_columns].abs().sum() == 0 and untrained_columns.sum() == 3
 
 
+def test_a_row_alone_and_unpadded_has_the_log_probs_it_has_in_a_padded_batch(tiny_model):
+    """accumulate_step trims each micro-batch: a short row run alone (no padding, no mask) must score as it does
+    beside a longer one."""
+    episodes = [Episode("t", 0, list(range(100, 112)), (4, 7), (9, 12), "", "", "stop", "stop", 1.0, 0.0),
+                Episode("t", 1, list(range(200, 209)), (3, 5), (7, 9), "", "", "stop", "stop", 0.0, 1.0)]
+    batch = collate(episodes, pad_token_id=0)
+    with torch.no_grad():
+        together = sequence_log_probs(tiny_model, batch)
+        alone = sequence_log_probs(tiny_model, batch[1:2].trimmed())
+    trained = (batch.mask1[1, :9] + batch.mask2[1, :9]).bool()
+    assert alone.shape == (1, 9) and trained.sum() == 4
+    torch.testing.assert_close(alone[0, trained], together[1, :9][trained], atol=1e-5, rtol=0)
+
+
 def test_lora_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir):
     from score_code.train.common import build_models
 
