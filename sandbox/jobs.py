@@ -1,4 +1,6 @@
-"""Jobs: an untrusted program plus the trusted test code that judges it, in one of three formats; or a script."""
+"""Jobs: an untrusted program plus the trusted test code that judges it, in one of three formats (graded, unforgeable);
+or a script, run as from the command line with its stdin and files, whose exit code and output the caller judges
+(SandboxFusion's /run_code mode: forgeable by the program, so never a verdict here)."""
 from __future__ import annotations
 
 import base64
@@ -16,6 +18,9 @@ FORMATS = ("humaneval", "mbpp", "generic", "script")
 MAX_FILES = 100
 MAX_FILES_BYTES = 16 * 1024 * 1024  # decoded, all files together
 MAX_STDIN_BYTES = 16 * 1024 * 1024  # UTF-8 encoded
+# keep_output_bytes bound: stdout and stderr each, JSON-escaped up to 6 characters a byte, must stay well inside the
+# pool's 64 MiB cap on one executor answer (sandbox/pool.py MAX_RESPONSE_BYTES).
+MAX_KEEP_OUTPUT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,10 @@ class Job:
 
     `files` maps a relative path (no `..`, not absolute) to its content in base64, as SandboxFusion sends it; a
     mapping is kept as sorted (path, content) pairs, so a Job stays hashable.
+
+    `keep_output_bytes` overrides Limits.keep_output_bytes for this job, as `timeout_s` overrides the timeout: a
+    script's caller compares its whole stdout, graded jobs never need it. Local and docker backends; `/v1/grade`
+    does not take it (its results keep the server's cut).
     """
 
     program: str
@@ -50,6 +59,7 @@ class Job:
     metadata: dict = field(default_factory=dict, compare=False)  # carried through untouched (task_id, ...)
     stdin: str = ""  # script only: the program's standard input
     files: tuple[tuple[str, str], ...] = ()  # script only: (relative path, base64 content) pairs
+    keep_output_bytes: int | None = None  # overrides Limits.keep_output_bytes (bytes kept of stdout and of stderr)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -57,6 +67,10 @@ class Job:
         if isinstance(self.tests, (str, bytes)):
             raise ValueError(f"job {self.job_id!r}: tests must be a sequence of strings, not one string")
         object.__setattr__(self, "tests", tuple(self.tests))
+        if self.keep_output_bytes is not None and (type(self.keep_output_bytes) is not int
+                                                   or not 0 < self.keep_output_bytes <= MAX_KEEP_OUTPUT_BYTES):
+            raise ValueError(f"job {self.job_id!r}: keep_output_bytes must be an int in 1..{MAX_KEEP_OUTPUT_BYTES} "
+                             f"or None, got {self.keep_output_bytes!r}")
         files = tuple(self.files.items() if isinstance(self.files, Mapping) else self.files)
         if self.format == "script":
             if self.tests:
@@ -90,11 +104,18 @@ class Job:
         return cls(program=code, format="script", tests=(), stdin=stdin, files=tuple((files or {}).items()), **kw)
 
     def to_dict(self) -> dict:
-        """The executor's request form. `metadata` stays with the caller: it may hold anything, and the executor
-        never reads it. Built by hand, not with dataclasses.asdict, whose deep copy cost ~0.4 ms per program."""
-        return {"program": self.program, "format": self.format, "tests": list(self.tests),
+        """The executor's request form, and /v1/grade's job. `metadata` stays with the caller: it may hold anything,
+        and the executor never reads it. stdin and files appear only in a script job's dict, keep_output_bytes only
+        when set: a graded job's dict is the one every `sandbox serve` accepts. Built by hand, not with
+        dataclasses.asdict, whose deep copy cost ~0.4 ms per program."""
+        data = {"program": self.program, "format": self.format, "tests": list(self.tests),
                 "entry_point": self.entry_point, "setup_code": self.setup_code, "timeout_s": self.timeout_s,
-                "job_id": self.job_id, "stdin": self.stdin, "files": dict(self.files)}
+                "job_id": self.job_id}
+        if self.format == "script":
+            data["stdin"], data["files"] = self.stdin, dict(self.files)
+        if self.keep_output_bytes is not None:
+            data["keep_output_bytes"] = self.keep_output_bytes
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Job:

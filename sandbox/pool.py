@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import json
 import os
 import queue
@@ -366,6 +367,8 @@ class Pool:
     def run(self, job: Job) -> Result:
         timeout_s = job.timeout_s if job.timeout_s is not None else self.limits.timeout_s
         limits = self.limits if job.timeout_s is None else self.limits.with_timeout(job.timeout_s)
+        if job.keep_output_bytes is not None:
+            limits = dataclasses.replace(limits, keep_output_bytes=job.keep_output_bytes)
         errors = []
         for _attempt in range(2):
             worker = self._checkout()

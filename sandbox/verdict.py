@@ -74,7 +74,8 @@ class Result:
         return self.error
 
     def to_dict(self) -> dict:
-        return {
+        """return_code only when known (a script job's): a graded result's dict is the one /v1/grade documents."""
+        data = {
             "job_id": self.job_id,
             "status": self.status.value,
             "reward": self.reward,
@@ -87,8 +88,10 @@ class Result:
             "wall_time_s": self.wall_time_s,
             "cpu_time_s": self.cpu_time_s,
             "error": self.error,
-            "return_code": self.return_code,
         }
+        if self.return_code is not None:
+            data["return_code"] = self.return_code
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Result:

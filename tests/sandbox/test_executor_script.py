@@ -195,11 +195,22 @@ def test_jobs_round_trip_through_json_and_stay_hashable():
     assert job.to_dict()["files"] == {"a.txt": b64("1"), "b.txt": b64("2")}  # SandboxFusion's mapping on the wire
     graded = Job.mbpp("x = 1", ["assert x == 1"])
     assert Job.from_dict(json.loads(json.dumps(graded.to_dict()))) == graded and hash(graded) is not None
+    assert set(graded.to_dict()).isdisjoint({"stdin", "files", "keep_output_bytes"})  # what /v1/grade accepts
+    wide = Job.script("print(1)", keep_output_bytes=1 << 20)
+    assert wide.to_dict()["keep_output_bytes"] == 1 << 20
+    assert Job.from_dict(json.loads(json.dumps(wide.to_dict()))) == wide
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8192", jobs.MAX_KEEP_OUTPUT_BYTES + 1])
+def test_keep_output_bytes_is_a_positive_int_within_the_bound(bad):
+    with pytest.raises(ValueError, match="keep_output_bytes must be an int in 1..4194304 or None"):
+        Job.script("print(1)", keep_output_bytes=bad)
 
 
 def test_return_code_round_trips_through_the_result_dict():
     result = Result(Status.RUNTIME_ERROR, return_code=-9)
     assert Result.from_dict(json.loads(json.dumps(result.to_dict()))).return_code == -9
+    assert "return_code" not in Result(Status.PASSED).to_dict()  # a graded result's dict: what /v1/grade documents
     assert Result.from_dict(Result(Status.PASSED).to_dict()).return_code is None
 
 
