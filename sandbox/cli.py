@@ -5,7 +5,7 @@
                   [--workers N] [--sandbox-url URL[,URL...]] [--sandbox-token-file F] [--timeout S] [--overwrite]
     sandbox serve [--host 127.0.0.1] [--port 8080] [--backend docker|local] [--workers N] [--timeout S]
                   [--token-file F] [--max-batch N] [--max-queue N] [--max-body-bytes N] [--max-program-bytes N]
-                  [--max-timeout S]
+                  [--max-timeout S] [--max-output-bytes N]
     sandbox doctor
     sandbox cleanup [--all]
 
@@ -197,7 +197,8 @@ SERVE_EXTRA = ("fastapi", "uvicorn", "starlette", "pydantic", "pydantic_core")
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     defaults = ServerSettings()
-    p = sub.add_parser("serve", help="grade over HTTP: POST /v1/grade, GET /healthz, GET /metrics (serve extra)",
+    p = sub.add_parser("serve", help="grade over HTTP: POST /v1/grade, POST /run_code, GET /healthz, GET /metrics "
+                       "(serve extra)",
                        description="Serve a warm sandbox pool over HTTP until SIGTERM/SIGINT, which drains it: "
                        "in-flight jobs finish, new requests get 503, then its containers are removed. Endpoints, "
                        "limits and auth: `python3 -m pydoc sandbox.server`.")
@@ -223,7 +224,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"UTF-8 bytes of one program (default: {defaults.max_program_bytes})")
     p.add_argument("--max-timeout", type=positive(float), default=defaults.max_timeout_s,
                    help=f"the most timeout_s a job may ask for; more is refused, not clamped "
-                   f"(default: {defaults.max_timeout_s:g})")
+                   f"(default: {defaults.max_timeout_s:g}); /run_code's run_timeout is cut to it instead, and "
+                   "its response says so (SandboxFusion's clients send one fixed timeout)")
+    p.add_argument("--max-output-bytes", type=positive(int), default=defaults.max_output_bytes,
+                   help=f"/run_code only: bytes of stdout (and of stderr) sent back per program, whose caller "
+                   f"compares the whole stdout (default: {defaults.max_output_bytes}); /v1/grade keeps "
+                   f"{Limits().keep_output_bytes}")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -237,7 +243,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = ServerSettings(max_body_bytes=args.max_body_bytes, max_jobs_per_request=args.max_batch,
                                   max_program_bytes=args.max_program_bytes, max_timeout_s=args.max_timeout,
-                                  max_queue_jobs=args.max_queue, token=read_token(args.token_file))
+                                  max_queue_jobs=args.max_queue, max_output_bytes=args.max_output_bytes,
+                                  token=read_token(args.token_file))
     except ValueError as exc:
         raise SandboxError(str(exc)) from None
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)

@@ -160,6 +160,10 @@ def check_file_path(path: object, where: str) -> None:
     """A file path must stay inside the program's working dir: relative, without `..`, not empty."""
     if not isinstance(path, str) or not path or "\0" in path:
         raise ValueError(f"{where}: file path {path!r} must be a non-empty string without NUL")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: file path {path!r} is not valid UTF-8 (a lone surrogate)") from None
     if path.startswith("/"):
         raise ValueError(f"{where}: file path {path!r} is absolute; files go in the program's working dir")
     if ".." in path.split("/"):

@@ -7,7 +7,10 @@
 Endpoints (JSON errors are always `{"detail": ...}`; a 422's detail lists each error with `field`, e.g. jobs[3].tests):
 - POST /v1/grade: `{"jobs": [<Job.to_dict() form>]}` -> `{"results": [<Result.to_dict()>]}` in input order. Formats
   humaneval, mbpp and generic only: their verdicts come from trusted tests run apart from the program (see
-  sandbox/executor.py), so a program cannot forge them.
+  sandbox/executor.py), so a program cannot forge them. Script jobs are refused here (422 on `format`).
+- POST /run_code: SandboxFusion's API for `language: python` (sandbox/fusion.py), one program per request, run as a
+  script job: the answer is the program's exit code and output, which the program controls, so whoever judges it
+  (e.g. verl comparing stdout) gets a forgeable verdict. Its stdout and stderr are kept up to max_output_bytes.
 - GET /healthz (no token: load balancers probe it): status ready | draining | unavailable (503 unless ready),
   backend, image, workers, queue_jobs and the limits a client needs to size its batches. Nothing secret.
 - GET /metrics: Prometheus text (sandbox/metrics.py). It needs the token when one is set: load and verdict counts
@@ -15,10 +18,13 @@ Endpoints (JSON errors are always `{"detail": ...}`; a 422's detail lists each e
 - GET /openapi.json (no token): the spec, generated from the same models that validate requests.
 
 What is covered:
-- Auth: a bearer token compared in constant time, checked before any of the body is read. The default bind is
-  loopback; serve() refuses a non-loopback address without a token.
+- Auth: a bearer token compared in constant time, checked before any of the body is read; or the same token as the
+  password of HTTP Basic (any user name), which is what a client sends for a URL like http://x:TOKEN@host/run_code
+  (requests does, so verl, which sends no header of its own, can carry it). The default bind is loopback; serve()
+  refuses a non-loopback address without a token.
 - Limits: body size (the Content-Length and the bytes actually received, so a chunked body cannot pass it), jobs
-  per request (max-batch), program size, per-job timeout (over the cap is a 422, never silently clamped).
+  per request (max-batch), program size (`code` too), per-job timeout (over the cap is a 422 on /v1/grade, never
+  silently clamped; /run_code cuts run_timeout to the cap and says so in `message`: see run_code's docstring).
 - Backpressure: jobs admitted and not yet finished are counted; a request that would take the count past
   max_queue_jobs gets 429 with Retry-After (an estimate from the queue and recent program times) and is not held.
 - A program's behaviour is never a 5xx: it is a Result (status sandbox_error when the infrastructure failed inside
@@ -33,6 +39,8 @@ Not covered: TLS (put a TLS-terminating proxy in front to cross an untrusted net
 # No `from __future__ import annotations` here: FastAPI and pydantic read the annotations of the models and routes
 # defined inside create_app at runtime, and string annotations could not see create_app's locals.
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import contextlib
 import hmac
@@ -50,14 +58,15 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPBearer
+from fastapi.security import HTTPBasic, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from . import Sandbox
+from . import Sandbox, fusion
 from .errors import SandboxError
+from .fusion import RunCodeResponse, job_from_request, response_from_result, timeout_note
 from .jobs import Job
 from .limits import Limits
 from .metrics import CONTENT_TYPE, Metrics
@@ -71,7 +80,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
-GRADING_PATHS = frozenset({"/v1/grade"})
+GRADING_PATHS = frozenset({"/v1/grade", "/run_code"})
 KNOWN_PATHS = PUBLIC_PATHS | GRADING_PATHS | {"/metrics"}  # metric labels: anything else is "other"
 RESPONSE_GRACE_S = 30.0  # after the drain, how long uvicorn waits for the last responses to be written
 log = logging.getLogger("uvicorn.error")  # uvicorn configures this one; ours appear beside its own lines
@@ -154,7 +163,7 @@ class Grader:
                 "max_queue_jobs": self.settings.max_queue_jobs, "max_batch": self.settings.max_jobs_per_request,
                 "max_timeout_s": self.settings.max_timeout_s, "default_timeout_s": self.sandbox.limits.timeout_s,
                 "max_program_bytes": self.settings.max_program_bytes, "max_body_bytes": self.settings.max_body_bytes,
-                "version": self.version}
+                "max_output_bytes": self.settings.max_output_bytes, "version": self.version}
 
     def close(self) -> None:
         """Drop jobs that never started (a forced exit); the ones running end when the Sandbox closes."""
@@ -208,6 +217,7 @@ class Health(BaseModel):
     default_timeout_s: float
     max_program_bytes: int
     max_body_bytes: int
+    max_output_bytes: int = Field(description="/run_code: bytes of stdout and of stderr sent back per program")
     version: str
 
 
@@ -236,11 +246,7 @@ def request_models(settings: ServerSettings) -> type[BaseModel]:
         @field_validator("program")
         @classmethod
         def _program_bytes(cls, program: str) -> str:
-            size = len(program.encode("utf-8", "surrogatepass"))
-            if size > max_program:
-                raise PydanticCustomError("program_too_large", "the program is {size} bytes, over this server's "
-                                          "max-program-bytes ({limit})", {"size": size, "limit": max_program})
-            return program
+            return check_program_bytes(program, max_program)
 
         @model_validator(mode="after")
         def _as_job(self) -> "GradeJob":
@@ -268,6 +274,34 @@ def request_models(settings: ServerSettings) -> type[BaseModel]:
             return [job._job for job in self.jobs]
 
     return GradeRequest
+
+
+def run_code_model(settings: ServerSettings) -> type[fusion.RunCodeRequest]:
+    """SandboxFusion's request with this server's program cap on `code`, stated in the spec too. Strict, as
+    /v1/grade is: a value of the wrong type (false for memory_limit_MB, "10" for run_timeout) is a 422, not coerced
+    as SandboxFusion's lax pydantic would; what verl sends (numbers, strings, null, {} and []) passes."""
+    max_program = settings.max_program_bytes
+
+    class RunCodeRequest(fusion.RunCodeRequest):
+        model_config = ConfigDict(strict=True)
+        code: str = Field(..., max_length=max_program,
+                          description=f"the Python program, run as a script; at most {max_program} UTF-8 bytes")
+
+        @field_validator("code")
+        @classmethod
+        def _code_bytes(cls, code: str) -> str:
+            return check_program_bytes(code, max_program)
+
+    return RunCodeRequest
+
+
+def check_program_bytes(program: str, limit: int) -> str:
+    """The program, unless its UTF-8 size is over max-program-bytes (a validation error then)."""
+    size = len(program.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise PydanticCustomError("program_too_large", "the program is {size} bytes, over this server's "
+                                  "max-program-bytes ({limit})", {"size": size, "limit": limit})
+    return program
 
 
 def field_name(loc: tuple | list) -> str:
@@ -333,8 +367,8 @@ class Gate:
             return
         headers = dict(scope["headers"])  # the last of repeated headers wins; HTTP servers pick one either way
         if self.token is not None and scope["path"] not in PUBLIC_PATHS and not self._authorized(headers):
-            await send_error(send, 401, "missing or wrong token: send `Authorization: Bearer <token>`",
-                             {"www-authenticate": "Bearer"})
+            await send_error(send, 401, "missing or wrong token: send `Authorization: Bearer <token>` (or the token as "
+                             "the password of HTTP Basic)", {"www-authenticate": "Bearer"})
             return
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body:
@@ -357,6 +391,13 @@ class Gate:
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"basic":  # user:token, any user (ASCII, as FastAPI's HTTPBasic reads it)
+            try:
+                user_pass = base64.b64decode(credentials.strip(), validate=True).decode("ascii")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            _user, colon, password = user_pass.partition(":")
+            return bool(colon) and hmac.compare_digest(password.encode(), self.token)
         return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
 
@@ -413,19 +454,44 @@ def create_app(sandbox: Sandbox, settings: ServerSettings) -> FastAPI:
     app.add_middleware(Gate, settings=settings)
     app.add_middleware(Metered, metrics=metrics)  # added last: the outer one, so it sees Gate's answers too
     # Documents the scheme in the spec; Gate enforces it, before the body is read.
-    authenticated = [Depends(HTTPBearer(auto_error=False))] if settings.token is not None else []
+    authenticated = ([Depends(HTTPBearer(auto_error=False)), Depends(HTTPBasic(auto_error=False))]
+                     if settings.token is not None else [])
     denied = {401: {"model": ErrorDetail, "description": "no token or a wrong one"}} if authenticated else {}
     GradeRequest = request_models(settings)  # noqa: N806 (a class)
+    RunCodeRequest = run_code_model(settings)  # noqa: N806 (a class)
+    busy = {413: {"model": ErrorDetail, "description": "the body is over max-body-bytes"},
+            429: {"model": ErrorDetail, "description": "the queue is full; see Retry-After"},
+            503: {"model": ErrorDetail, "description": "draining, or no workers left"}}
 
     @app.post("/v1/grade", dependencies=authenticated, response_model=None,
-              responses={200: {"model": GradeResponse}, **denied,
-                         413: {"model": ErrorDetail, "description": "the body is over max-body-bytes"},
-                         429: {"model": ErrorDetail, "description": "the queue is full; see Retry-After"},
-                         503: {"model": ErrorDetail, "description": "draining, or no workers left"}})
+              responses={200: {"model": GradeResponse}, **denied, **busy})
     async def grade(body: GradeRequest) -> JSONResponse:
         """Grade a batch; results in the order of the jobs."""
         results = await grader.grade(body.to_jobs())
         return AsciiJSONResponse({"results": [result.to_dict() for result in results]})
+
+    @app.post("/run_code", dependencies=authenticated, response_model=None,
+              responses={200: {"model": RunCodeResponse}, **denied, **busy})
+    async def run_code(body: RunCodeRequest) -> JSONResponse:
+        """SandboxFusion's /run_code, python only: run one program as a script; status Success iff it exited 0.
+
+        The program chooses its exit code and output, so a verdict drawn from them is forgeable: /v1/grade is the
+        endpoint whose verdicts a program cannot forge.
+
+        Errors: a body that fails validation (a missing or mistyped field, a language other than python, an unsafe
+        files path or bad base64, fetch_files) is a 422 naming the field, as on /v1/grade and as SandboxFusion's own
+        FastAPI answers a malformed body; verl reads any 4xx and a SandboxError alike (a -1 case, no retry), so a
+        200 SandboxError would gain nothing there and would pass a client's mistake off as an infrastructure
+        failure. SandboxError means only that the sandbox failed.
+
+        run_timeout over max-timeout is cut to it, and `message` says so; not a 422 as on /v1/grade: SandboxFusion
+        has no cap, and verl sends one fixed timeout for every sample and scores a refused request 0, so a 422
+        would zero a whole run while a cut only times out the programs slower than the cap.
+        """
+        job = job_from_request(body, settings.max_timeout_s, settings.max_output_bytes)
+        [result] = await grader.grade([job])
+        response = response_from_result(result, timeout_note(body, settings.max_timeout_s))
+        return AsciiJSONResponse(response.model_dump(mode="json"))
 
     @app.get("/healthz", response_model=None,
              responses={200: {"model": Health}, 503: {"model": Health, "description": "draining or unavailable"}})

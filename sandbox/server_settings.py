@@ -10,6 +10,7 @@ import socket
 from dataclasses import dataclass, field
 
 from .errors import SandboxError
+from .jobs import MAX_KEEP_OUTPUT_BYTES
 
 MIN_TOKEN_CHARS = 16
 
@@ -23,12 +24,19 @@ class ServerSettings:
     max_program_bytes: int = 256 * 1024  # UTF-8 bytes of one program
     max_timeout_s: float = 60.0  # the most a job may ask for in timeout_s
     max_queue_jobs: int = 1024  # jobs admitted and not finished, over all requests
+    # /run_code only: stdout and stderr kept per program. Its caller compares the whole stdout with an expected
+    # answer, so a cut answer would score wrong; /v1/grade keeps the sandbox's Limits.keep_output_bytes.
+    max_output_bytes: int = 1024 * 1024
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_jobs_per_request", "max_program_bytes", "max_timeout_s", "max_queue_jobs"):
+        for name in ("max_body_bytes", "max_jobs_per_request", "max_program_bytes", "max_timeout_s", "max_queue_jobs",
+                     "max_output_bytes"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_output_bytes > MAX_KEEP_OUTPUT_BYTES:
+            raise ValueError(f"max_output_bytes ({self.max_output_bytes}) is over {MAX_KEEP_OUTPUT_BYTES}: a worker's "
+                             "answer carries stdout and stderr, and the pool refuses answers past 64 MiB")
         if self.max_queue_jobs < self.max_jobs_per_request:
             raise ValueError(f"max_queue_jobs ({self.max_queue_jobs}) must be >= max_jobs_per_request "
                              f"({self.max_jobs_per_request}): a full batch could never be admitted")

@@ -71,9 +71,21 @@ def test_malformed_requests_fail_validation(change):
     ({"files": {"x": "%%%"}}, "files\\['x'\\] is not valid base64"),
     ({"fetch_files": ["out.txt"]}, "fetch_files \\['out.txt'\\]: not supported"),
 ])
-def test_requests_that_cannot_run_raise_with_the_field_named(change, error):
-    with pytest.raises(ValueError, match=error):
-        job_from_request(RunCodeRequest.model_validate({**verl_payload("pass"), **change}), 10.0)
+def test_requests_that_cannot_run_fail_validation_on_the_field(change, error):
+    with pytest.raises(ValidationError, match=error) as caught:
+        RunCodeRequest.model_validate({**verl_payload("pass"), **change})
+    assert [e["loc"] for e in caught.value.errors()] == [(next(iter(change)),)]
+
+
+def test_a_cut_timeout_is_said_in_the_message_and_the_output_cap_is_the_jobs():
+    request = RunCodeRequest.model_validate(verl_payload("pass", timeout=30))
+    note = fusion.timeout_note(request, 20.0)
+    assert note == "run_timeout 30 s is over this server's max-timeout: the program ran with 20 s"
+    assert fusion.timeout_note(request, 30.0) == ""
+    assert response_from_result(Result(Status.PASSED, return_code=0), note).message == note
+    assert response_from_result(Result.sandbox_error("worker died"), note).message == f"worker died; {note}"
+    assert job_from_request(request, 20.0, keep_output_bytes=1 << 20).keep_output_bytes == 1 << 20
+    assert job_from_request(request, 20.0).keep_output_bytes is None  # the sandbox's Limits
 
 
 # --- Result -> response ------------------------------------------------------------------------------------------

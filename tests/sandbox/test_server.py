@@ -99,6 +99,17 @@ def test_a_timeout_over_the_cap_is_refused_not_clamped(client: TestClient) -> No
                                                                   headers=AUTH))
 
 
+def test_script_jobs_are_refused_a_forgeable_verdict_never_enters_grading(client: TestClient) -> None:
+    """/run_code's mode (the program's exit code and output) must not pass for a graded verdict."""
+    script = {**Job.script("print(1)", stdin="1\n").to_dict(), "tests": ADD_TESTS}
+    fields = errors_by_field(client.post("/v1/grade", json={"jobs": [job(), script]}, headers=AUTH))
+    assert set(fields) == {"jobs[1].format", "jobs[1].stdin", "jobs[1].files"}
+    assert "'humaneval', 'mbpp' or 'generic'" in fields["jobs[1].format"]
+    output_override = Job.mbpp(ADD_OK, ADD_TESTS, keep_output_bytes=1 << 20).to_dict()
+    assert set(errors_by_field(client.post("/v1/grade", json={"jobs": [output_override]}, headers=AUTH))) == {
+        "jobs[0].keep_output_bytes"}
+
+
 def test_jobs_own_rules_are_a_422_naming_the_job(client: TestClient) -> None:
     humaneval = {"program": ADD_OK, "format": "humaneval", "tests": [HUMANEVAL_TEST], "job_id": "h"}
     fields = errors_by_field(client.post("/v1/grade", json={"jobs": [job(), humaneval]}, headers=AUTH))
@@ -166,12 +177,12 @@ def test_healthz_and_the_spec_are_public_and_the_spec_carries_the_caps(client: T
     assert health.json() | {"version": "-"} == {
         "status": "ready", "backend": "local", "image": None, "workers": 2, "queue_jobs": 0, "max_queue_jobs": 8,
         "max_batch": 4, "max_timeout_s": 10.0, "default_timeout_s": 10.0, "max_program_bytes": 1024,
-        "max_body_bytes": 65536, "version": "-"}
+        "max_body_bytes": 65536, "max_output_bytes": 1048576, "version": "-"}
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
     assert schemas["GradeRequest"]["properties"]["jobs"]["maxItems"] == 4
     assert schemas["GradeJob"]["properties"]["timeout_s"]["anyOf"][0]["maximum"] == 10.0
-    assert spec["paths"]["/v1/grade"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert spec["paths"]["/v1/grade"]["post"]["security"] == [{"HTTPBearer": []}, {"HTTPBasic": []}]
     assert "/docs" not in [route.path for route in client.app.routes]  # no UI that pulls scripts from a CDN
 
 
@@ -374,8 +385,7 @@ def test_a_flood_past_the_queue_gets_429_with_retry_after_and_the_server_keeps_s
     assert 'sandbox_requests_total{path="/v1/grade",code="429"} 12' in metrics
 
 
-@pytest.fixture
-def docker_ready() -> None:
+def require_docker() -> None:
     """Docker and the image: missing fails under CI (never a silent skip) and skips elsewhere."""
     from sandbox import docker_backend
 
@@ -386,6 +396,11 @@ def docker_ready() -> None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture
+def docker_ready() -> None:
+    require_docker()
 
 
 def containers_of(pid: int) -> list[str]:

@@ -52,3 +52,8 @@ schema = schemathesis.pytest.from_fixture("api")
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_spec_fuzzed_gets_no_5xx_and_only_declared_answers(case: schemathesis.Case) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=CHECKS)
+
+
+def test_the_fuzzed_spec_holds_every_route(sandbox: Sandbox) -> None:
+    """Fuzzing covers what the spec lists, so every route a client can call must be in it."""
+    assert set(create_app(sandbox, SETTINGS).openapi()["paths"]) == {"/v1/grade", "/run_code", "/healthz", "/metrics"}
