@@ -20,10 +20,11 @@ What is covered (backend="docker", the default):
   thread bombs); memory limit with no swap; CPU quota; nofile and fsize ulimits; an init as PID 1 that reaps
   orphans; owner labels; --rm.
 - Per program: wall-clock and CPU-time limits, a data-size limit (RLIMIT_DATA, by the executor); stdout and
-  stderr are kept up to Limits.keep_output_bytes and the rest is read and dropped, never a failure
+  stderr are kept up to Limits.keep_output_bytes (or the job's own) and the rest is read and dropped, never a failure
   (Result.output_bytes counts it); `if __name__ == "__main__":` blocks do not run (the program is module
-  __program__); the pool also keeps its own deadline, kills a container that does not answer, replaces it and
-  retries the job once.
+  __program__), except in script jobs (Job.script, `sandbox serve`'s /run_code), which run as a program run from
+  the command line and whose exit code and output are no verdict (their caller judges them: forgeable); the pool
+  also keeps its own deadline, kills a container that does not answer, replaces it and retries the job once.
 - No state survives a program in a warm container: its scratch dir and /dev/shm are wiped, and System V IPC,
   POSIX message queues and keyrings (kernel objects that outlive a process) are refused to programs.
 - A container is recycled after Limits.programs_per_container programs and after any limit violation.
