@@ -199,6 +199,7 @@ class ResultOut(BaseModel):
     wall_time_s: float
     cpu_time_s: float
     error: str
+    return_code: int | None = Field(description="a script job's exit code: always null here, /v1/grade runs none")
 
 
 class GradeResponse(BaseModel):

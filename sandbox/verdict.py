@@ -74,8 +74,7 @@ class Result:
         return self.error
 
     def to_dict(self) -> dict:
-        """return_code only when known (a script job's): a graded result's dict is the one /v1/grade documents."""
-        data = {
+        return {
             "job_id": self.job_id,
             "status": self.status.value,
             "reward": self.reward,
@@ -88,10 +87,8 @@ class Result:
             "wall_time_s": self.wall_time_s,
             "cpu_time_s": self.cpu_time_s,
             "error": self.error,
+            "return_code": self.return_code,
         }
-        if self.return_code is not None:
-            data["return_code"] = self.return_code
-        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Result:
