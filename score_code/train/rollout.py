@@ -206,8 +206,8 @@ class Batch:
 
     def trimmed(self) -> Batch:
         """Without the trailing columns that are padding in every row. A micro-batch of one row then has no padding
-        at all, and attention runs causal with no mask: on a CPU the masked kernel cost 2.3x the causal one's forward
-        (perf/rl_step.py)."""
+        at all, and attention runs causal with no mask, skipping the masked half (perf/rl_step.py: the cpu_default
+        update took 48.6 s in micro-batches of 1 against 80.1 s in micro-batches of 4)."""
         width = int(self.attention_mask.sum(dim=1).max()) if self.attention_mask.numel() else 0
         return Batch(*(None if t is None else t[:, :width] for t in self._fields()))
 
