@@ -2,11 +2,14 @@
 
 A Sandbox marks what it creates with its owner: containers carry a `host:pid:nonce` label and a start time, and the
 temp directories it makes (protocol sockets of the Docker backend, the scratch root of the local backend) are named
-<prefix><owner pid>-*. An owner that dies without cleaning up cannot remove them; the next Sandbox on this host, or
-`sandbox cleanup`, does it for it.
+<prefix><owner pid>@<host tag>-*. An owner that dies without cleaning up cannot remove them; the next Sandbox on this
+host, or `sandbox cleanup`, does it for it. The host tag matters where several hosts share a temp directory (graders
+in containers with one mounted socket directory): a pid says nothing about another host's processes, so only
+directories of this host are judged.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -18,9 +21,14 @@ LOCAL_ROOT_PREFIX = "score-sandbox-local-"  # + <owner pid>-: the scratch root o
 OWNED_DIR_PREFIXES = (SOCKET_DIR_PREFIX, LOCAL_ROOT_PREFIX)
 
 
+def host_tag(host: str | None = None) -> str:
+    """8 hex digits for a hostname: fixed length, because a unix socket's path must stay under 108 bytes."""
+    return hashlib.sha256((host or socket.gethostname()).encode()).hexdigest()[:8]
+
+
 def owned_temp_dir(prefix: str) -> str:
-    """A new private temp directory named after this process, so that `remove_dead_owners_dirs` can find it."""
-    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")  # mode 0700
+    """A new private temp directory named after this process and host, so `remove_dead_owners_dirs` can find it."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{host_tag()}-")  # mode 0700
 
 
 def owner_is_dead(owner: str, started: str) -> bool:
@@ -59,16 +67,20 @@ def _process_start_time(pid: int) -> float | None:
 
 
 def remove_dead_owners_dirs() -> int:
-    """Remove the temp directories (OWNED_DIR_PREFIXES) whose owner process is gone; returns how many. A directory's
-    mtime stands in for its owner's start in `owner_is_dead` (a pid reused by a younger process is told apart)."""
+    """Remove this host's temp directories (OWNED_DIR_PREFIXES) whose owner process is gone; returns how many. A
+    directory's mtime stands in for its owner's start in `owner_is_dead` (a pid reused by a younger process is told
+    apart)."""
     root = tempfile.gettempdir()
+    ours = host_tag()
     removed = 0
     for entry in os.listdir(root):
         prefix = next((p for p in OWNED_DIR_PREFIXES if entry.startswith(p)), None)
         if prefix is None:
             continue
         path = os.path.join(root, entry)
-        pid = entry[len(prefix):].split("-", 1)[0]
+        pid, _, tag = entry[len(prefix):].split("-", 1)[0].partition("@")
+        if tag != ours:
+            continue  # another host's (or an older release's, without a tag): not ours to judge
         try:
             started = os.stat(path).st_mtime
         except OSError:

@@ -5,8 +5,8 @@
 # socket from its temp dir into each one. The engine resolves that source path on the host, so the temp dir must be a
 # host directory mounted at the same path in this container: SCORE_SANDBOX_RUN_DIR (default
 # /var/lib/score-sandbox/run). Each grader gets a subdirectory named after its hostname (unique per compose replica and
-# per pod): graders sharing one directory would remove each other's socket directories, since a Sandbox removes the
-# ones whose owner pid is not alive in ITS pid namespace (sandbox/leftovers.py).
+# per pod): a Sandbox removes the socket directories of dead owners, judging pids in its own pid namespace, and tells
+# hosts apart only by hostname (sandbox/leftovers.py), so graders must not share a directory under one hostname.
 set -eu
 
 run_dir="${SCORE_SANDBOX_RUN_DIR:-/var/lib/score-sandbox/run}"

@@ -228,17 +228,19 @@ def test_grade_with_docker_backend(docker_sandbox, tasks, mixed_samples, tmp_pat
 
 @pytest.mark.docker
 def test_cleanup_removes_socket_dirs_of_dead_owners_only(docker_sandbox, tmp_path, monkeypatch):
-    from sandbox.leftovers import SOCKET_DIR_PREFIX
+    from sandbox.leftovers import SOCKET_DIR_PREFIX, host_tag
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = tmp_path / f"{SOCKET_DIR_PREFIX}{gone.stdout.strip()}-abc"
-    alive = tmp_path / f"{SOCKET_DIR_PREFIX}{os.getpid()}-def"
-    for directory in (dead, alive):
+    dead = tmp_path / f"{SOCKET_DIR_PREFIX}{gone.stdout.strip()}@{host_tag()}-abc"
+    alive = tmp_path / f"{SOCKET_DIR_PREFIX}{os.getpid()}@{host_tag()}-def"
+    # Another host sharing this directory (graders in containers): its pids mean nothing here, whatever they are.
+    other_host = tmp_path / f"{SOCKET_DIR_PREFIX}{gone.stdout.strip()}@{host_tag('grader-2')}-ghi"
+    for directory in (dead, alive, other_host):
         directory.mkdir()
         (directory / "1.sock").touch()  # a worker that never connected
     assert main(["cleanup"]) == 0
-    assert not dead.exists() and alive.exists()
+    assert not dead.exists() and alive.exists() and other_host.exists()
 
 
 def test_a_sigkilled_local_sandbox_leaves_no_scratch_root_behind(tmp_path):
