@@ -167,6 +167,10 @@ class ObjectiveConfig:
     importance_sampling_cap: float = config_field(
         2.0, "backend vllm: truncate the per-token importance weight pi / pi_engine at this value (0 = no "
              "correction); it corrects for the engine's bf16 copy of the weights")
+    skip_zero_advantage_groups: bool = config_field(
+        False, "dynamic sampling (DAPO): leave out of the update every task group whose advantages are all 0 (its k "
+               "episodes scored alike), KL terms included; a step with no group left makes no optimizer step. Off: "
+               "the paper's loss, where such groups still train their KL terms")
 
 
 @dataclass

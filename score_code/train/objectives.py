@@ -129,6 +129,18 @@ def stage_advantages(
     raise ValueError(f"stage must be 1 or 2, got {stage}")
 
 
+def groups_with_signal(advantage1: Tensor, advantage2: Tensor, samples_per_prompt: int) -> Tensor:
+    """(P,) bool: whether some advantage of a task group (its k consecutive episodes) is nonzero, either attempt.
+
+    Under the RLOO baseline a group whose episodes all scored alike (all failed or all passed the attempt, shaped
+    rewards included) has every advantage exactly 0, so its policy gradient is 0 and only its KL terms would train
+    (dynamic sampling, DAPO: such groups can leave the update). Under `baseline: none` an all-fail group is such a
+    group, an all-pass one is not. Stage I passes attempt-1 advantages of 0, so only attempt 2 decides there.
+    """
+    nonzero = (advantage1 != 0) | (advantage2 != 0)
+    return nonzero.view(-1, samples_per_prompt).any(dim=1)
+
+
 @dataclass
 class Normalizers:
     """Denominators of the aggregation, taken over the whole optimizer batch so that summing the losses of

@@ -7,8 +7,8 @@
     torchrun --nproc_per_node 2 -m score_code.cli train score ...                                 # CPU processes
 
 One step: sample k two-attempt episodes for each of `prompts_per_step` tasks (temperature 1.0) -> grade both
-attempts in one sandbox batch -> per-attempt advantages -> stage loss (objectives.py) -> backward over
-micro-batches -> Adam step -> log -> maybe evaluate -> maybe checkpoint.
+attempts in one sandbox batch -> per-attempt advantages -> (maybe drop the groups with no advantage) -> stage loss
+(objectives.py) -> backward over micro-batches -> Adam step -> log -> maybe evaluate -> maybe checkpoint.
 
 Deviations from the paper, and choices where it is silent:
 - Baseline: the paper says REINFORCE and no more. Default: leave-one-out (RLOO) over the k samples of a task,
@@ -33,6 +33,14 @@ Deviations from the paper, and choices where it is silent:
 - Best checkpoint: highest mean attempt-2 training reward over the steps since the previous checkpoint, within a
   stage (stage I and stage II rewards are not compared).
 - Stage I trains an episode whose attempt-1 grading failed (r1 is not used there); stage II needs both rewards.
+- Dynamic sampling (`skip_zero_advantage_groups`, off by default; DAPO): a task group whose advantages are all 0
+  (stage I: attempt 2's; stage II: both attempts' shaped ones) leaves the update whole, its KL terms too, so the token
+  and episode counts of the aggregation are the kept groups'. Stage I's beta2 anchor then acts on the kept groups'
+  attempts 1 only: it still holds attempt 1 wherever the update pushes, at the same per-token weight; keeping the
+  others for their KL alone would cost the forward and backward the switch exists to save. A step where no group is
+  left makes no optimizer step and no schedule step (the warm-up counts updates), but counts as a step: steps are
+  units of sampling budget. Not done: DAPO's refill (sampling more tasks until the batch is full), which makes the
+  episodes a step costs vary; `rollout/groups_kept` says how much of the budget trained.
 - Precision: trained weights are float32 master weights, forwards run under bf16 autocast on a GPU.
 - The policy samples in eval mode and computes the loss in train mode (gradient checkpointing runs only there);
   every dropout probability must be 0, so the two are one function.
@@ -88,8 +96,14 @@ from score_code.train.common import (
     task_spec,
     training_forward,
 )
-from score_code.train.objectives import Normalizers, importance_weights, stage_advantages, stage_loss
-from score_code.train.rollout import Batch, RewardFn, SandboxReward, collate, generate_rollouts
+from score_code.train.objectives import (
+    Normalizers,
+    groups_with_signal,
+    importance_weights,
+    stage_advantages,
+    stage_loss,
+)
+from score_code.train.rollout import Batch, Episode, RewardFn, SandboxReward, collate, generate_rollouts
 from score_code.train.run_log import RunLogger, rollout_metrics
 
 TIMEOUTS_FILE = "timeouts.json"  # the per-task timeouts of the reward, beside config.json
@@ -163,6 +177,26 @@ class ReferenceGenerator:
     def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
         with self.lora_policy.disable_adapter():
             return self.generator.generate(dialogues, params)
+
+
+def update_batch(episodes: Sequence[Episode], advantage1: torch.Tensor, advantage2: torch.Tensor, keep: torch.Tensor,
+                 pad_id: int, stage: int) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """The update's batch and advantages: the episodes where `keep` is True. With none kept here but some on another
+    process (DDP), one episode without loss tokens, so that this process still runs a backward and joins the gradient
+    reduction (sequence_log_probs ties every parameter in)."""
+    rows = keep.nonzero().squeeze(1).tolist()
+    if rows:
+        return collate([episodes[i] for i in rows], pad_id, stage), advantage1[rows], advantage2[rows]
+    batch = collate(episodes[:1], pad_id, stage)
+    empty = replace(batch, mask1=torch.zeros_like(batch.mask1), mask2=torch.zeros_like(batch.mask2))
+    return empty, advantage1[:1], advantage2[:1]
+
+
+def skipped_update(scheduler: Any) -> dict[str, float]:
+    """policy_update's metrics for a step that makes no update: no loss, KL or gradient was computed (NaN; plots and
+    TensorBoard skip them), no token ran."""
+    return {**dict.fromkeys(("loss", "pg_loss", "kl/attempt1", "kl/attempt2", "grad_norm"), math.nan),
+            "learning_rate": scheduler.get_last_lr()[0], "update/tokens": 0.0}
 
 
 def policy_update(policy: Any, reference: Any, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Any,
@@ -370,15 +404,27 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
             advantage1, advantage2 = stage_advantages(stage, reward1, reward2, valid, k, config.objective.baseline,
                                                       config.objective.alpha)
 
-            # --- loss -> backward -> step ----------------------------------------------------------------
+            # --- dynamic sampling: a group whose advantages are all 0 has no policy gradient; skip it? -----
+            signal = groups_with_signal(advantage1, advantage2, k)
+            keep = signal if config.objective.skip_zero_advantage_groups else torch.ones_like(signal)
+            kept_anywhere = accelerator.reduce(keep.sum().to(accelerator.device), reduction="sum").item() > 0
+
+            # --- loss -> backward -> step (none when no process kept a group) ----------------------------
             update_start = time.perf_counter()
-            update = policy_update(policy, reference, optimizer, scheduler, accelerator,
-                                   collate(episodes, pad_id, stage), advantage1, advantage2, stage, config, dtype)
-            sync_policy(generator, accelerator.unwrap_model(policy))
+            if kept_anywhere:
+                batch, kept_advantage1, kept_advantage2 = update_batch(episodes, advantage1, advantage2,
+                                                                       keep.repeat_interleave(k), pad_id, stage)
+                update = policy_update(policy, reference, optimizer, scheduler, accelerator, batch, kept_advantage1,
+                                       kept_advantage2, stage, config, dtype)
+                sync_policy(generator, accelerator.unwrap_model(policy))
+            else:  # nothing to learn: the step still spends its episodes (global_step counts sampling steps)
+                update = skipped_update(scheduler)
             update_s = time.perf_counter() - update_start
 
             # --- log -------------------------------------------------------------------------------------
             metrics = {**rollout_metrics(episodes), **update,
+                       "rollout/groups_zero_advantage": float((~signal).sum()),
+                       "rollout/groups_skipped": float((~keep).sum()), "rollout/groups_kept": float(keep.sum()),
                        "time/generation": rollouts.times.generation_s, "time/grading": rollouts.times.grading_s,
                        "time/update": update_s}
             metrics = mean_across_processes(metrics, accelerator)

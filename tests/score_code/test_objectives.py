@@ -280,3 +280,46 @@ def test_importance_weights_reweight_the_policy_gradient_truncated_at_the_cap():
     weighted = obj.stage_loss(1, logp, ref, MASK1, MASK2, torch.zeros(1), torch.zeros(1), 0.0, 0.0, weights=weights)
     kl = obj.k3_kl(logp, ref).detach()[0, 7:10]
     assert weighted.kl2.item() == pytest.approx((kl * weights[0, 7:10]).mean().item(), rel=1e-5)  # the KL too
+
+
+@pytest.mark.parametrize("baseline", ["rloo", "none"])
+def test_alpha_0_stage2_is_reinforce_on_each_attempts_own_reward_plus_the_kl(baseline):
+    """The Table-4 ablation "no reward shaping": with alpha 0, stage II is REINFORCE on r1 for attempt 1 and r2 for
+    attempt 2 (each with the same baseline, discount 0), plus beta1 * KL on both attempts."""
+    r1 = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    r2 = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    valid = torch.ones(6, dtype=torch.bool)
+    a1, a2 = obj.stage_advantages(2, r1, r2, valid, 3, baseline, alpha=0.0)
+    assert torch.equal(a1, obj.advantages(r1, valid, 3, baseline))
+    assert torch.equal(a2, obj.advantages(r2, valid, 3, baseline))
+    if baseline == "none":
+        assert torch.equal(a1, r1) and torch.equal(a2, r2)
+
+    logp, ref = _logps()
+    adv1, adv2 = a1[1:2], a2[1:2]  # one episode: r1 = r2 = 1
+    pg = obj.stage_loss(2, logp, ref, MASK1, MASK2, adv1, adv2, beta1=0.0, beta2=123.0)
+    (grad,) = torch.autograd.grad(pg.loss, logp)
+    assert grad[0, 2:5].tolist() == pytest.approx([-adv1.item() / 3] * 3)  # d(-A * mean logp)/d logp_t
+    assert grad[0, 7:10].tolist() == pytest.approx([-adv2.item() / 3] * 3)
+    with_kl = obj.stage_loss(2, logp, ref, MASK1, MASK2, adv1, adv2, beta1=0.01, beta2=123.0)
+    assert with_kl.loss.item() == pytest.approx(pg.loss.item() + 0.01 * (pg.kl1 + pg.kl2).item(), rel=1e-6)
+
+
+def test_groups_with_signal_are_those_with_a_nonzero_advantage():
+    # groups of 2: all fail, mixed, all pass (attempt 2); attempt 1 fails everywhere
+    r1 = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    r2 = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    valid = torch.ones(6, dtype=torch.bool)
+    for stage in (1, 2):
+        a1, a2 = obj.stage_advantages(stage, r1, r2, valid, 2, "rloo", alpha=10.0)
+        assert obj.groups_with_signal(a1, a2, 2).tolist() == [False, True, False], stage
+    a1, a2 = obj.stage_advantages(1, r1, r2, valid, 2, "none", alpha=10.0)
+    assert obj.groups_with_signal(a1, a2, 2).tolist() == [False, True, True]  # no baseline: passing is signal
+    # stage II: attempt 2 alike (all pass), attempt 1 mixed -> shaped rewards differ -> signal
+    a1, a2 = obj.stage_advantages(2, torch.tensor([1.0, 0.0]), torch.ones(2), torch.ones(2, dtype=torch.bool), 2,
+                                  "rloo", alpha=0.0)
+    assert obj.groups_with_signal(a1, a2, 2).tolist() == [True]
+    # a sandbox error leaves a group whose only valid episode has no peer: no signal
+    a1, a2 = obj.stage_advantages(1, torch.zeros(2), torch.tensor([1.0, 0.0]), torch.tensor([True, False]), 2,
+                                  "rloo", alpha=10.0)
+    assert obj.groups_with_signal(a1, a2, 2).tolist() == [False]

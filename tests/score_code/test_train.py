@@ -160,6 +160,116 @@ def test_stage1_learns_attempt2_and_beta2_anchors_attempt1(tmp_path, tiny_model_
     assert kl_anchored < 0.5 * kl_free, f"attempt-1 KL with beta2=1: {kl_anchored:.3f}, with beta2=0: {kl_free:.3f}"
 
 
+# --- dynamic sampling ----------------------------------------------------------------------------------------------
+
+ONE_MIXED_GROUP = [Task(task_id=t, prompt=f"Say one word ({t}).", entry_point="", tests=("pass",),
+                        test_format="generic") for t in ("fails", "mixed")]
+
+
+def mixed_reward(tasks, completions):
+    """'fails' never passes; 'mixed' passes on every other completion of each call (both attempts are mixed)."""
+    seen: dict[str, int] = {}
+    out = []
+    for task in tasks:
+        seen[task.task_id] = seen.get(task.task_id, 0) + 1
+        out.append(float(task.task_id == "mixed" and seen[task.task_id] % 2 == 1))
+    return out
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_skip_zero_advantage_groups_trains_and_counts_only_the_groups_with_signal(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch, stage):
+    from score_code.train import score
+
+    sampled, updates = [], []
+    real_rollouts, real_update = score.generate_rollouts, score.policy_update
+
+    def spy_rollouts(*args, **kwargs):
+        rollouts = real_rollouts(*args, **kwargs)
+        sampled.append(rollouts.episodes)
+        return rollouts
+
+    def spy_update(policy, reference, optimizer, scheduler, accelerator, batch, advantage1, advantage2, *rest):
+        updates.append((batch, advantage1, advantage2))
+        return real_update(policy, reference, optimizer, scheduler, accelerator, batch, advantage1, advantage2, *rest)
+
+    monkeypatch.setattr(score, "generate_rollouts", spy_rollouts)
+    monkeypatch.setattr(score, "policy_update", spy_update)
+    config = _config(tmp_path, tiny_model_dir, f"skip{stage}", schedule=str(stage), stage1_steps=1, stage2_steps=1,
+                     prompts_per_step=2, samples_per_prompt=2, max_new_tokens=3,
+                     skip_zero_advantage_groups=True)
+    row = read_metrics(train(config, reward_fn=mixed_reward, train_tasks=ONE_MIXED_GROUP))[0]
+
+    (episodes,), ((batch, advantage1, advantage2),) = sampled, updates
+    mixed = [e for e in episodes if e.task_id == "mixed"]
+    assert len(episodes) == 4 and len(mixed) == 2
+    # the update's batch is the mixed group alone: its rows, and its tokens are all the aggregation counts
+    assert batch.input_ids.shape[0] == 2
+    for r, e in enumerate(mixed):
+        assert batch.input_ids[r, : len(e.token_ids)].tolist() == e.token_ids
+    assert batch.mask2.sum() == sum(e.attempt2_span[1] - e.attempt2_span[0] for e in mixed)
+    assert batch.mask1.sum() == sum(e.attempt1_span[1] - e.attempt1_span[0] for e in mixed)
+    assert (advantage2 != 0).all() and (advantage1 != 0).all() == (stage == 2)
+    assert row["update/tokens"] == sum(len(e.token_ids) for e in mixed)
+    assert (row["rollout/groups_kept"], row["rollout/groups_skipped"], row["rollout/groups_zero_advantage"]) == \
+        (1.0, 1.0, 1.0)
+    assert row["episodes"] == 4.0 and row["attempt2/reward"] == 0.25  # rollout metrics cover every episode
+
+
+def test_a_step_with_no_signal_makes_no_optimizer_step_but_counts_and_logs(tmp_path, tiny_model_dir):
+    """Step 1 has a mixed group, step 2 none. Skipping: step 2 leaves the weights as step 1 left them (Adam's
+    momentum would have moved them) and the schedule unstepped. Without skipping the same step 2 moves them."""
+    def rewards_then_nothing(calls: list[int]):
+        def reward(tasks, completions):
+            calls.append(1)
+            return mixed_reward(tasks, completions) if len(calls) == 1 else [0.0] * len(completions)
+        return reward
+
+    runs = {}
+    for skip in (True, False):
+        params: dict[int, dict[str, torch.Tensor]] = {}
+        config = _config(tmp_path, tiny_model_dir, f"noskip-{skip}", stage1_steps=2, prompts_per_step=2,
+                         samples_per_prompt=2, max_new_tokens=3, warmup_steps=4, skip_zero_advantage_groups=skip)
+        run = train(config, reward_fn=rewards_then_nothing([]), train_tasks=ONE_MIXED_GROUP,
+                    after_step=lambda step, policy, params=params: params.update(
+                        {step: {k: v.detach().clone() for k, v in policy.named_parameters()}}))
+        runs[skip] = (read_metrics(run), params, run)
+
+    rows, params, run = runs[True]
+    assert [r["step"] for r in rows] == [1, 2] and rows[1]["rollout/groups_kept"] == 0.0
+    assert rows[1]["rollout/groups_skipped"] == 2.0 and rows[1]["update/tokens"] == 0.0
+    assert math.isnan(rows[1]["loss"]) and math.isnan(rows[1]["grad_norm"])
+    assert rows[1]["episodes"] == 4.0 and rows[1]["attempt2/reward"] == 0.0  # the rollout is still logged
+    assert all(torch.equal(params[1][k], params[2][k]) for k in params[1])
+    scheduler = torch.load(run / "checkpoint-2" / "scheduler.pt")
+    assert scheduler["last_epoch"] == 1  # one update: the warm-up counts updates, not steps
+    assert rows[1]["learning_rate"] == rows[0]["learning_rate"] * 2  # still the second warm-up value
+
+    rows, params, _ = runs[False]
+    assert rows[1]["rollout/groups_skipped"] == 0.0 and rows[1]["rollout/groups_zero_advantage"] == 2.0
+    assert math.isfinite(rows[1]["loss"])
+    assert any(not torch.equal(params[1][k], params[2][k]) for k in params[1])
+
+
+def test_a_process_that_kept_no_group_still_joins_the_update_with_no_loss_token(tiny_model):
+    """DDP: when another process kept a group, this one runs a backward too (through one episode with no loss token)
+    so that the gradient reduction does not wait for it; its loss and gradient are 0."""
+    from score_code.train.objectives import Normalizers, stage_loss
+    from score_code.train.score import update_batch
+
+    episodes = [Episode("t", i, list(range(100, 112)), (4, 7), (9, 12), "", "", "stop", "stop", 0.0, 0.0)
+                for i in range(2)]
+    batch, a1, a2 = update_batch(episodes, torch.zeros(2), torch.zeros(2), torch.tensor([False, False]), 0, 1)
+    assert batch.input_ids.shape[0] == 1 and batch.mask1.sum() == 0 and batch.mask2.sum() == 0 and a2.shape == (1,)
+    logp = sequence_log_probs(tiny_model, batch)
+    loss = stage_loss(1, logp, logp.detach(), batch.mask1, batch.mask2, a1, a2, 0.01, 0.25,
+                      normalizers=Normalizers.of(batch.mask1, batch.mask2)).loss
+    loss.backward()
+    grads = [p.grad for p in tiny_model.parameters()]
+    assert all(g is not None and g.abs().sum() == 0 for g in grads)
+    tiny_model.zero_grad(set_to_none=True)
+
+
 # --- resume --------------------------------------------------------------------------------------------------------
 
 
