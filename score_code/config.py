@@ -70,11 +70,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    tasks: str = config_field("mbpp", "training tasks: 'mbpp' (3-shot prompt) or a task file (.jsonl) readable by "
-                                      "benchmarks.tasks.load_tasks")
+    tasks: str = config_field("mbpp", "training tasks: 'mbpp' (prompt form: mbpp_shots) or a task file (.jsonl) "
+                                      "readable by benchmarks.tasks.load_tasks")
     mbpp_path: str = config_field("", "MBPP jsonl (the original release); '' = env SCORE_CODE_MBPP")
     train_split: str = config_field("train", "split of --tasks used for training (MBPP train = task_ids 601-974)")
     max_train_tasks: int = config_field(0, "use only the first N training tasks (0 = all); for smoke tests")
+    mbpp_shots: int = config_field(
+        3, "prompt form of MBPP-format training tasks (from 'mbpp' or a task file): the first N of the canonical 3 "
+           "shots (shots from --mbpp_path / $SCORE_CODE_MBPP), 0 = zero-shot with the task's asserts shown (a fifth "
+           "of the 3-shot prompt's length). Evaluation keeps the standard 3-shot prompt")
 
 
 @dataclass
@@ -256,6 +260,9 @@ class TrainerConfig:
                     "save_total_limit", "save_steps"):
             if self.get(key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {self.get(key)}")
+        if not 0 <= self.data.mbpp_shots <= 3:
+            raise ConfigError(f"mbpp_shots must be 0 (zero-shot with the asserts), 1, 2 or 3 (MBPP's canonical shots), "
+                              f"got {self.data.mbpp_shots}")
         if self.rollout.temperature <= 0:
             raise ConfigError(f"temperature must be > 0: training samples its episodes (paper: 1.0), got "
                               f"{self.rollout.temperature}")

@@ -32,9 +32,10 @@ def task_spec(data: DataConfig) -> str:
 
 def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
                         shots: Sequence[Task] = ()) -> tuple[list[Task], tuple[Task, ...]]:
-    """Training tasks and their few-shot examples (MBPP: the canonical 3 shots): `tasks`/`shots` when a caller
-    passes its own (tests, custom task lists), else the configured ones. Never empty."""
-    from benchmarks.tasks import MBPP_ENV_VAR, load_shots, load_tasks
+    """Training tasks and their few-shot examples (MBPP-format tasks: `mbpp_shots` of the canonical 3, see
+    training_shots): `tasks`/`shots` when a caller passes its own (tests, custom task lists), else the configured
+    ones. Never empty."""
+    from benchmarks.tasks import MBPP_ENV_VAR, load_tasks
 
     if tasks is None:
         spec = task_spec(data)
@@ -44,10 +45,35 @@ def load_training_tasks(data: DataConfig, tasks: Sequence[Task] | None = None,
         tasks = load_tasks(spec, data.train_split)
         if data.max_train_tasks:
             tasks = tasks[: data.max_train_tasks]
-        shots = load_shots(spec)
+        shots = training_shots(data, tasks)
     if not tasks:
         raise TrainError("no training tasks (check --tasks, --train_split and --max_train_tasks)")
     return list(tasks), tuple(shots)
+
+
+def training_shots(data: DataConfig, tasks: Sequence[Task]) -> tuple[Task, ...]:
+    """The shots of the training prompt: the first `mbpp_shots` canonical MBPP shots when some task has the MBPP
+    format, else none. mbpp_shots 0 is the zero-shot prompt that still shows the task's asserts (a fifth of the
+    3-shot prompt's tokens). A task file has no prompt split, so its MBPP-format tasks take the shots from
+    --mbpp_path (or $SCORE_CODE_MBPP): the option, not the file's origin, decides the prompt form."""
+    from benchmarks.tasks import MBPP_ENV_VAR, load_shots
+
+    if not data.mbpp_shots or not any(t.test_format == "mbpp" for t in tasks):
+        return ()
+    spec = task_spec(data)
+    shots = load_shots(spec)
+    if not shots:  # a task file: MBPP's prompt split holds the shots
+        source = data.mbpp_path or os.environ.get(MBPP_ENV_VAR, "")
+        if not source:
+            raise TrainError(f"{spec}: its MBPP-format tasks get the {data.mbpp_shots}-shot prompt (mbpp_shots="
+                             f"{data.mbpp_shots}), whose shots come from MBPP's prompt split: pass --mbpp_path "
+                             f"/path/to/mbpp.jsonl (or set {MBPP_ENV_VAR}), or --mbpp_shots 0 for the zero-shot "
+                             "prompt with the task's asserts")
+        shots = load_shots(source)
+        if not shots:
+            raise TrainError(f"mbpp_path {source!r} is not an MBPP file (mbpp.jsonl or sanitized-mbpp.json) to take "
+                             f"the prompt's shots from; pass one, or --mbpp_shots 0")
+    return tuple(shots[: data.mbpp_shots])
 
 
 def refuse_unservable_backend(model_cfg: ModelConfig, world_size: int) -> None:
