@@ -5,6 +5,7 @@ only when the command runs.
     score-code eval humaneval|mbpp|PATH [--model ID_OR_PATH] ...        (cli/eval.py)
     score-code grade SAMPLES.jsonl --problems humaneval|mbpp|PATH ...     (cli/grade.py)
     score-code train score|stage1|stage2|star|pair-sft ...               (cli/train.py)
+    score-code filter --tasks mbpp|PATH --output DIR ...                  (cli/filter.py)
     score-code plot RUN_DIR                                              (cli/train.py)
     score-code compare RUN_DIR... | repair-set build|eval ...            (cli/baselines.py)
 
@@ -21,8 +22,9 @@ from benchmarks.errors import ScoreCodeError
 from sandbox.errors import SandboxError
 from score_code.cli import baselines, grade, train
 from score_code.cli import eval as eval_command
+from score_code.cli import filter as filter_command
 
-COMMAND_MODULES = (eval_command, grade, train, baselines)
+COMMAND_MODULES = (eval_command, grade, train, filter_command, baselines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import torch
 from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
 from benchmarks.tasks import Task
+from sandbox.verdict import Result
 
 RewardFn = Callable[[Sequence[Task], Sequence[str]], "list[float | None]"]
 
@@ -45,6 +46,10 @@ class SandboxReward:
         self.flat_timeout_s = flat_timeout_s
 
     def __call__(self, tasks: Sequence[Task], completions: Sequence[str]) -> list[float | None]:
+        return [reward_of(r) for r in self.grade(tasks, completions)]
+
+    def grade(self, tasks: Sequence[Task], completions: Sequence[str]) -> list[Result]:
+        """The sandbox's verdicts (status, tests), for callers that count more than the reward (score_code.signal)."""
         from benchmarks.extract import extract_program
 
         jobs = [
@@ -52,8 +57,12 @@ class SandboxReward:
                         job_id=f"{task.task_id}#{i}")
             for i, (task, text) in enumerate(zip(tasks, completions, strict=True))
         ]
-        results = self.sandbox.run_batch(jobs)
-        return [None if r.is_sandbox_error else r.reward for r in results]
+        return self.sandbox.run_batch(jobs)
+
+
+def reward_of(result: Result) -> float | None:
+    """A verdict's training reward: None on a sandbox error (neither pass nor fail), else the binary reward."""
+    return None if result.is_sandbox_error else result.reward
 
 
 @dataclass
