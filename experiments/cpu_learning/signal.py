@@ -1,0 +1,119 @@
+"""Where the signal is (issue #16, item 1): `score-code filter` over a grid of sampling settings and prompt forms on
+a fixed sample of MBPP train tasks, then one table, signal/summary.md.
+
+    python experiments/cpu_learning/signal.py --mbpp_path /work/shared/data/mbpp.jsonl      # run (resumable)
+    python experiments/cpu_learning/signal.py --table_only                                    # rewrite the table
+
+Settings run in priority order, so a run cut short still answers the first questions: 3-shot against zero-shot at
+T = 0.6 and 1.0; then T = 0.4 and 0.8 on the prompt form with more signal; then one nucleus setting (top_p 0.95 at
+T = 1.0, for information: SCoRe's loss needs top_p 1.0) and the token budgets 128 and 192 at its best temperature.
+Each setting is one `score-code filter` run under signal/runs/NAME (episodes.jsonl stays out of git).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+OUT = HERE / "signal"
+SAMPLE_FILE = OUT / "sample_tasks.jsonl"
+N_TASKS, SHUFFLE_SEED, K, BUDGET = 40, 0, 4, 160
+FORMS = {"3-shot": 3, "zero-shot": 0}
+
+
+def name(form: str, temperature: float, top_p: float = 1.0, tokens: int = BUDGET) -> str:
+    return f"{form}_t{temperature:g}_p{top_p:g}_n{tokens}"
+
+
+def write_sample(mbpp_path: str) -> None:
+    """The first N_TASKS MBPP train tasks (601-974) of a seeded shuffle, as a task file: the same tasks in every
+    setting, and a file the trainers read with --tasks (its prompt form then follows --mbpp_shots)."""
+    from benchmarks.tasks import load_mbpp
+
+    tasks = load_mbpp(mbpp_path, "train")
+    sample = random.Random(SHUFFLE_SEED).sample(tasks, N_TASKS)
+    OUT.mkdir(parents=True, exist_ok=True)
+    SAMPLE_FILE.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in sample))
+
+
+def run(mbpp_path: str, form: str, temperature: float, top_p: float = 1.0, tokens: int = BUDGET) -> dict:
+    """One setting through the CLI (resumes a cut run, skips a finished one); its summary."""
+    out = OUT / "runs" / name(form, temperature, top_p, tokens)
+    command = ["score-code", "filter", "--tasks", str(SAMPLE_FILE), "--train_split", "all", "--mbpp_path", mbpp_path,
+               "--mbpp_shots", str(FORMS[form]), "--samples_per_prompt", str(K), "--temperature", str(temperature),
+               "--top_p", str(top_p), "--max_new_tokens", str(tokens), "--generation_batch_size", "16",
+               "--sandbox_workers", "2", "--seed", "0", "--output", str(out)]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    write_table()
+    return json.loads((out / "summary.json").read_text())
+
+
+def _better_form(summaries: dict[str, dict]) -> str:
+    """The form with the higher mean signal fraction over T = 0.6 and 1.0; zero-shot on a tie (5x shorter)."""
+    def mean(form: str) -> float:
+        return sum(summaries[name(form, t)]["signal_fraction"] for t in (0.6, 1.0)) / 2
+    return "3-shot" if mean("3-shot") > mean("zero-shot") else "zero-shot"
+
+
+def write_table() -> None:
+    rows = []
+    for path in sorted((OUT / "runs").glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        st = s["settings"]
+        rows.append((st["prompt_form"], st["temperature"], st["top_p"], st["max_new_tokens"], s))
+    lines = ["| prompt | T | top_p | max tokens | pass@t1 | pass@t2 | signal fraction (tasks) | signal t1 / t2 | "
+             "i->c / c->i | syntax err t1 / t2 | mean prompt tokens | mean tokens t1 / t2 | truncated t1 / t2 | "
+             "tok/s | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for form, t, p, n, s in sorted(rows, key=lambda r: (r[0], r[1], r[2], r[3])):
+        tr = s["transitions"]
+        lines.append(
+            f"| {form} | {t:g} | {p:g} | {n} | {s['pass_rate1']:.3f} | {s['pass_rate2']:.3f} | "
+            f"{s['signal_fraction']:.3f} ({s['signal_tasks']}/{s['tasks']}) | {s['signal_fraction1']:.3f} / "
+            f"{s['signal_fraction2']:.3f} | {tr.get('i->c', 0)} / {tr.get('c->i', 0)} | "
+            f"{s['syntax_error_rate1']:.3f} / {s['syntax_error_rate2']:.3f} | {s['mean_prompt_tokens']:.0f} | "
+            f"{s['mean_tokens1']:.0f} / {s['mean_tokens2']:.0f} | {s['truncated1']} / {s['truncated2']} | "
+            f"{s['tokens_per_s']} | {s['sampling_wall_s']:.0f} |")
+    table = "\n".join(lines)
+    path = OUT / "summary.md"
+    text = path.read_text() if path.exists() else ""
+    start, end = "<!-- table -->", "<!-- /table -->"
+    if start in text and end in text:  # the prose around the table is written by hand
+        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+    else:
+        text = f"# Signal sweep (issue #16)\n\n{start}\n{table}\n{end}\n"
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mbpp_path", default="/work/shared/data/mbpp.jsonl")
+    parser.add_argument("--table_only", action="store_true", help="rewrite signal/summary.md from finished runs")
+    args = parser.parse_args()
+    if args.table_only:
+        write_table()
+        return 0
+    if not SAMPLE_FILE.exists():
+        write_sample(args.mbpp_path)
+    summaries = {}
+    for temperature in (0.6, 1.0):  # 1. the prompt form
+        for form in FORMS:
+            summaries[name(form, temperature)] = run(args.mbpp_path, form, temperature)
+    form = _better_form(summaries)
+    for temperature in (0.4, 0.8):  # 2. temperatures on the better form
+        summaries[name(form, temperature)] = run(args.mbpp_path, form, temperature)
+    best_t = max((0.4, 0.6, 0.8, 1.0), key=lambda t: summaries[name(form, t)]["signal_fraction"])
+    run(args.mbpp_path, form, 1.0, top_p=0.95)  # 3. nucleus (information only) and budgets
+    for tokens in (128, 192):
+        run(args.mbpp_path, form, best_t, tokens=tokens)
+    print(f"done: {OUT / 'summary.md'} (better form {form}, best temperature {best_t})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
