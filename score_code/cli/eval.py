@@ -59,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model flags shared by every command that generates (eval, repair-set eval)."""
     parser.add_argument("--model", default=None, metavar="ID_OR_PATH",
-                        help="hub id (offline cache), HF checkpoint dir or .gguf file; default: the embedded "
-                             "SmolLM2-135M-Instruct")
+                        help="hub id (offline cache), HF checkpoint dir, LoRA adapter dir (a LoRA run's "
+                             "checkpoint-N: applied over the base it records; hf backend) or .gguf file; default: "
+                             "the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="generation backend (default: hf)")
     parser.add_argument("--dtype", default="auto",
                         help="auto (bf16 on a GPU or a CPU with native bf16, else fp32), fp32, bf16, fp16")

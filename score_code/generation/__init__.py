@@ -33,8 +33,11 @@ def make_generator(backend: Backend, model_name: str | None, *, policy: Any = No
             policy, tokenizer = loaded.model, loaded.tokenizer
         return HFGenerator(policy, tokenizer, batch_size=batch_size, chat=chat, progress=progress)
     from score_code.generation.vllm import VLLMGenerator, import_vllm, run_engine_in_process
-    from score_code.models import ensure_default_checkpoint
+    from score_code.models import ModelLoadError, adapter_dir, ensure_default_checkpoint
 
+    if policy is None and adapter_dir(model_name) is not None:
+        raise ModelLoadError(f"{model_name} is a LoRA adapter; the vllm backend loads full checkpoints only",
+                             hint="use --backend hf (it applies the adapter over its base model)")
     import_vllm()  # fail before converting or loading anything
     if policy is not None:
         run_engine_in_process()  # the trainer copies weights into the engine's model object

@@ -187,3 +187,27 @@ def test_the_cli_shows_the_librarys_progress_lines_once(capsys):
     show_library_logs()
     logging.getLogger("benchmarks.timeouts").info("measuring 3 reference solution(s)")
     assert capsys.readouterr().err.count("measuring 3 reference solution(s)") == 1
+
+
+@pytest.mark.slow
+def test_eval_takes_a_lora_checkpoint_as_model(tiny_model_dir, tmp_path, capsys):
+    """`score-code eval --model RUN/checkpoint-N` of a LoRA run: the adapter over the base its trainer_state.json
+    names (the tokenizer too comes from the checkpoint)."""
+    from peft import LoraConfig, get_peft_model
+
+    from score_code.models import load_model
+
+    loaded = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    adapter = tmp_path / "run" / "checkpoint-2"
+    get_peft_model(loaded.model, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")
+                   ).save_pretrained(adapter)
+    loaded.tokenizer.save_pretrained(adapter)
+    (adapter / "trainer_state.json").write_text(json.dumps({"base_model": str(tiny_model_dir)}))
+    out = tmp_path / "he"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        code = main(["eval", "humaneval", "--model", str(adapter), "--limit", "2", "--max-new-tokens", "8",
+                     "--sandbox", "local", "--output", str(out), "--no-progress"])
+    assert code == 0
+    _check_run(out, 2, capsys.readouterr().out)
+    assert json.loads((out / "config.json").read_text())["config"]["model"] == str(adapter)

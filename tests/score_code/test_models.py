@@ -117,3 +117,56 @@ def test_model_slug_names_output_directories():
     assert model_slug("HuggingFaceTB/SmolLM2-360M-Instruct") == "HuggingFaceTB--SmolLM2-360M-Instruct"
     assert model_slug("/runs/score/checkpoint-100/") == "checkpoint-100"
     assert model_slug("/models/tiny.Q4_1.gguf") == "tiny.Q4_1"
+
+
+def _save_adapter(base_dir, out_dir, trainer_state: dict | None) -> torch.Tensor:
+    """A LoRA adapter over the model in `base_dir` with non-zero B (so it changes the outputs), saved as a training
+    checkpoint saves it; returns the adapted model's logits."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_model(str(base_dir), dtype="float32", device="cpu")
+    peft_model = get_peft_model(loaded.model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                         task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(out_dir)
+    loaded.tokenizer.save_pretrained(out_dir)
+    if trainer_state is not None:
+        (out_dir / "trainer_state.json").write_text(json.dumps(trainer_state))
+    return _logits(peft_model, loaded.tokenizer)
+
+
+def test_a_lora_adapter_dir_loads_over_its_recorded_base(tiny_model_dir, tmp_path):
+    adapter = tmp_path / "checkpoint-4"
+    expected = _save_adapter(tiny_model_dir, adapter, {"global_step": 4, "base_model": str(tiny_model_dir)})
+    assert models.adapter_dir(str(adapter)) == adapter and models.adapter_dir(str(tiny_model_dir)) is None
+    loaded = load_model(str(adapter), dtype="fp32", device="cpu")
+    assert loaded.name == str(adapter)
+    got = _logits(loaded.model, loaded.tokenizer)
+    assert torch.allclose(got, expected, atol=1e-5)
+    base = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+    assert not torch.allclose(got, _logits(base.model, base.tokenizer), atol=1e-3)  # the adapter is applied
+
+
+def test_an_adapter_without_trainer_state_uses_peft_base_and_says_when_none(tiny_model_dir, tmp_path):
+    import json
+
+    adapter = tmp_path / "adapter"
+    _save_adapter(tiny_model_dir, adapter, trainer_state=None)
+    assert models.adapter_base(adapter) == str(tiny_model_dir)  # peft recorded the base path
+    from score_code.generation import make_generator
+
+    with pytest.raises(ModelLoadError, match="vllm backend loads full checkpoints only"):
+        make_generator("vllm", str(adapter))
+    (adapter / "trainer_state.json").write_text(json.dumps({"base_model": ""}))
+    assert models.adapter_base(adapter) is None  # '' = the embedded default
+    (adapter / "trainer_state.json").unlink()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": None}))
+    with pytest.raises(ModelLoadError, match="without a recorded base model"):
+        models.adapter_base(adapter)
