@@ -1,4 +1,5 @@
-"""Training curves of a run: reward per attempt, delta (and its i->c / c->i parts), KL per attempt, loss.
+"""Training curves of a run: reward per attempt, delta (and its i->c / c->i parts), KL per attempt, the edit ratio
+between the attempts, loss.
 
 Reads RUN_DIR/metrics.jsonl; stage boundaries are shaded so stage I and stage II can be told apart.
 """
@@ -14,6 +15,7 @@ PANELS = (
     ("reward (training, temperature 1.0)", ("attempt1/reward", "attempt2/reward")),
     ("delta = attempt 2 - attempt 1", ("delta", "delta_i2c", "delta_c2i")),
     ("KL to the reference (per token, k3)", ("kl/attempt1", "kl/attempt2")),
+    ("edit ratio, attempt 1 -> attempt 2 (0 = unchanged)", ("edit_ratio",)),
     ("loss", ("loss",)),
 )
 
@@ -34,7 +36,8 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_run(run_dir: Path, output: Path | None = None, smooth_steps: int = 0) -> Path:
-    """Write the 2x2 figure to `output` (default RUN_DIR/training_curves.png) and return its path."""
+    """Write one panel per PANELS entry, two per row, to `output` (default RUN_DIR/training_curves.png); returns
+    its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,8 +48,11 @@ def plot_run(run_dir: Path, output: Path | None = None, smooth_steps: int = 0) -
         raise PlotError(f"{run_dir}: no metrics.jsonl rows to plot")
     steps = [r["step"] for r in rows]
     window = smooth_steps or max(1, len(rows) // 20)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
-    for ax, (title, keys) in zip(axes.flat, PANELS, strict=True):
+    rows_of_panels = math.ceil(len(PANELS) / 2)
+    fig, axes = plt.subplots(rows_of_panels, 2, figsize=(12, 3.75 * rows_of_panels), sharex=True)
+    for ax in axes.flat[len(PANELS):]:
+        ax.set_visible(False)
+    for ax, (title, keys) in zip(axes.flat, PANELS, strict=False):
         for key in keys:
             values = [float(r.get(key, math.nan)) for r in rows]
             line, = ax.plot(steps, _smooth(values, window), label=key, linewidth=1.8)
@@ -56,8 +62,9 @@ def plot_run(run_dir: Path, output: Path | None = None, smooth_steps: int = 0) -
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
-    for ax in axes[1]:
+    for ax in axes.flat[len(PANELS) - 2:len(PANELS)]:  # the lowest panel of each column
         ax.set_xlabel("global step")
+        ax.xaxis.set_tick_params(labelbottom=True)
     note = f" (lines: trailing mean over {window} steps)" if window > 1 else ""
     fig.suptitle(f"{run_dir.name}: SCoRe training, grey = stage II{note}")
     fig.tight_layout()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.metrics import edit_ratio
 from sandbox.atomic import ENCODING_ERRORS, write_text_atomic
 from score_code.train.rollout import Episode
 
@@ -27,7 +28,9 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """Rewards per attempt and the transitions between them over the valid episodes; lengths over all."""
+    """Rewards per attempt and the transitions between them over the valid episodes; lengths and `edit_ratio` over
+    all. `edit_ratio` is the mean character edit ratio between the two attempts' raw texts (the evaluation's is
+    between the graded programs): near 0 when the second attempt repeats the first, the minimal-edit collapse."""
     valid = [e for e in episodes if e.valid]
     r1 = [float(e.reward1) for e in valid]  # type: ignore[arg-type]
     r2 = [float(e.reward2) for e in valid]  # type: ignore[arg-type]
@@ -44,6 +47,7 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         "completions/mean_length": _mean(lengths1 + lengths2),
         "completions/attempt1_mean_length": _mean(lengths1),
         "completions/attempt2_mean_length": _mean(lengths2),
+        "edit_ratio": _mean([edit_ratio(e.text1, e.text2) for e in episodes]),
         "sandbox_errors": float(sum((e.reward1 is None) + (e.reward2 is None) for e in episodes)),
         "episodes": float(len(episodes)),
     }

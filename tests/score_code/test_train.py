@@ -89,6 +89,15 @@ def test_rollout_metrics_transitions():
     assert m["attempt1/reward"] == 0.5 and m["attempt2/reward"] == 0.5 and m["reward"] == 0.5
     assert m["delta_i2c"] == 0.25 and m["delta_c2i"] == 0.25 and m["delta"] == 0.0
     assert m["sandbox_errors"] == 1.0 and m["episodes"] == 5.0
+    assert m["edit_ratio"] == 0.0  # two empty texts
+
+
+def test_rollout_metrics_edit_ratio_is_the_mean_over_episodes():
+    def ep(text1, text2):
+        return Episode("t", 0, [1, 2, 3], (1, 2), (2, 3), text1, text2, "stop", "stop", 0.0, 0.0)
+
+    m = rollout_metrics([ep("return a", "return a"), ep("abcd", "abcx")])  # 0 and 1 / 8
+    assert m["edit_ratio"] == pytest.approx(1 / 16)
 
 
 def test_log_probs_at_trained_positions_match_a_full_forward(tiny_model):
@@ -268,6 +277,53 @@ def test_a_process_that_kept_no_group_still_joins_the_update_with_no_loss_token(
     grads = [p.grad for p in tiny_model.parameters()]
     assert all(g is not None and g.abs().sum() == 0 for g in grads)
     tiny_model.zero_grad(set_to_none=True)
+
+
+CPU_LEARN = REPO / "score_code" / "recipes" / "cpu_learn.yaml"
+
+
+def test_cpu_learn_recipe_trains_its_lora_adapter_over_a_bf16_base(tmp_path, tiny_model_dir):
+    """The recipe as it is, on the tiny model and a short budget: its LoRA settings reach the model (rank, scale,
+    every linear layer but the head), the adapter is float32 over the bf16 base and one step moves only it."""
+    from score_code.config import load_recipe
+
+    config = ScoreConfig.from_flat({**load_recipe(CPU_LEARN), "model": str(tiny_model_dir), "dtype": "bfloat16",
+                                    "output_dir": str(tmp_path / "run"), "max_new_tokens": 3, "stage1_steps": 1,
+                                    "stage2_steps": 0, "schedule": "1", "progress": False})
+    assert config.model.lora and config.objective.skip_zero_advantage_groups and config.optim.micro_batch_size == 1
+    before, after = {}, {}
+
+    def snapshot(step, policy):
+        lora_config = policy.peft_config["default"]
+        assert (lora_config.r, lora_config.lora_alpha) == (config.model.lora_r, config.model.lora_alpha)
+        linear = {n for n, m in policy.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n
+                  and not n.endswith("lm_head") and not hasattr(m, "base_layer")}
+        adapted = {n for n, m in policy.named_modules() if hasattr(m, "lora_A")}
+        assert adapted and not linear, linear  # every linear layer of the blocks carries an adapter
+        after.update({n: p.detach().clone() for n, p in policy.named_parameters()})
+
+    from score_code.train.common import build_models
+
+    policy, _, _ = build_models(config.model, None, torch.device("cpu"))
+    before.update({n: p.detach().clone() for n, p in policy.named_parameters()})
+    assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in policy.parameters() if not p.requires_grad} == {torch.bfloat16}
+    train(config, reward_fn=mixed_reward, train_tasks=ONE_MIXED_GROUP, after_step=snapshot)
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert moved and all("lora_" in n for n in moved)
+
+
+def test_the_ablations_are_flags_of_the_cpu_learn_recipe(monkeypatch):
+    """Stage II only (no stage I, from the base model) and alpha 0, from the command line over the recipe."""
+    from score_code.train import score
+
+    seen = []
+    monkeypatch.setattr(score, "train", seen.append)
+    assert _cli(["train", "stage2", "--config", str(CPU_LEARN), "--stage2_steps", "60"]) == 0
+    assert _cli(["train", "score", "--config", str(CPU_LEARN), "--alpha", "0"]) == 0
+    stage2_only, alpha0 = seen
+    assert stage2_only.stages() == [2] and stage2_only.schedule.stage2_steps == 60 and not stage2_only.model.init_from
+    assert alpha0.stages() == [1, 2] and alpha0.objective.alpha == 0.0 and alpha0.model.lora
 
 
 # --- resume --------------------------------------------------------------------------------------------------------
@@ -512,7 +568,7 @@ def test_cli_plot_writes_a_png(tmp_path):
     run.mkdir()
     rows = [{"step": s, "stage": 1 if s <= 3 else 2, "attempt1/reward": 0.1 * s, "attempt2/reward": 0.2 * s,
              "delta": 0.1 * s, "delta_i2c": 0.1, "delta_c2i": 0.0, "kl/attempt1": 0.01, "kl/attempt2": 0.02,
-             "loss": 1.0 / s} for s in range(1, 7)]
+             "edit_ratio": 0.05, "loss": 1.0 / s} for s in range(1, 7)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert _cli(["plot", str(run)]) == 0
     png = run / "training_curves.png"
