@@ -205,6 +205,10 @@ class BaselineConfig:
     loss_on: Literal["attempt2", "both"] = config_field("attempt2", "tokens that carry loss: y2 only, or y1 and y2")
     epochs: int = config_field(1, "passes over each round's dataset (paper Pair-SFT: 1)")
     sft_batch_size: int = config_field(16, "examples per optimizer step (micro_batch_size of them per forward pass)")
+    first_round_episodes: str = config_field(
+        "", "a `score-code filter` output directory (or its episodes.jsonl) of the starting model on these tasks, "
+            "sampled with this run's prompt form: round 1 builds its data from those traces (all their samples) "
+            "instead of sampling; '' = sample samples_per_prompt traces per task")
 
 
 # --- the trainers' configs ------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ Which records are formed (a "trace" is one sample: its attempt 1 and its attempt
   more. Draws come from `random.Random(f"{seed}:{task_id}")`, so a problem's pairs depend only on the seed and
   that problem's samples, not on which other problems are present or their order.
 
+The traces may also come from a `score-code filter` run (`load_episode_traces`: its episodes.jsonl holds the same
+traces as records, sampled as the SCoRe trainer samples), so that the baselines start from the very base-model
+samples the filter drew.
+
 A record is one SFT example: the first-turn messages (rebuilt from the tasks with benchmarks.prompts, checked
 against the run's dataset hash), y1 (the model's raw text), the instruction p1, y2, the kind, and where y1 and
 y2 came from. `y1_token_ids` / `y2_token_ids` are added when samples.jsonl carries `token_ids`.
@@ -159,6 +163,45 @@ def load_traces(eval_dir: str | Path) -> Traces:
                   by_task={t: dict(s) for t, s in by_task.items()})
 
 
+def load_episode_traces(path: str | Path, tasks: Sequence[Task], shots: Sequence[Task], chat: bool) -> Traces:
+    """The traces of `tasks` in a `score-code filter` output directory (or its episodes.jsonl); episodes of other
+    tasks are left out. Each trace's first-turn messages must be the prompt these tasks, shots and chat setting
+    give: traces sampled under another prompt form would teach another prompt."""
+    file = Path(path) / "episodes.jsonl" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise BaselineDataError(f"{file}: missing; expected the output directory of `score-code filter`")
+    first = _first_messages(tasks, shots, chat)
+    by_task: dict[str, dict[int, dict[int, Attempt]]] = defaultdict(lambda: defaultdict(dict))
+    for line_no, r in enumerate(read_jsonl(file).records, start=1):
+        task_id = str(r.get("task_id"))
+        if task_id not in first:
+            continue
+        if r.get("messages") != first[task_id]:
+            raise BaselineDataError(f"{file}:{line_no}: {task_id}'s prompt differs from the one these tasks give "
+                                    f"(chat={chat}, {len(shots)} shots); sample the episodes with the same "
+                                    "--mbpp_shots and model")
+        sample_id = int(r["sample_id"])
+        for attempt in (1, 2):
+            reward, ids = r.get(f"reward{attempt}"), r.get(f"y{attempt}_token_ids")
+            by_task[task_id][sample_id][attempt] = Attempt(
+                task_id=task_id, sample_id=sample_id, attempt=attempt, text=r[f"y{attempt}"], passed=reward == 1.0,
+                sandbox_error=reward is None, token_ids=tuple(ids) if ids is not None else None)
+    if not by_task:
+        raise BaselineDataError(f"{file}: no episodes of the {len(tasks)} tasks given (first: {tasks[0].task_id})")
+    return Traces(source_dir=str(file), chat=chat, by_task={t: dict(s) for t, s in by_task.items()})
+
+
+def trace_metrics(traces: Traces) -> dict:
+    """benchmarks.metrics over the traces (the round's sampled accuracy per attempt, transitions, and the edit
+    ratio between the raw texts), as an evaluation of them would report."""
+    from benchmarks.metrics import Trajectory, compute_metrics
+
+    return compute_metrics([
+        Trajectory(task_id=y1.task_id, sample_id=y1.sample_id, passed=(y1.passed, y2.passed),
+                   sandbox_errors=y1.sandbox_error + y2.sandbox_error, solutions=(y1.text, y2.text))
+        for task_id in traces.by_task for y1, y2 in traces.samples(task_id)])
+
+
 def _key(record: dict, path: Path, line_no: int) -> tuple[str, int, int]:
     try:
         return str(record["task_id"]), int(record["sample_id"]), int(record["attempt"])
@@ -281,7 +324,14 @@ def build(builder: str, eval_dir: str | Path, tasks: Sequence[Task], shots: Sequ
     if builder not in BUILDERS:
         raise BaselineDataError(f"unknown builder {builder!r}; expected one of {BUILDERS}")
     check_dataset(eval_dir, tasks, shots)
-    traces = load_traces(eval_dir)
+    return build_from_traces(builder, load_traces(eval_dir), tasks, shots, seed)
+
+
+def build_from_traces(builder: str, traces: Traces, tasks: Sequence[Task], shots: Sequence[Task] = (),
+                      seed: int = 0) -> tuple[list[dict], BuildStats]:
+    """One of BUILDERS on traces already read (load_traces, load_episode_traces)."""
+    if builder not in BUILDERS:
+        raise BaselineDataError(f"unknown builder {builder!r}; expected one of {BUILDERS}")
     include_correct = builder.endswith("+")
     if builder.startswith("star"):
         return build_star(traces, tasks, shots, include_correct)

@@ -19,6 +19,8 @@ Deviations from the paper, and choices where it is silent:
   `y1_token_ids` / `y2_token_ids` are used verbatim when present). The second turn is appended to the ids of
   prompt + y1 with the generation backend's DialogueEncoder, as at sampling time (token-in, token-out).
   Chat models get their end-of-turn token after y2 so that they learn to stop.
+- `first_round_episodes`: round 1 trains on the traces a `score-code filter` run drew from the starting model
+  (all its samples per task) instead of sampling its own, so baselines and SCoRe runs start from the same samples.
 - There is no training reward, so no "best" checkpoint: pruning keeps the newest `save_total_limit`.
 - A round whose filter keeps nothing trains nothing (logged in iteration-N/data/stats.json) and goes on.
 - metrics.jsonl rows carry the step's loss and, under the SCoRe trainer's names (attempt1/reward,
@@ -132,6 +134,27 @@ def epoch_order(n: int, seed: int, iteration: int, epoch: int) -> list[int]:
     return order
 
 
+def sample_and_build(method: str, config: SFTConfig, generator: Any, train_tasks: Sequence[Task],
+                     shots: Sequence[Task], sandbox: Any, round_dir: Path, round_no: int,
+                     context: Any) -> tuple[dict, list[dict], baselines.BuildStats]:
+    """k graded two-attempt traces per task from the current model (benchmarks.evaluate, resumable, in
+    round_dir/samples) -> (their metrics, the round's SFT records, the builder's stats)."""
+    from benchmarks.evaluate import EvalConfig, evaluate
+
+    eval_config = EvalConfig(
+        model=f"{round_dir.parent}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",
+        chat=generator.chat, attempts=2, samples=config.rollout.samples_per_prompt,
+        temperature=config.rollout.temperature, top_p=config.rollout.top_p,
+        max_new_tokens=config.rollout.max_new_tokens, seed=config.run.seed + round_no,
+        timeout_s=config.run.sandbox_timeout_s or None)  # None: per task, in samples/config.json
+    with context:
+        sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
+                           progress=config.run.progress)
+    records, stats = baselines.build(builder_name(method, config), round_dir / "samples", train_tasks, shots,
+                                     seed=config.run.seed + round_no)
+    return sampled, records, stats
+
+
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
@@ -141,7 +164,6 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
     and MBPP (tests and custom tasks)."""
     from accelerate import Accelerator
 
-    from benchmarks.evaluate import EvalConfig, evaluate
     from score_code.train.run_log import RunLogger
 
     # --- resolve config, run directory ----------------------------------------------------------------------
@@ -204,18 +226,15 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
             round_dir = run_dir / f"iteration-{round_no}"
             sync_policy(generator, accelerator.unwrap_model(policy))  # a vLLM engine samples the current model
             # --- sample: k graded two-attempt traces per task from the current model (resumable) ----------
-            eval_config = EvalConfig(
-                model=f"{run_dir}@iteration-{round_no}", dataset=f"{config.data.tasks}:{config.data.train_split}",
-                chat=generator.chat, attempts=2, samples=config.rollout.samples_per_prompt,
-                temperature=config.rollout.temperature, top_p=config.rollout.top_p,
-                max_new_tokens=config.rollout.max_new_tokens, seed=seed + round_no,
-                timeout_s=config.run.sandbox_timeout_s or None)  # None: per task, in samples/config.json
-            with compute_context(accelerator.device, dtype):
-                sampled = evaluate(generator, train_tasks, sandbox, round_dir / "samples", eval_config, shots=shots,
-                                   progress=config.run.progress)
-            # --- filter -----------------------------------------------------------------------------------
-            records, stats = baselines.build(builder_name(method, config), round_dir / "samples", train_tasks, shots,
-                                             seed=seed + round_no)
+            if round_no == 1 and sft.first_round_episodes:  # the base model's traces, sampled once elsewhere
+                traces = baselines.load_episode_traces(sft.first_round_episodes, train_tasks, shots, generator.chat)
+                sampled = baselines.trace_metrics(traces)
+                records, stats = baselines.build_from_traces(builder_name(method, config), traces, train_tasks,
+                                                             shots, seed=seed + round_no)
+            else:
+                sampled, records, stats = sample_and_build(method, config, generator, train_tasks, shots, sandbox,
+                                                           round_dir, round_no, compute_context(accelerator.device,
+                                                                                                dtype))
             baselines.write_dataset(round_dir / "data", records, stats)
             print(f"round {round_no}/{rounds}: sampled Acc@t1 {sampled['accuracy']['t1']:.3f} "
                   f"Acc@t2 {sampled['accuracy']['t2']:.3f}; {stats.summary()}")
@@ -227,7 +246,8 @@ def train_baseline(method: str, config: SFTConfig, sandbox: Any = None,
             round_metrics = {"round": round_no, "attempt1/reward": sampled["accuracy"]["t1"],
                              "attempt2/reward": sampled["accuracy"]["t2"], "reward": sampled["accuracy"]["t2"],
                              "delta": transition["delta"], "delta_i2c": transition["i_to_c"],
-                             "delta_c2i": transition["c_to_i"], "data/records": float(len(records))}
+                             "delta_c2i": transition["c_to_i"], "data/records": float(len(records)),
+                             **({"edit_ratio": sampled["edit_ratio"]["t1->t2"]} if sampled["edit_ratio"] else {})}
             round_step = 0
             for epoch in range(sft.epochs):
                 order = epoch_order(len(examples), seed, round_no, epoch)

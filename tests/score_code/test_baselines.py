@@ -176,3 +176,32 @@ def test_feedback_evaluations_are_refused(tmp_path):
     (eval_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(BaselineDataError, match="feedback"):
         load_traces(eval_dir)
+
+
+def _episode(task, sample_id: int, reward1, reward2, chat: bool = True, shots=()) -> dict:
+    """A `score-code filter` episodes.jsonl record (score_code.signal), the fields the builders read."""
+    return {"task_id": task.task_id, "sample_id": sample_id, "messages": prompts.first_dialogue(task, shots, chat)
+            .messages, "y1": f"# {task.task_id} s{sample_id} a1", "instruction": prompts.SELF_CORRECTION_INSTRUCTION,
+            "y2": f"# {task.task_id} s{sample_id} a2", "y1_token_ids": [1, 2], "y2_token_ids": [3],
+            "reward1": reward1, "reward2": reward2}
+
+
+def test_filter_episodes_are_traces_of_the_tasks_given(tmp_path):
+    """episodes.jsonl of `score-code filter`: only the tasks given are read (the filter kept a subset), a sandbox
+    error is neither pass nor fail, and the builders and metrics work on them as on an evaluation's traces."""
+    from score_code.baselines.data import build_from_traces, load_episode_traces, trace_metrics
+
+    episodes = [_episode(TASKS[0], 0, 0.0, 1.0), _episode(TASKS[0], 1, 1.0, 1.0), _episode(TASKS[1], 0, 0.0, None),
+                _episode(TASKS[2], 0, 1.0, 0.0)]
+    (tmp_path / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    traces = load_episode_traces(tmp_path, TASKS[:2], (), chat=True)
+    assert sorted(traces.by_task) == ["T1", "T2"]  # T3 is not among the tasks given
+    assert traces.by_task["T2"][0][2].sandbox_error and traces.by_task["T1"][0][1].token_ids == (1, 2)
+    records, stats = build_from_traces("star", traces, TASKS[:2])
+    assert pairs_of(records) == [("T1", "i->c", (0, 1), (0, 2))] and stats.excluded_traces == 1
+    metrics = trace_metrics(traces)
+    assert metrics["n_samples"] == 3 and metrics["accuracy"]["t1"] == pytest.approx(0.25)  # T1 0.5, T2 0
+    with pytest.raises(BaselineDataError, match="prompt differs"):
+        load_episode_traces(tmp_path / "episodes.jsonl", TASKS[:2], (), chat=False)
+    with pytest.raises(BaselineDataError, match="no episodes of the 1 tasks"):
+        load_episode_traces(tmp_path, TASKS[3:], (), chat=True)

@@ -162,6 +162,30 @@ def test_pair_sft_plus_is_one_round_over_pairs(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_first_round_from_filter_episodes_samples_nothing(tiny_model_dir, tmp_path):
+    """Pair-SFT built from a filter run's base-model traces: no sampling, its data and logged accuracy are those
+    traces'."""
+    episodes = [{"task_id": t.task_id, "sample_id": s, "messages": prompts.first_dialogue(t, (), True).messages,
+                 "y1": f"```python\ndef f{t.task_id[1]}():\n    return 0\n```", "instruction": "p1",
+                 "y2": f"```python\ndef f{t.task_id[1]}():\n    return {t.task_id[1]}\n```",
+                 "reward1": 0.0, "reward2": float(s == 0)} for t in TASKS for s in range(2)]
+    filter_dir = tmp_path / "filter"
+    filter_dir.mkdir()
+    (filter_dir / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    run_dir = tmp_path / "pair"
+    grader = ParityGrader()
+    train_baseline("pair-sft", tiny_config(tiny_model_dir, run_dir, first_round_episodes=str(filter_dir),
+                                           sft_batch_size=4), sandbox=grader, train_tasks=TASKS)
+    assert grader.graded == 0 and not (run_dir / "iteration-1" / "samples").exists()
+    stats = json.loads((run_dir / "iteration-1" / "data" / "stats.json").read_text())
+    assert stats["source_dir"] == str(filter_dir / "episodes.jsonl") and stats["traces"] == 8
+    assert stats["records"]["i->c"] == 4 * 3  # per task: 2 failing attempts 1 + 1 failing attempt 2
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["attempt1/reward"] == 0.0 and r["attempt2/reward"] == 0.5
+                                  and 0 < r["edit_ratio"] < 0.2 for r in rows)
+
+
+@pytest.mark.slow
 @pytest.mark.docker
 def test_star_with_the_docker_sandbox(tiny_model_dir, tmp_path, docker_sandbox):
     run_dir = tmp_path / "star-docker"
