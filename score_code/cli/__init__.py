@@ -8,6 +8,7 @@ only when the command runs.
     score-code filter --tasks mbpp|PATH --output DIR ...                  (cli/filter.py)
     score-code plot RUN_DIR                                              (cli/train.py)
     score-code compare RUN_DIR... | repair-set build|eval ...            (cli/baselines.py)
+    score-code synth --output DIR [--seed N] [--per-template N]          (cli/synth.py)
 
 Library errors carry their own hint (ScoreCodeError, SandboxError); `main` prints them once as `error: ...` and
 `hint: ...` on stderr, with exit code 2.
@@ -20,11 +21,11 @@ import sys
 
 from benchmarks.errors import ScoreCodeError
 from sandbox.errors import SandboxError
-from score_code.cli import baselines, grade, train
+from score_code.cli import baselines, grade, synth, train
 from score_code.cli import eval as eval_command
 from score_code.cli import filter as filter_command
 
-COMMAND_MODULES = (eval_command, grade, train, filter_command, baselines)
+COMMAND_MODULES = (eval_command, grade, train, filter_command, baselines, synth)
 
 
 def build_parser() -> argparse.ArgumentParser:

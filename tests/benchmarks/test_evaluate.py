@@ -52,7 +52,7 @@ class ScriptedGenerator:
         self.calls.append((dialogues, params))
         out = []
         for d in dialogues:
-            task_id = re.match(r"\[(\w+)\]", d.messages[0]["content"]).group(1)
+            task_id = re.search(r"\[(\w+)\]", d.messages[0]["content"]).group(1)
             attempt = 1 + sum(m["role"] == "assistant" for m in d.messages)
             text = self.script[(task_id, attempt)]
             prompt_ids = (d.token_ids or []) + [7] * (len(d.messages) - d.encoded_messages)
@@ -215,6 +215,18 @@ def test_bad_inputs(tmp_path: Path) -> None:
 
     with pytest.raises(EvalError, match="returned 1 generations for 2 dialogues"):
         evaluate(Short(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path / "c", config(), progress=False)
+
+
+def test_a_task_files_mbpp_format_tasks_are_prompted_zero_shot(tmp_path: Path) -> None:
+    """Only MBPP's own tasks need the 3 shots; a task file's (benchmarks/synth.py) get their text and shown asserts."""
+    task = Task("T0", "[T0] Write f.", "f", ("assert f() == 'right'", "assert f() != 'x'"), "mbpp",
+                test_list_for_prompt=("assert f() == 'right'",))
+    gen = ScriptedGenerator({("T0", 1): RIGHT, ("T0", 2): RIGHT})
+    metrics = evaluate(gen, [task], FakeSandbox(), tmp_path, config(), progress=False)
+    assert metrics["accuracy"] == {"t1": 1.0, "t2": 1.0}
+    first = gen.calls[0][0][0].messages[0]["content"]
+    assert first == ("You are an expert Python programmer, and here is your task: [T0] Write f. Your code should "
+                     "pass these tests:\n\nassert f() == 'right'\n[BEGIN]\n")
 
 
 def test_several_samples_and_three_attempts(tmp_path: Path) -> None:
