@@ -285,30 +285,31 @@ CPU_LEARN = REPO / "score_code" / "recipes" / "cpu_learn.yaml"
 def test_cpu_learn_recipe_trains_its_lora_adapter_over_a_bf16_base(tmp_path, tiny_model_dir):
     """The recipe as it is, on the tiny model and a short budget: its LoRA settings reach the model (rank, scale,
     every linear layer but the head), the adapter is float32 over the bf16 base and one step moves only it."""
+    from transformers import AutoModelForCausalLM
+
     from score_code.config import load_recipe
+    from score_code.train.common import build_models
 
     config = ScoreConfig.from_flat({**load_recipe(CPU_LEARN), "model": str(tiny_model_dir), "dtype": "bfloat16",
                                     "output_dir": str(tmp_path / "run"), "max_new_tokens": 3, "stage1_steps": 1,
                                     "stage2_steps": 0, "schedule": "1", "progress": False})
     assert config.model.lora and config.objective.skip_zero_advantage_groups and config.optim.micro_batch_size == 1
-    before, after = {}, {}
-
-    def snapshot(step, policy):
-        lora_config = policy.peft_config["default"]
-        assert (lora_config.r, lora_config.lora_alpha) == (config.model.lora_r, config.model.lora_alpha)
-        linear = {n for n, m in policy.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n
-                  and not n.endswith("lm_head") and not hasattr(m, "base_layer")}
-        adapted = {n for n, m in policy.named_modules() if hasattr(m, "lora_A")}
-        assert adapted and not linear, linear  # every linear layer of the blocks carries an adapter
-        after.update({n: p.detach().clone() for n, p in policy.named_parameters()})
-
-    from score_code.train.common import build_models
+    blocks_linear = {n for n, m in AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_modules()
+                     if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    assert len(blocks_linear) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
 
     policy, _, _ = build_models(config.model, None, torch.device("cpu"))
-    before.update({n: p.detach().clone() for n, p in policy.named_parameters()})
+    lora_config = policy.peft_config["default"]
+    assert (lora_config.r, lora_config.lora_alpha) == (config.model.lora_r, config.model.lora_alpha)
+    assert {n.removeprefix("base_model.model.") for n, m in policy.named_modules() if hasattr(m, "lora_A")} == \
+        blocks_linear
     assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}
     assert {p.dtype for p in policy.parameters() if not p.requires_grad} == {torch.bfloat16}
-    train(config, reward_fn=mixed_reward, train_tasks=ONE_MIXED_GROUP, after_step=snapshot)
+
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    after = {}
+    train(config, reward_fn=mixed_reward, train_tasks=ONE_MIXED_GROUP,
+          after_step=lambda step, policy: after.update({n: p.detach().clone() for n, p in policy.named_parameters()}))
     moved = {n for n in before if not torch.equal(before[n], after[n])}
     assert moved and all("lora_" in n for n in moved)
 
