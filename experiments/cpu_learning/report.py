@@ -1,0 +1,91 @@
+"""The experiment's results from its run directories (run.py step 7): results.md, compare/SET/, curves/ROW.png.
+
+Everything here is recomputed from files on every run (seconds): the table's numbers from each evaluation's
+metrics.json, its intervals from benchmarks.bootstrap over the per-problem results, the wall times from the
+driver's steps.jsonl, the episodes from each training row's DONE.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bootstrap import delta_interval, difference_intervals
+from benchmarks.report import markdown_table
+
+RESULTS_FILE = "results.md"
+HEADER = ("row", "episodes", "Acc@t1", "Acc@t2", "Δ [95% CI]", "Δ i→c", "Δ c→i", "edit ratio",
+          "Acc@t1 − base [95% CI]", "Acc@t2 − base [95% CI]", "Δ − base [95% CI]")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def set_table(evals: dict[str, dict[str, Path]], name: str, episodes: dict[str, str], resamples: int) -> str:
+    """One eval set's table: base first, then every trained row with its paired differences from base."""
+    rows = []
+    base = evals["base"][name]
+    for row, dirs in evals.items():
+        metrics = json.loads((dirs[name] / "metrics.json").read_text())["metrics"]
+        tr = metrics["transitions"]["t1->t2"]
+        cells = [row, episodes.get(row, "-"), _pct(metrics["accuracy"]["t1"]), _pct(metrics["accuracy"]["t2"]),
+                 delta_interval(dirs[name], resamples).format(), _pct(tr["i_to_c"]), _pct(tr["c_to_i"]),
+                 f"{metrics['edit_ratio'].get('t1->t2', float('nan')):.3f}"]
+        if row == "base":
+            cells += ["-", "-", "-"]
+        else:
+            diff = difference_intervals(dirs[name], base, resamples=resamples)
+            cells += [diff[m].format() for m in ("acc_t1", "acc_t2", "delta")]
+        rows.append(cells)
+    n = json.loads((base / "metrics.json").read_text())["metrics"]["n_tasks"]
+    return (f"### {name} ({n} problems: one problem = {100 / n:.2f} points)\n\n" + markdown_table(HEADER, rows)
+            + "\n")
+
+
+def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) -> Path:
+    """results.md, compare/SET/comparison.{md,png} and curves/ROW.png under the config's results_dir."""
+    from score_code.cli import main
+    from score_code.train.plot import PlotError, plot_run
+
+    c = driver.c
+    out = Path(c.results_dir)
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    rows = [r for r in evals if r != "base"]
+    episodes = {r: str(json.loads((driver.root / "train" / r / "DONE.json").read_text())["episodes"]) for r in rows}
+    sets = list(next(iter(evals.values())))
+    for name in sets:
+        code = main(["compare", *(str(evals[r][name]) for r in evals), "--labels", *evals,
+                     "--output", str(out / "compare" / name), "--overwrite"])
+        if code != 0:
+            raise RuntimeError(f"score-code compare failed on {name} (exit {code})")
+    curves = {}
+    for row in rows:
+        try:
+            curves[row] = plot_run(driver.root / "train" / row, out / "curves" / f"{row}.png")
+        except PlotError:
+            curves[row] = None  # a baseline whose filter kept nothing trained no step
+
+    lines = ["# Issue #16: SCoRe against the baselines and ablations", "",
+             f"Base model: {c.model or 'SmolLM2-135M-Instruct (embedded default)'}; recipe `{c.recipe}`; "
+             f"{n_tasks} training tasks (`{driver.root / 'train_tasks.jsonl'}`); budget B = {driver.budget()} "
+             "sampled episodes (run.py's docstring: how each row's is set). Greedy evaluation, two attempts; "
+             f"checkpoints chosen on `{c.selection_set}` only.", "",
+             "Δ and every difference from base carry a 95% paired bootstrap interval over problems "
+             f"({c.bootstrap_resamples} resamples, benchmarks/bootstrap.py). **\\*** marks an interval that excludes "
+             "0: only those differences are more than the noise of which problems the benchmark happens to hold.",
+             ""]
+    for name in sets:
+        lines.append(set_table(evals, name, episodes, c.bootstrap_resamples))
+    lines += ["## Runs", "", markdown_table(
+        ["row", "training wall time", "selected checkpoint", "adapter (`score-code eval ... --model PATH`)",
+         "curves"],
+        [[r, f"{driver.steps.wall_seconds(f'train/{r}') / 60:.1f} min",
+          json.loads((driver.root / "select" / r / "selected.json").read_text())["checkpoint"],
+          f"`{Path(c.adapters_dir) / r}`", f"![{r}](curves/{r}.png)" if curves[r] else "no training step"]
+         for r in rows])]
+    lines += ["Comparison tables and bar charts from `score-code compare`: " + ", ".join(
+        f"[{name}](compare/{name}/comparison.md)" for name in sets) + ".", ""]
+    path = out / RESULTS_FILE
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,368 @@
+"""Issue #16, one command: does SCoRe teach a small model to self-correct, against the baselines and ablations?
+
+    bash experiments/cpu_learning/run.sh                       # = python experiments/cpu_learning/run.py --config ...
+
+Steps, in order; each is skipped when its final output exists, so a killed run is continued by running the same
+command again (steps.jsonl under output_root logs every step: the command, ran / skipped, wall seconds):
+
+ 1. synth (optional)  `score-code synth`: the generated task family          done: synth/stats.json
+ 2. filter            `score-code filter`: k base-model episodes per candidate done: filter/summary.json
+                      task at the training setting (recipe); resumes itself
+ 3. train tasks       the kept tasks (0 < p < 1 on some attempt; keep: all    rewritten each run (seconds)
+                      takes every candidate) as one task file
+ 4. train, per row    LoRA, same base model, tasks and budget (below):        done: train/ROW/DONE.json
+                      score (stage I -> II, alpha 10), stage2_only, alpha0,   killed: rerun with --resume from its
+                      star, pair_sft                                          last checkpoint-N
+ 5. select, per row   each checkpoint-N greedy on `selection_set` (MBPP       done: select/ROW/selected.json
+                      validation: the only set a choice may look at); the
+                      highest Acc@t2 wins, ties to the later checkpoint; the
+                      adapter is copied to adapters_dir/ROW
+ 6. eval              base and every row (its copied adapter), greedy, on     done: evals/ROW/SET/metrics.json
+                      every set of `evals` plus the training tasks            (a killed eval resumes itself)
+ 7. report            results_dir: results.md (the table with paired          rewritten each run (seconds)
+                      bootstrap intervals), compare/SET/ (score-code
+                      compare), curves/ROW.png (score-code plot)
+
+Budget (sampled two-attempt episodes per row): B = (stage1_steps + stage2_steps) x prompts_per_step x
+samples_per_prompt of the recipe. score and alpha0 run that schedule; stage2_only runs stage1_steps + stage2_steps
+stage-II steps. STaR and Pair-SFT are built from the same base-model samples: their first round is the filter's
+episodes on the kept tasks (E = kept tasks x filter_samples); Pair-SFT has that one round; STaR's later rounds
+sample k' per task so that E + (iterations - 1) x kept x k' is as near B as whole samples allow. Set filter_samples
+near B / kept tasks to give Pair-SFT the same budget; results.md lists every row's episodes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROWS = ("score", "stage2_only", "alpha0", "star", "pair_sft")
+RL_ROWS = ("score", "stage2_only", "alpha0")
+TRAIN_SET = "train"  # the eval set of the training tasks themselves
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json")
+
+
+class DriverError(Exception):
+    """A step failed or the config is wrong; the message names the step or key."""
+
+
+@dataclass
+class Experiment:
+    """The driver's config (a flat YAML mapping of these keys); the training recipe holds the trainers' settings."""
+
+    model: str = ""  # base model of every row ('' = the embedded SmolLM2-135M-Instruct)
+    recipe: str = "score_code/recipes/cpu_learn.yaml"  # trainer settings shared by every row
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # recipe keys set for every row (smoke runs)
+    tasks: str = "mbpp"  # candidate training tasks: 'mbpp' or a task file; with synth: the synth train split
+    mbpp_path: str = ""  # MBPP file (shots, 'mbpp' tasks and eval sets); '' = $SCORE_CODE_MBPP
+    train_split: str = "train"
+    max_train_tasks: int = 0  # first N candidates (0 = all)
+    synth: bool = False  # generate the task family (score-code synth) and train on its train split
+    keep: str = "signal"  # 'signal': train on tasks with 0 < p < 1 on some attempt; 'all': every candidate
+    filter_samples: int = 4  # base-model episodes per candidate task (the filter and STaR/Pair-SFT round 1)
+    star_iterations: int = 3
+    seed: int = 0
+    evals: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"name": "humaneval", "dataset": "humaneval"},
+        {"name": "mbpp_test", "dataset": "mbpp", "split": "test"},
+        {"name": "mbpp_validation", "dataset": "mbpp", "split": "validation"}])
+    selection_set: str = "mbpp_validation"
+    eval_max_new_tokens: int = 512
+    eval_dtype: str = "auto"
+    sandbox: str = "docker"  # docker | local | remote, for every step
+    sandbox_workers: int = 0  # 0 = one per core
+    timeout_s: float = 0.0  # 0 = per task, calibrated; > 0 flat, for every step
+    bootstrap_resamples: int = 10_000
+    output_root: str = "experiments/cpu_learning/runs"  # git-ignored
+    results_dir: str = "experiments/cpu_learning/results"
+    adapters_dir: str = "experiments/cpu_learning/adapters"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Experiment:
+        import yaml
+
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DriverError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        if config.keep not in ("signal", "all"):
+            raise DriverError(f"{path}: keep must be 'signal' or 'all', got {config.keep!r}")
+        names = [e["name"] for e in config.evals]
+        if config.selection_set not in names or TRAIN_SET in names:
+            raise DriverError(f"{path}: selection_set {config.selection_set!r} must be one of the evals {names} "
+                              f"(and no eval may be named {TRAIN_SET!r})")
+        return config
+
+
+# --- steps: run a `score-code` command unless its output exists, log it ------------------------------------------
+
+
+class Steps:
+    """Runs `score-code` commands in this process and logs each step to steps.jsonl (command, ran or skipped)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "steps.jsonl"
+
+    def _log(self, **entry: Any) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": time.time(), **entry}) + "\n")
+
+    def run(self, name: str, done: Path, argv: list[str]) -> bool:
+        """Run `score-code ARGV` unless `done` exists; True when it ran. A failure stops the driver."""
+        from score_code.cli import main
+
+        command = "score-code " + " ".join(_quote(a) for a in argv)
+        if done.exists():
+            print(f"[skip] {name}: {done} exists", file=sys.stderr)
+            self._log(step=name, status="skipped", command=command)
+            return False
+        print(f"[run] {name}: {command}", file=sys.stderr)
+        start = time.perf_counter()
+        code = main(argv)
+        seconds = time.perf_counter() - start
+        if code != 0:
+            self._log(step=name, status="failed", command=command, seconds=seconds)
+            raise DriverError(f"step {name} failed (exit {code}): {command}")
+        self._log(step=name, status="ran", command=command, seconds=seconds)
+        return True
+
+    def wall_seconds(self, name: str) -> float:
+        """Seconds the step ran, over every invocation that finished (time in a killed one is not counted)."""
+        if not self.log_path.is_file():
+            return 0.0
+        rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        return sum(r.get("seconds", 0.0) for r in rows if r["step"] == name and r["status"] == "ran")
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+# --- the experiment ----------------------------------------------------------------------------------------------
+
+
+class Driver:
+    def __init__(self, config: Experiment) -> None:
+        self.c = config
+        self.root = Path(config.output_root)
+        self.steps = Steps(self.root)
+        self.score = self._score_config()
+
+    # --- settings shared by the steps ----------------------------------------------------------------------------
+
+    def _score_config(self) -> Any:
+        """The recipe + overrides as the SCoRe trainer resolves them: the training setting the filter samples at."""
+        from score_code.config import ScoreConfig, load_recipe
+
+        config = ScoreConfig()
+        config.apply(load_recipe(self.c.recipe), source=self.c.recipe, skip_other_trainers=True)
+        config.apply(self.c.train_overrides, source="train_overrides", skip_other_trainers=True)
+        return config
+
+    def budget(self) -> int:
+        s, r = self.score.schedule, self.score.rollout
+        return (s.stage1_steps + s.stage2_steps) * r.prompts_per_step * r.samples_per_prompt
+
+    def _sandbox_flags(self, style: str) -> list[str]:
+        """Grader flags for trainers and the filter (`--sandbox_backend`) or eval (`--sandbox`)."""
+        if style == "train":
+            flags = ["--sandbox_backend", self.c.sandbox]
+            flags += ["--sandbox_workers", str(self.c.sandbox_workers)] if self.c.sandbox_workers else []
+            return flags + (["--sandbox_timeout_s", str(self.c.timeout_s)] if self.c.timeout_s else [])
+        flags = ["--sandbox", self.c.sandbox] + (["--workers", str(self.c.sandbox_workers)]
+                                                  if self.c.sandbox_workers else [])
+        return flags + (["--timeout-s", str(self.c.timeout_s)] if self.c.timeout_s else [])
+
+    def _mbpp_flags(self, spelling: str = "--mbpp_path") -> list[str]:
+        return [spelling, self.c.mbpp_path] if self.c.mbpp_path else []
+
+    # --- 1-3: tasks -----------------------------------------------------------------------------------------------
+
+    def candidates(self) -> tuple[str, str]:
+        """(task spec, split) of the candidate training tasks, generating the synthetic family first if asked."""
+        if not self.c.synth:
+            return self.c.tasks, self.c.train_split
+        out = self.root / "synth"
+        self.steps.run("synth", out / "stats.json", ["synth", "--output", str(out), "--seed", str(self.c.seed)])
+        return str(out / "train.jsonl"), "all"
+
+    def filter(self, spec: str, split: str) -> Path:
+        out = self.root / "filter"
+        d, r = self.score.data, self.score.rollout
+        argv = ["filter", "--tasks", spec, "--train_split", split, "--max_train_tasks", str(self.c.max_train_tasks),
+                "--mbpp_shots", str(d.mbpp_shots), "--samples_per_prompt", str(self.c.filter_samples),
+                "--max_new_tokens", str(r.max_new_tokens), "--temperature", str(r.temperature),
+                "--top_p", str(r.top_p), "--generation_batch_size", str(r.generation_batch_size),
+                "--model", self.c.model, "--dtype", self.score.model.dtype, "--seed", str(self.c.seed),
+                "--output", str(out), "--no-progress", *self._mbpp_flags(), *self._sandbox_flags("train")]
+        self.steps.run("filter", out / "summary.json", argv)
+        return out
+
+    def train_tasks(self, spec: str, split: str, filter_dir: Path) -> tuple[Path, int]:
+        """The training task file (kept candidates, in candidate order) and its size."""
+        from benchmarks.tasks import load_tasks
+
+        rates = [json.loads(line) for line in (filter_dir / "rates.jsonl").read_text().splitlines() if line]
+        kept = {r["task_id"] for r in rates if self.c.keep == "all" or r["signal"]}
+        tasks = [t for t in load_tasks(self.c.mbpp_path if spec == "mbpp" and self.c.mbpp_path else spec, split)
+                 if t.task_id in kept]
+        if not tasks:
+            raise DriverError(f"{filter_dir}: no candidate task has signal (0 < p < 1) under the base model; "
+                              "raise filter_samples or the temperature, or set keep: all")
+        path = self.root / "train_tasks.jsonl"
+        path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks))
+        return path, len(tasks)
+
+    # --- 4: training -----------------------------------------------------------------------------------------------
+
+    def star_samples(self, n_tasks: int) -> int:
+        """k' of STaR's later rounds: the filter's round plus theirs as near the budget B as whole samples allow."""
+        later = self.c.star_iterations - 1
+        if later < 1:
+            return self.c.filter_samples
+        return max(1, round((self.budget() - n_tasks * self.c.filter_samples) / (later * n_tasks)))
+
+    def episodes(self, row: str, n_tasks: int) -> int:
+        """Sampled two-attempt episodes a row trains from (the budget rule of the module docstring)."""
+        if row in RL_ROWS:
+            return self.budget()
+        first = n_tasks * self.c.filter_samples
+        return first if row == "pair_sft" else first + (self.c.star_iterations - 1) * n_tasks * self.star_samples(
+            n_tasks)
+
+    def train(self, row: str, task_file: Path, n_tasks: int, filter_dir: Path) -> Path:
+        from score_code.config import ScoreConfig, SFTConfig
+        from score_code.train.checkpoint import latest_checkpoint
+
+        run_dir = self.root / "train" / row
+        done = run_dir / "DONE.json"
+        if not done.exists() and run_dir.exists() and latest_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume
+        rl = row in RL_ROWS
+        keys = ScoreConfig.keys() if rl else SFTConfig.keys()
+        overrides = [f for k, v in self.c.train_overrides.items() if k in keys for f in _flag(k, v)]
+        common = ["--config", self.c.recipe, "--model", self.c.model, "--tasks", str(task_file), "--train_split",
+                  "all", "--max_train_tasks", "0", "--lora", "--seed", str(self.c.seed), "--output_dir", str(run_dir),
+                  "--no-progress", *self._mbpp_flags(), *self._sandbox_flags("train"), *overrides,
+                  *(["--resume"] if run_dir.exists() else [])]
+        s = self.score.schedule
+        argv = {
+            "score": ["train", "score", *common, "--alpha", "10"],
+            "stage2_only": ["train", "stage2", *common, "--stage2_steps", str(s.stage1_steps + s.stage2_steps)],
+            "alpha0": ["train", "score", *common, "--alpha", "0"],
+            "star": ["train", "star", *common, "--iterations", str(self.c.star_iterations), "--samples_per_prompt",
+                     str(self.star_samples(n_tasks)), "--first_round_episodes", str(filter_dir)],
+            "pair_sft": ["train", "pair-sft", *common, "--first_round_episodes", str(filter_dir)],
+        }[row]
+        if self.steps.run(f"train/{row}", done, argv):
+            done.write_text(json.dumps({"episodes": self.episodes(row, n_tasks)}) + "\n")
+        return run_dir
+
+    # --- 5-6: selection and evaluation ----------------------------------------------------------------------------
+
+    def eval_argv(self, spec: dict[str, Any], model: str, out: Path) -> list[str]:
+        dataset = spec["dataset"]
+        argv = ["eval", dataset, "--split", spec.get("split", "test"), "--max-new-tokens",
+                str(self.c.eval_max_new_tokens), "--dtype", self.c.eval_dtype, "--seed", str(self.c.seed),
+                "--output", str(out), "--no-progress", *self._sandbox_flags("eval")]
+        argv += ["--limit", str(spec["limit"])] if spec.get("limit") else []
+        argv += self._mbpp_flags("--mbpp-path") if dataset == "mbpp" else []
+        return argv + (["--model", model] if model else [])
+
+    def select(self, row: str, run_dir: Path) -> Path:
+        """The checkpoint of `run_dir` with the best Acc@t2 on the selection set (ties: the later), copied to
+        adapters_dir/ROW; returns the copy."""
+        from score_code.train.checkpoint import checkpoint_step, list_checkpoints
+
+        out = self.root / "select" / row
+        chosen_file = out / "selected.json"
+        candidates = list_checkpoints(run_dir)
+        if not candidates:
+            raise DriverError(f"{run_dir}: no checkpoint-N to select from")
+        if not chosen_file.exists():
+            spec = self._eval_spec(self.c.selection_set)
+            scores = {}
+            for ckpt in candidates:
+                if len(candidates) > 1:
+                    self.steps.run(f"select/{row}/{ckpt.name}", out / ckpt.name / "metrics.json",
+                                   self.eval_argv(spec, str(ckpt), out / ckpt.name))
+                    metrics = json.loads((out / ckpt.name / "metrics.json").read_text())["metrics"]
+                    scores[ckpt.name] = metrics["accuracy"]["t2"]
+            best = max(candidates, key=lambda p: (scores.get(p.name, 0.0), checkpoint_step(p)))
+            out.mkdir(parents=True, exist_ok=True)
+            chosen_file.write_text(json.dumps({"checkpoint": str(best), "selection_set": self.c.selection_set,
+                                               "acc_t2": scores}, indent=2) + "\n")
+        chosen = Path(json.loads(chosen_file.read_text())["checkpoint"])
+        adapter = Path(self.c.adapters_dir) / row
+        source = adapter / "SOURCE.json"
+        if not source.exists() or json.loads(source.read_text())["checkpoint"] != str(chosen):
+            adapter.mkdir(parents=True, exist_ok=True)
+            for name in ADAPTER_FILES:
+                shutil.copy2(chosen / name, adapter / name)
+            source.write_text(json.dumps({"checkpoint": str(chosen)}) + "\n")
+        return adapter
+
+    def _eval_spec(self, name: str) -> dict[str, Any]:
+        return next(e for e in self.c.evals if e["name"] == name)
+
+    def evaluate(self, row: str, model: str, task_file: Path) -> dict[str, Path]:
+        """Set name -> eval directory of `row` (greedy, the harness's two attempts)."""
+        sets = [*self.c.evals, {"name": TRAIN_SET, "dataset": str(task_file), "split": "all"}]
+        dirs = {}
+        for spec in sets:
+            out = self.root / "evals" / row / spec["name"]
+            self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json", self.eval_argv(spec, model, out))
+            dirs[spec["name"]] = out
+        return dirs
+
+    # --- the whole run ---------------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        spec, split = self.candidates()
+        filter_dir = self.filter(spec, split)
+        task_file, n_tasks = self.train_tasks(spec, split, filter_dir)
+        models = {"base": self.c.model}
+        for row in ROWS:
+            run_dir = self.train(row, task_file, n_tasks, filter_dir)
+            models[row] = str(self.select(row, run_dir))
+        evals = {row: self.evaluate(row, model, task_file) for row, model in models.items()}
+        from report import write_results  # experiments/cpu_learning/report.py, beside this file
+
+        return write_results(self, evals, n_tasks)
+
+
+def _flag(key: str, value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [f"--{key}" if value else f"--no-{key}"]
+    return [f"--{key}", str(value)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).parent / "config.yaml"),
+                        help="the experiment's YAML (keys: the Experiment dataclass in this file)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        results = Driver(Experiment.load(args.config)).run()
+    except DriverError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"results: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
