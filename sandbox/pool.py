@@ -80,6 +80,8 @@ class WorkerProcess:
                 self._stderr_tail.append(chunk)
         except OSError:
             pass  # closed under us by kill(): nothing more to keep
+        else:
+            self.proc.stderr.close()  # EOF: the process is gone and its last words are kept
 
     def stderr_tail(self) -> str:
         if self.proc.poll() is not None:
@@ -233,6 +235,8 @@ class WorkerProcess:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
+            return
+        self.release()
 
     def kill(self) -> None:
         """Hard stop: the backend's kill (docker kill / killpg), then reap the client process."""
@@ -247,6 +251,10 @@ class WorkerProcess:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
+        self.release()
+
+    def release(self) -> None:
+        """Close this side's channel ends once the process is stopped (stderr is closed by its drain at EOF)."""
         for pipe in (self.proc.stdin, self.proc.stdout, self._conn, self._listener):
             try:
                 if pipe is not None:
@@ -442,3 +450,5 @@ class Pool:
                 worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.kill()
+            else:
+                worker.release()
