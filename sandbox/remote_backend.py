@@ -7,9 +7,12 @@ Wire contract: `POST /v1/grade` {"jobs": [Job.to_dict()]} -> {"results": [Result
 max_timeout_s, queue_jobs, max_queue_jobs.
 
 Policy, in numbers (the class attributes of RemoteBackend):
-- Capacity: each host's /healthz gives `workers` and `max_batch`. A host gets chunks of at most
-  min(workers, max_batch) jobs (fewer at a batch's tail, so the last jobs spread over all hosts) and keeps
-  ceil(2 x workers / that) chunks in flight: about 2 x workers jobs, one round queued behind the running one.
+- Capacity: each host's /healthz gives `workers`, `max_batch` and `max_queue_jobs`. A host gets chunks of
+  max(workers, MIN_CHUNK (8)) jobs, at most max_batch and half of max_queue_jobs (fewer at a batch's tail, so the
+  last jobs spread over all hosts), and keeps max(2, ceil(2 x workers / chunk)) chunks in flight: at least 2 x
+  workers jobs, one round queued behind the running one. A request has a fixed cost (HTTP parsing, routing, thread
+  handoffs: about 0.4 ms of server CPU, perf/sandbox_throughput.py --remote), so chunks of 2 jobs on a 2-worker host
+  ran at 0.87 of in-process throughput and chunks of 8 at 0.99.
   Hosts pull the next chunk from one shared queue as theirs finish, so faster and larger hosts take more, and a
   dead host loses at most its in-flight chunks, which are retried elsewhere.
 - Failures: a connection error, reset, read timeout, 5xx or unreadable answer (a result count other than the
@@ -212,6 +215,7 @@ class Capacity:
     workers: int
     max_batch: int
     max_timeout_s: float
+    max_queue_jobs: int
 
 
 def read_health(answer: Answer, url: str) -> Capacity:
@@ -222,13 +226,14 @@ def read_health(answer: Answer, url: str) -> Capacity:
         raise HostFailure(f"{url}: /healthz answered HTTP {answer.status}: {_detail(answer)}")
     try:
         data = json.loads(answer.body)
-        capacity = Capacity(int(data["workers"]), int(data["max_batch"]), float(data["max_timeout_s"]))
+        capacity = Capacity(int(data["workers"]), int(data["max_batch"]), float(data["max_timeout_s"]),
+                            int(data["max_queue_jobs"]))
         status = data["status"]
     except (ValueError, KeyError, TypeError):
         raise HostFailure(f"{url}: /healthz is not a sandbox server's: {answer.body[:200]!r}") from None
     if status != "ready":
         raise HostFailure(f"{url}: status {status!r}", draining=True)
-    if capacity.workers < 1 or capacity.max_batch < 1 or capacity.max_timeout_s <= 0:
+    if capacity.workers < 1 or capacity.max_batch < 1 or capacity.max_timeout_s <= 0 or capacity.max_queue_jobs < 1:
         raise HostFailure(f"{url}: /healthz gives no capacity: {data}")
     return capacity
 
@@ -283,13 +288,15 @@ class Host:
     @property
     def chunk_cap(self) -> int:
         assert self.capacity is not None
-        return max(1, min(self.capacity.workers, self.capacity.max_batch))
+        c = self.capacity
+        return max(1, min(max(c.workers, RemoteBackend.MIN_CHUNK), c.max_batch, c.max_queue_jobs // 2))
 
 
 class RemoteBackend:
     """Grader hosts behind the Pool's interface (run, run_batch, round_trip_s, close); safe from several threads."""
 
     ATTEMPTS = 3
+    MIN_CHUNK = 8  # jobs per request at least, where the host's caps allow: a request's fixed cost spread thin
     SET_ASIDE_AFTER = 2
     PROBE_BACKOFF_S = (2.0, 60.0)
     NO_HOST_WAIT_S = 60.0
@@ -355,7 +362,7 @@ class RemoteBackend:
             if host.set_aside_until is not None and host.capacity is not None:
                 logger.warning("sandbox host %s is back (%d workers)", host.url, capacity.workers)
             host.capacity, host.failures, host.set_aside_until, host.backoff_s = capacity, 0, None, 0.0
-            wanted = math.ceil(2 * capacity.workers / host.chunk_cap)
+            wanted = max(2, math.ceil(2 * capacity.workers / host.chunk_cap))
             while len(host.slots) < wanted and not self._closed:
                 slot = Slot(host, Connection(host.url, self._token, self.CONNECT_TIMEOUT_S), self._release)
                 host.slots.append(slot)
