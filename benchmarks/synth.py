@@ -26,8 +26,9 @@ the test inputs. Whole templates are not held out: a held-out template would mea
 MBPP already do.
 
 Limits: the tasks are templated and short; what the model learns here may not carry over to HumanEval or MBPP
-(their tasks are longer and their wording is not drawn from a few phrasings). The pass rates the difficulty mix was
-calibrated on are the embedded SmolLM2-135M-Instruct's (README, Tasks); another model needs its own measurement.
+(their tasks are longer and their wording is not drawn from a few phrasings). The measured pass rates (in the 20-60%
+target as first built, so the mix was not retuned) are the embedded SmolLM2-135M-Instruct's
+(experiments/cpu_learning/synth/summary.md); another model needs its own measurement.
 Standard library only; deterministic: the same seed and per-template count give byte-identical files.
 """
 from __future__ import annotations
