@@ -7,7 +7,7 @@ a fixed sample of MBPP train tasks, then one table, signal/summary.md.
 Settings run in a fixed priority order, so a sweep cut short still answers the first questions: zero-shot against
 3-shot at T = 0.6 and 1.0 (zero-shot first: a fifth of the tokens, so the cheaper candidate); the other temperatures
 on zero-shot; one nucleus setting (top_p 0.95 at T = 1.0, for information: SCoRe's loss needs top_p 1.0); the token
-budgets 128 and 192. Sized for a shared 2-core CPU, where decoding ran at 15-30 tok/s while other work ran: N_TASKS
+budgets 128 and 192. Sized for a shared 2-core CPU, where decoding ran at 10-20 tok/s beside other work: N_TASKS
 tasks x K samples x 2 attempts per setting. Each setting is one `score-code filter` run under signal/runs/NAME
 (episodes.jsonl stays out of git).
 """
