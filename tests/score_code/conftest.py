@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 
 import torch  # noqa: E402
 
+from benchmarks.generation import Dialogue, Generation, SamplingParams  # noqa: E402
 from score_code.models import load_tokenizer  # noqa: E402
 
 TINY_SEED = 0
@@ -117,3 +118,29 @@ def in_process_engine(model) -> types.SimpleNamespace:
 def vllm_stand_ins() -> types.SimpleNamespace:
     """The helpers above, for test modules (imported with --import-mode=importlib, they cannot import conftest)."""
     return types.SimpleNamespace(in_process_engine=in_process_engine)
+
+
+class CharGenerator:
+    """Token-in/token-out fake: one id per character (ord), user turns rendered as '<text>|', answers canned."""
+
+    def __init__(self, answers: list[str], retokenize: bool = False) -> None:
+        self.answers = answers
+        self.calls = 0
+        self.retokenize = retokenize
+
+    def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
+        out = []
+        for d in dialogues:
+            ids = list(d.token_ids or [])
+            for m in d.messages[d.encoded_messages:]:
+                ids += [ord(c) for c in m["content"] + ("|" if m["role"] == "user" else "")]
+            if self.retokenize:
+                ids = [i + 1 for i in ids]
+            text = self.answers[self.calls % len(self.answers)]
+            self.calls += 1
+            completion = [ord(c) for c in text]
+            dialogue = Dialogue(messages=[*d.messages, {"role": "assistant", "content": text}],
+                                token_ids=ids + completion, encoded_messages=len(d.messages) + 1)
+            out.append(Generation(text=text, token_ids=completion, prompt_token_ids=ids, finish_reason="stop",
+                                  dialogue=dialogue))
+        return out

@@ -7,36 +7,10 @@ import json
 import pytest
 import torch
 
-from benchmarks.generation import Dialogue, Generation, SamplingParams
+from benchmarks.generation import Dialogue, SamplingParams
 from benchmarks.tasks import Task
 from score_code.train.rollout import Episode, RolloutError, SandboxReward, collate, generate_rollouts
-
-
-class CharGenerator:
-    """Token-in/token-out fake: one id per character (ord), user turns rendered as '<text>|', answers canned."""
-
-    def __init__(self, answers: list[str], retokenize: bool = False) -> None:
-        self.answers = answers
-        self.calls = 0
-        self.retokenize = retokenize
-
-    def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
-        out = []
-        for d in dialogues:
-            ids = list(d.token_ids or [])
-            for m in d.messages[d.encoded_messages:]:
-                ids += [ord(c) for c in m["content"] + ("|" if m["role"] == "user" else "")]
-            if self.retokenize:
-                ids = [i + 1 for i in ids]
-            text = self.answers[self.calls % len(self.answers)]
-            self.calls += 1
-            completion = [ord(c) for c in text]
-            dialogue = Dialogue(messages=[*d.messages, {"role": "assistant", "content": text}],
-                                token_ids=ids + completion, encoded_messages=len(d.messages) + 1)
-            out.append(Generation(text=text, token_ids=completion, prompt_token_ids=ids, finish_reason="stop",
-                                  dialogue=dialogue))
-        return out
-
+from tests.score_code.conftest import CharGenerator
 
 TASKS = [
     Task(task_id=f"t{i}", prompt=f"P{i}", entry_point="f", tests=("assert f() == 1",), test_format="mbpp")

@@ -17,36 +17,24 @@ from score_code.cli import main
 from score_code.config import ConfigError, DataConfig, ScoreConfig
 from score_code.signal import FilterConfig, SignalError, estimate_signal
 from score_code.train.common import TrainError, load_training_tasks
+from tests.score_code.conftest import CharGenerator
 
 MBPP_PATH = Path(os.environ["SCORE_CODE_MBPP"])  # set by tests/conftest.py
 
 
-class CannedGenerator:
-    """Token-in/token-out fake: one id per character, answers in call order (attempt 1 of every episode, then
-    attempt 2); records the dialogues it was given."""
+class CannedGenerator(CharGenerator):
+    """CharGenerator whose answers come in call order (attempt 1 of every episode, then attempt 2); records the
+    dialogues it was given."""
 
     chat = True
 
     def __init__(self, answers: list[str]) -> None:
-        self.answers = answers
-        self.calls = 0
+        super().__init__(answers)
         self.seen: list[Dialogue] = []
 
     def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
-        out = []
-        for d in dialogues:
-            self.seen.append(d)
-            ids = list(d.token_ids or [])
-            for m in d.messages[d.encoded_messages:]:
-                ids += [ord(c) for c in m["content"][:20]]
-            text = self.answers[self.calls % len(self.answers)]
-            self.calls += 1
-            completion = [ord(c) for c in text]
-            dialogue = Dialogue(messages=[*d.messages, {"role": "assistant", "content": text}],
-                                token_ids=ids + completion, encoded_messages=len(d.messages) + 1)
-            out.append(Generation(text=text, token_ids=completion, prompt_token_ids=ids, finish_reason="stop",
-                                  dialogue=dialogue))
-        return out
+        self.seen.extend(dialogues)
+        return super().generate(dialogues, params)
 
 
 class WordGrader:
