@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from summary_table import replace_table  # beside this script
+
 HERE = Path(__file__).parent
 OUT = HERE / "signal"
 SAMPLE_FILE = OUT / "sample_tasks.jsonl"
@@ -79,14 +81,7 @@ def write_table() -> None:
             f"{s['mean_tokens1']:.0f} / {s['mean_tokens2']:.0f} | {s['truncated1']} / {s['truncated2']} | "
             f"{s['tokens_per_s']} | {s['sampling_wall_s']:.0f} |")
     table = "\n".join(lines)
-    path = OUT / "summary.md"
-    text = path.read_text() if path.exists() else ""
-    start, end = "<!-- table -->", "<!-- /table -->"
-    if start in text and end in text:  # the prose around the table is written by hand
-        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-    else:
-        text = f"# Signal sweep (issue #16)\n\n{start}\n{table}\n{end}\n"
-    path.write_text(text)
+    replace_table(OUT / "summary.md", "Signal sweep (issue #16)", table)
 
 
 def main() -> int:

@@ -19,6 +19,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from summary_table import replace_table  # beside this script
+
 from benchmarks import synth
 
 HERE = Path(__file__).parent
@@ -107,14 +109,7 @@ def write_table() -> None:
         label = "**all**" if name == "all" else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    path = OUT / "summary.md"
-    text = path.read_text() if path.exists() else ""
-    start, end = "<!-- table -->", "<!-- /table -->"
-    if start in text and end in text:  # the prose around the table is written by hand
-        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-    else:
-        text = f"# Synthetic tasks: base-model pass rates (issue #16)\n\n{start}\n{table}\n{end}\n"
-    path.write_text(text)
+    replace_table(OUT / "summary.md", "Synthetic tasks: base-model pass rates (issue #16)", table)
 
 
 def main() -> int:
