@@ -258,18 +258,13 @@ def read_token(path: Path | None) -> str | None:
     """The token from --token-file or $SANDBOX_TOKEN (taken out of the environment, so no child process inherits
     it); both at once is refused rather than guessing which one the clients hold."""
     from_env = os.environ.pop(TOKEN_ENV, None)
-    if path is None:
-        token = from_env
-        where = f"${TOKEN_ENV}"
-    elif from_env is not None:
-        raise SandboxError(f"both --token-file and ${TOKEN_ENV} are set", hint="give the token one way")
-    else:
-        token = path.read_text(encoding="utf-8").strip()
-        where = f"the token file {path}"
-    if token is not None:
-        token = token.strip()
-        if not token:
-            raise SandboxError(f"{where} is empty", hint="`openssl rand -hex 32 > FILE` makes a token")
+    if path is not None:
+        if from_env is not None:
+            raise SandboxError(f"both --token-file and ${TOKEN_ENV} are set", hint="give the token one way")
+        return remote_backend.read_token_file(path, "--token-file")
+    token = None if from_env is None else from_env.strip()
+    if token == "":
+        raise SandboxError(f"${TOKEN_ENV} is empty", hint="`openssl rand -hex 32 > FILE` makes a token")
     return token
 
 
