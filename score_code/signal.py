@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from benchmarks import prompts
 from benchmarks.errors import ScoreCodeError
-from benchmarks.generation import Dialogue, Generator, SamplingParams, sequence_seed
+from benchmarks.generation import Dialogue, Generator, sequence_seed
 from benchmarks.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from benchmarks.tasks import Task, dataset_hash
 from sandbox.verdict import Result, Status
@@ -141,13 +141,10 @@ def _transition(reward1: float | None, reward2: float | None) -> str | None:
 def _sample_batch(generator: Generator, tasks: Sequence[Task], shots: Sequence[Task], config: FilterConfig,
                   grader: Grader) -> list[dict]:
     """k graded two-attempt episodes per task, as the trainer samples them -> episode records, in task order."""
-    from score_code.train.rollout import generate_rollouts
+    from score_code.train.rollout import attempt_params, generate_rollouts
 
     k, chat = config.rollout.samples_per_prompt, generator.chat
-    params = [SamplingParams(max_new_tokens=config.rollout.max_new_tokens, temperature=config.rollout.temperature,
-                             top_p=config.rollout.top_p,
-                             stop=tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, a)})))
-              for a in (1, 2)]
+    params = attempt_params(config.rollout, tasks, chat)
 
     def first_dialogue(task: Task) -> Dialogue:
         return prompts.first_dialogue(task, shots, chat)

@@ -18,10 +18,12 @@ from typing import Protocol
 
 import torch
 
+from benchmarks import prompts
 from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams
 from benchmarks.tasks import Task
 from sandbox.verdict import Result
+from score_code.config import RolloutConfig
 
 RewardFn = Callable[[Sequence[Task], Sequence[str]], "list[float | None]"]
 
@@ -119,6 +121,17 @@ def _check_prefix(first: Generation, second: Generation, task_id: str) -> None:
             f"{task_id}: attempt 2's input does not start with attempt 1's prompt + completion token ids "
             f"(first difference at position {at} of {len(expected)}); the generator must append, not re-tokenize"
         )
+
+
+def attempt_params(rollout: RolloutConfig, tasks: Sequence[Task], chat: bool) -> tuple[SamplingParams, SamplingParams]:
+    """The sampling settings of attempts 1 and 2 for these tasks: the rollout config, and every task's stop strings
+    for that attempt (benchmarks.prompts.stop_sequences)."""
+    def params(attempt: int) -> SamplingParams:
+        stop = tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, attempt)}))
+        return SamplingParams(max_new_tokens=rollout.max_new_tokens, temperature=rollout.temperature,
+                              top_p=rollout.top_p, stop=stop)
+
+    return params(1), params(2)
 
 
 def generate_rollouts(

@@ -103,7 +103,15 @@ from score_code.train.objectives import (
     stage_advantages,
     stage_loss,
 )
-from score_code.train.rollout import Batch, Episode, RewardFn, SandboxReward, collate, generate_rollouts
+from score_code.train.rollout import (
+    Batch,
+    Episode,
+    RewardFn,
+    SandboxReward,
+    attempt_params,
+    collate,
+    generate_rollouts,
+)
 from score_code.train.run_log import RunLogger, rollout_metrics
 
 TIMEOUTS_FILE = "timeouts.json"  # the per-task timeouts of the reward, beside config.json
@@ -382,10 +390,7 @@ def train(config: ScoreConfig, reward_fn: RewardFn | None = None, train_tasks: S
             # --- rollout: k two-attempt episodes per task, both attempts graded in one batch --------------
             tasks = [train_tasks[i] for i in tasks_for_step(len(train_tasks), step, config.rollout.prompts_per_step,
                                                             world, rank, config.run.seed)]
-            params = [SamplingParams(max_new_tokens=config.rollout.max_new_tokens,
-                                     temperature=config.rollout.temperature, top_p=config.rollout.top_p,
-                                     stop=tuple(sorted({s for t in tasks for s in prompts.stop_sequences(t, chat, a)})))
-                      for a in (1, 2)]
+            params = attempt_params(config.rollout, tasks, chat)
 
             offline: dict[int, Generation] = {}
             with compute_context(accelerator.device, dtype):
