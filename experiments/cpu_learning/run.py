@@ -5,21 +5,22 @@
 Steps, in order; each is skipped when its final output exists, so a killed run is continued by running the same
 command again (steps.jsonl under output_root logs every step: the command, ran / skipped, wall seconds):
 
- 1. synth (optional)  `score-code synth`: the generated task family          done: synth/stats.json
- 2. filter            `score-code filter`: k base-model episodes per candidate done: filter/summary.json
+ 1. filter            `score-code filter`: k base-model episodes per candidate done: filter/summary.json
                       task at the training setting (recipe); resumes itself
- 3. train tasks       the kept tasks (0 < p < 1 on some attempt; keep: all    rewritten each run (seconds)
+ 2. train tasks       the kept tasks (0 < p < 1 on some attempt; keep: all    rewritten each run (seconds)
                       takes every candidate) as one task file
- 4. train, per row    LoRA, same base model, tasks and budget (below):        done: train/ROW/DONE.json
+ 3. train, per row    LoRA, same base model, tasks and budget (below):        done: train/ROW/DONE.json
                       score (stage I -> II, alpha 10), stage2_only, alpha0,   killed: rerun with --resume from its
                       star, pair_sft                                          last checkpoint-N
- 5. select, per row   each checkpoint-N greedy on `selection_set` (MBPP       done: select/ROW/selected.json
+ 4. select, per row   each checkpoint-N greedy on `selection_set` (MBPP       done: select/ROW/selected.json
                       validation: the only set a choice may look at); the
                       highest Acc@t2 wins, ties to the later checkpoint; the
                       adapter is copied to adapters_dir/ROW
- 6. eval              base and every row (its copied adapter), greedy, on     done: evals/ROW/SET/metrics.json
-                      every set of `evals` plus the training tasks            (a killed eval resumes itself)
- 7. report            results_dir: results.md (the table with paired          rewritten each run (seconds)
+ 5. eval            base and every row (its copied adapter), greedy, on     done: evals/ROW/SET/metrics.json
+                      every set of `evals` plus the training tasks, set by    (a killed eval resumes itself)
+                      set (every row on one set before the next: a session
+                      that ends mid-way leaves whole sets to compare)
+ 6. report           results_dir: results.md (the table with paired          rewritten each run (seconds)
                       bootstrap intervals), compare/SET/ (score-code
                       compare), curves/ROW.png (score-code plot)
 
@@ -59,11 +60,10 @@ class Experiment:
     model: str = ""  # base model of every row ('' = the embedded SmolLM2-135M-Instruct)
     recipe: str = "score_code/recipes/cpu_learn.yaml"  # trainer settings shared by every row
     train_overrides: dict[str, Any] = field(default_factory=dict)  # recipe keys set for every row (smoke runs)
-    tasks: str = "mbpp"  # candidate training tasks: 'mbpp' or a task file; with synth: the synth train split
+    tasks: str = "experiments/cpu_learning/synth/train.jsonl"  # candidate training tasks: a task file or 'mbpp'
     mbpp_path: str = ""  # MBPP file (shots, 'mbpp' tasks and eval sets); '' = $SCORE_CODE_MBPP
-    train_split: str = "train"
+    train_split: str = "all"  # of `tasks`: a task file has the one split 'all'
     max_train_tasks: int = 0  # first N candidates (0 = all)
-    synth: bool = False  # generate the task family (score-code synth) and train on its train split
     keep: str = "signal"  # 'signal': train on tasks with 0 < p < 1 on some attempt; 'all': every candidate
     filter_samples: int = 4  # base-model episodes per candidate task (the filter and STaR/Pair-SFT round 1)
     star_iterations: int = 3
@@ -190,14 +190,6 @@ class Driver:
 
     # --- 1-3: tasks -----------------------------------------------------------------------------------------------
 
-    def candidates(self) -> tuple[str, str]:
-        """(task spec, split) of the candidate training tasks, generating the synthetic family first if asked."""
-        if not self.c.synth:
-            return self.c.tasks, self.c.train_split
-        out = self.root / "synth"
-        self.steps.run("synth", out / "stats.json", ["synth", "--output", str(out), "--seed", str(self.c.seed)])
-        return str(out / "train.jsonl"), "all"
-
     def filter(self, spec: str, split: str) -> Path:
         out = self.root / "filter"
         d, r = self.score.data, self.score.rollout
@@ -317,27 +309,29 @@ class Driver:
     def _eval_spec(self, name: str) -> dict[str, Any]:
         return next(e for e in self.c.evals if e["name"] == name)
 
-    def evaluate(self, row: str, model: str, task_file: Path) -> dict[str, Path]:
-        """Set name -> eval directory of `row` (greedy, the harness's two attempts)."""
+    def evaluate(self, models: dict[str, str], task_file: Path) -> dict[str, dict[str, Path]]:
+        """Row -> set name -> eval directory (greedy, the harness's two attempts), every row on a set before the
+        next set, in the order of `evals`, then the training tasks."""
         sets = [*self.c.evals, {"name": TRAIN_SET, "dataset": str(task_file), "split": "all"}]
-        dirs = {}
+        dirs: dict[str, dict[str, Path]] = {row: {} for row in models}
         for spec in sets:
-            out = self.root / "evals" / row / spec["name"]
-            self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json", self.eval_argv(spec, model, out))
-            dirs[spec["name"]] = out
+            for row, model in models.items():
+                out = self.root / "evals" / row / spec["name"]
+                self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json", self.eval_argv(spec, model, out))
+                dirs[row][spec["name"]] = out
         return dirs
 
     # --- the whole run ---------------------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        spec, split = self.candidates()
+        spec, split = self.c.tasks, self.c.train_split
         filter_dir = self.filter(spec, split)
         task_file, n_tasks = self.train_tasks(spec, split, filter_dir)
         models = {"base": self.c.model}
         for row in ROWS:
             run_dir = self.train(row, task_file, n_tasks, filter_dir)
             models[row] = str(self.select(row, run_dir))
-        evals = {row: self.evaluate(row, model, task_file) for row, model in models.items()}
+        evals = self.evaluate(models, task_file)
         from report import write_results  # experiments/cpu_learning/report.py, beside this file
 
         return write_results(self, evals, n_tasks)

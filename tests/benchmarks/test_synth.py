@@ -100,6 +100,14 @@ def test_same_seed_gives_byte_identical_files_and_counts_match(default_dir: Path
             assert row[split] == sum(t.metadata["family"] == family for t in tasks)
 
 
+def test_the_experiments_committed_tasks_are_the_default_generation(default_dir: Path) -> None:
+    """experiments/cpu_learning trains and evaluates on the committed files: they must be what `score-code synth`
+    (seed 0) writes today, so that anyone can regenerate them and a change to the generator is noticed."""
+    committed = Path(__file__).resolve().parents[2] / "experiments" / "cpu_learning" / "synth"
+    generated = _files(default_dir)
+    assert {name: (committed / name).read_bytes() for name in generated} == generated
+
+
 def test_per_template_below_one_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["synth", "--output", str(tmp_path / "out"), "--per-template", "0"]) == 2
     assert "--per-template must be at least 1" in capsys.readouterr().err

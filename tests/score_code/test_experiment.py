@@ -96,3 +96,20 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
         assert resumed.endswith("--resume --alpha 0")
         assert (root / "train" / "alpha0" / "metrics.jsonl").read_text() == metrics_before  # nothing retrained
         assert (root / "evals" / "alpha0" / "humaneval" / "metrics.json").is_file()
+
+
+def test_no_script_beside_the_driver_shadows_a_standard_module():
+    """run.py runs as a script, so its folder is first on sys.path: a `signal.py` there once replaced the standard
+    `signal` and the driver died importing torch."""
+    scripts = {p.stem for p in EXPERIMENT.glob("*.py")}
+    assert "run" in scripts and not scripts & set(sys.stdlib_module_names)
+
+
+def test_the_committed_config_loads_and_names_files_that_exist():
+    """The real experiment's config, as run.sh reads it from the repository root: its recipe, training tasks and
+    every eval set given as a file are in the repository."""
+    config = _driver().Experiment.load(EXPERIMENT / "config.yaml")
+    assert (REPO / config.recipe).is_file() and (REPO / config.tasks).is_file()
+    files = [e["dataset"] for e in config.evals if e["dataset"] not in ("humaneval", "mbpp")]
+    assert files and all((REPO / f).is_file() for f in files)
+    assert config.selection_set == "mbpp_validation"  # issue #16: the only set a choice may look at

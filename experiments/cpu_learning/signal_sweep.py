@@ -1,8 +1,8 @@
 """Where the signal is (issue #16, item 1): `score-code filter` over a grid of sampling settings and prompt forms on
 a fixed sample of MBPP train tasks, then one table, signal/summary.md.
 
-    python experiments/cpu_learning/signal.py --mbpp_path /work/shared/data/mbpp.jsonl      # run (resumable)
-    python experiments/cpu_learning/signal.py --table_only                                    # rewrite the table
+    python experiments/cpu_learning/signal_sweep.py --mbpp_path /work/shared/data/mbpp.jsonl      # run (resumable)
+    python experiments/cpu_learning/signal_sweep.py --table_only                                    # rewrite the table
 
 Settings run in a fixed priority order, so a sweep cut short still answers the first questions: zero-shot against
 3-shot at T = 0.6 and 1.0 (zero-shot first: a fifth of the tokens, so the cheaper candidate); the other temperatures
