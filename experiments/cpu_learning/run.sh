@@ -5,5 +5,4 @@
 #   bash experiments/cpu_learning/run.sh [--config experiments/cpu_learning/config.yaml]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # no OpenMP spin-waiting on a shared CPU (README, Evaluate)
 exec python3 experiments/cpu_learning/run.py "$@"
