@@ -15,7 +15,8 @@ command again (steps.jsonl under output_root logs every step: the command, ran /
  4. select, per row   each checkpoint-N greedy on `selection_set` (MBPP       done: select/ROW/selected.json
                       validation: the only set a choice may look at); the
                       highest Acc@t2 wins, ties to the later checkpoint; the
-                      adapter is copied to adapters_dir/ROW
+                      adapter is copied to adapters_dir/ROW, and the chosen
+                      checkpoint's eval is the row's eval on that set
  5. eval            base and every row (its copied adapter), greedy, on     done: evals/ROW/SET/metrics.json
                       every set of `evals` plus the training tasks, set by    (a killed eval resumes itself)
                       set (every row on one set before the next: a session
@@ -159,6 +160,7 @@ class Driver:
         self.root = Path(config.output_root)
         self.steps = Steps(self.root)
         self.score = self._score_config()
+        self.selection_evals: dict[str, Path] = {}  # row -> its chosen checkpoint's eval on the selection set
 
     # --- settings shared by the steps ----------------------------------------------------------------------------
 
@@ -262,7 +264,7 @@ class Driver:
             done.write_text(json.dumps({"episodes": self.episodes(row, n_tasks)}) + "\n")
         return run_dir
 
-    # --- 5-6: selection and evaluation ----------------------------------------------------------------------------
+    # --- 4-5: selection and evaluation ----------------------------------------------------------------------------
 
     def eval_argv(self, spec: dict[str, Any], model: str, out: Path) -> list[str]:
         dataset = spec["dataset"]
@@ -275,7 +277,8 @@ class Driver:
 
     def select(self, row: str, run_dir: Path) -> Path:
         """The checkpoint of `run_dir` with the best Acc@t2 on the selection set (ties: the later), copied to
-        adapters_dir/ROW; returns the copy."""
+        adapters_dir/ROW; returns the copy. The chosen checkpoint's eval stands for the row's on the selection set
+        (the same weights, greedy: the same outputs), so that set is not evaluated twice."""
         from score_code.train.checkpoint import checkpoint_step, list_checkpoints
 
         out = self.root / "select" / row
@@ -297,6 +300,8 @@ class Driver:
             chosen_file.write_text(json.dumps({"checkpoint": str(best), "selection_set": self.c.selection_set,
                                                "acc_t2": scores}, indent=2) + "\n")
         chosen = Path(json.loads(chosen_file.read_text())["checkpoint"])
+        if (out / chosen.name / "metrics.json").exists():
+            self.selection_evals[row] = out / chosen.name
         adapter = Path(self.c.adapters_dir) / row
         source = adapter / "SOURCE.json"
         if not source.exists() or json.loads(source.read_text())["checkpoint"] != str(chosen):
@@ -316,6 +321,9 @@ class Driver:
         dirs: dict[str, dict[str, Path]] = {row: {} for row in models}
         for spec in sets:
             for row, model in models.items():
+                if spec["name"] == self.c.selection_set and row in self.selection_evals:
+                    dirs[row][spec["name"]] = self.selection_evals[row]
+                    continue
                 out = self.root / "evals" / row / spec["name"]
                 self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json", self.eval_argv(spec, model, out))
                 dirs[row][spec["name"]] = out

@@ -43,7 +43,8 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
                             "samples_per_prompt": 2, "max_new_tokens": 8, "sft_batch_size": 4},
         "tasks": str(REPO / "tests" / "score_code" / "fixtures" / "baselines_tasks.jsonl"), "train_split": "all",
         "keep": "all", "filter_samples": 1, "star_iterations": 2,
-        "evals": [{"name": "humaneval", "dataset": "humaneval", "limit": 2}], "selection_set": "humaneval",
+        "evals": [{"name": "humaneval", "dataset": "humaneval", "limit": 2},
+                  {"name": "validation", "dataset": "humaneval", "limit": 1}], "selection_set": "validation",
         "eval_max_new_tokens": 8, "sandbox": "local", "timeout_s": 5, "bootstrap_resamples": 200,
         "output_root": str(root), "results_dir": str(results), "adapters_dir": str(adapters)}
     path = tmp_path / "experiment.yaml"
@@ -58,16 +59,18 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
         assert {"filter", *(f"train/{r}" for r in ROWS)} <= ran
         assert {f"eval/{r}/{s}" for r in ("base", *ROWS) for s in ("humaneval", "train")} <= ran
         assert "select/score/checkpoint-1" in ran and "select/score/checkpoint-2" in ran  # two to choose from
+        assert "eval/score/validation" not in ran  # the chosen checkpoint's selection eval stands for it
+        assert "eval/base/validation" in ran
         train_cmd = next(s["command"] for s in first if s["step"] == "train/star")
         assert "--first_round_episodes" in train_cmd and "--lora" in train_cmd
 
         # Outputs: the table with every row and set, the curves, the comparisons, the adapters eval loaded.
         table = (results / "results.md").read_text()
-        for name in ("humaneval", "train"):
+        for name in ("humaneval", "validation", "train"):
             assert f"### {name} (" in table
             compared = (results / "compare" / name / "comparison.md").read_text()
             assert all(f"| {r} |" in compared for r in ("base", *ROWS))
-        assert all(table.count(f"| {r} |") == 3 for r in ROWS)  # two set tables and the runs table
+        assert all(table.count(f"| {r} |") == 4 for r in ROWS)  # three set tables and the runs table
         assert "| score | 8 | 0.0 | 0.0 | +0.0 [+0.0, +0.0] |" in table  # budget B = (1 + 1) steps x 2 tasks x 2
         assert "| pair_sft | 4 |" in table  # the filter's episodes: 4 tasks x 1
         for row in ("score", "stage2_only", "alpha0"):
