@@ -23,10 +23,13 @@ def _pct(x: float) -> str:
 
 
 def set_table(evals: dict[str, dict[str, Path]], name: str, episodes: dict[str, str], resamples: int) -> str:
-    """One eval set's table: base first, then every trained row with its paired differences from base."""
+    """One eval set's table: base first, then every trained row evaluated on it, with its paired differences from
+    base."""
     rows = []
     base = evals["base"][name]
     for row, dirs in evals.items():
+        if name not in dirs:
+            continue
         metrics = json.loads((dirs[name] / "metrics.json").read_text())["metrics"]
         tr = metrics["transitions"]["t1->t2"]
         cells = [row, episodes.get(row, "-"), _pct(metrics["accuracy"]["t1"]), _pct(metrics["accuracy"]["t2"]),
@@ -44,7 +47,9 @@ def set_table(evals: dict[str, dict[str, Path]], name: str, episodes: dict[str, 
 
 
 def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) -> Path:
-    """results.md, compare/SET/comparison.{md,png} and curves/ROW.png under the config's results_dir."""
+    """results.md, compare/SET/comparison.{md,png} and curves/ROW.png under the config's results_dir. `evals` may
+    be partial (run.py --report-only): a set appears once base has it, with the rows evaluated on it, and the page
+    opens by naming what is missing."""
     from score_code.cli import main
     from score_code.train.plot import PlotError, plot_run
 
@@ -53,9 +58,10 @@ def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) 
     (out / "curves").mkdir(parents=True, exist_ok=True)
     rows = [r for r in evals if r != "base"]
     episodes = {r: str(json.loads((driver.root / "train" / r / "DONE.json").read_text())["episodes"]) for r in rows}
-    sets = list(next(iter(evals.values())))
+    sets = list(evals["base"])
     for name in sets:
-        code = main(["compare", *(str(evals[r][name]) for r in evals), "--labels", *evals,
+        done = [r for r in evals if name in evals[r]]
+        code = main(["compare", *(str(evals[r][name]) for r in done), "--labels", *done,
                      "--output", str(out / "compare" / name), "--overwrite"])
         if code != 0:
             raise RuntimeError(f"score-code compare failed on {name} (exit {code})")
@@ -75,6 +81,12 @@ def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) 
              f"({c.bootstrap_resamples} resamples, benchmarks/bootstrap.py). **\\*** marks an interval that excludes "
              "0: only those differences are more than the noise of which problems the benchmark happens to hold.",
              ""]
+    names = driver.set_names()
+    missing = [f"{row} ({', '.join(n for n in names if n not in evals.get(row, {}))})"
+               for row in ("base", *driver.rows) if any(n not in evals.get(row, {}) for n in names)]
+    if missing:
+        lines[1:1] = ["", "**Partial: the run has not finished.** Not evaluated yet (row: sets): "
+                      + "; ".join(missing) + ". Rows not trained and selected yet have no set at all."]
     for name in sets:
         lines.append(set_table(evals, name, episodes, c.bootstrap_resamples))
     lines += ["## Runs", "", markdown_table(

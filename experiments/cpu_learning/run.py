@@ -25,6 +25,9 @@ command again (steps.jsonl under output_root logs every step: the command, ran /
                       bootstrap intervals), compare/SET/ (score-code
                       compare), curves/ROW.png (score-code plot)
 
+`--report-only` runs nothing and writes step 6 from what has finished so far: results.md then opens by naming the
+rows and sets still missing.
+
 Budget (sampled two-attempt episodes per row): B = (stage1_steps + stage2_steps) x prompts_per_step x
 samples_per_prompt of the recipe. score and alpha0 run that schedule; stage2_only runs stage1_steps + stage2_steps
 stage-II steps. STaR and Pair-SFT are built from the same base-model samples: their first round is the filter's
@@ -155,6 +158,8 @@ def _quote(arg: str) -> str:
 
 
 class Driver:
+    rows = ROWS
+
     def __init__(self, config: Experiment) -> None:
         self.c = config
         self.root = Path(config.output_root)
@@ -300,8 +305,7 @@ class Driver:
             chosen_file.write_text(json.dumps({"checkpoint": str(best), "selection_set": self.c.selection_set,
                                                "acc_t2": scores}, indent=2) + "\n")
         chosen = Path(json.loads(chosen_file.read_text())["checkpoint"])
-        if (out / chosen.name / "metrics.json").exists():
-            self.selection_evals[row] = out / chosen.name
+        self._note_selection_eval(row)
         adapter = Path(self.c.adapters_dir) / row
         source = adapter / "SOURCE.json"
         if not source.exists() or json.loads(source.read_text())["checkpoint"] != str(chosen):
@@ -310,6 +314,17 @@ class Driver:
                 shutil.copy2(chosen / name, adapter / name)
             source.write_text(json.dumps({"checkpoint": str(chosen)}) + "\n")
         return adapter
+
+    def _note_selection_eval(self, row: str) -> None:
+        """Remember the chosen checkpoint's eval on the selection set, when there was a choice to make."""
+        out = self.root / "select" / row
+        chosen = Path(json.loads((out / "selected.json").read_text())["checkpoint"])
+        if (out / chosen.name / "metrics.json").exists():
+            self.selection_evals[row] = out / chosen.name
+
+    def set_names(self) -> list[str]:
+        """The eval sets in evaluation order: the config's, then the training tasks."""
+        return [e["name"] for e in self.c.evals] + [TRAIN_SET]
 
     def _eval_spec(self, name: str) -> dict[str, Any]:
         return next(e for e in self.c.evals if e["name"] == name)
@@ -330,6 +345,25 @@ class Driver:
         return dirs
 
     # --- the whole run ---------------------------------------------------------------------------------------------
+
+    def finished(self) -> tuple[dict[str, dict[str, Path]], int]:
+        """What has finished so far, running nothing: row -> set -> eval directory for base and every selected
+        row (only the sets evaluated), and the number of training tasks."""
+        task_file = self.root / "train_tasks.jsonl"
+        if not task_file.exists():
+            raise DriverError(f"{task_file} does not exist: the filter has not finished, there is nothing to report")
+        names = self.set_names()
+        evals: dict[str, dict[str, Path]] = {}
+        for row in ("base", *ROWS):
+            if row != "base":
+                if not (self.root / "train" / row / "DONE.json").exists() or not (
+                        self.root / "select" / row / "selected.json").exists():
+                    continue
+                self._note_selection_eval(row)
+            dirs = {name: self.selection_evals.get(row) if name == self.c.selection_set and row in
+                    self.selection_evals else self.root / "evals" / row / name for name in names}
+            evals[row] = {name: d for name, d in dirs.items() if (d / "metrics.json").exists()}
+        return evals, sum(1 for line in task_file.read_text().splitlines() if line.strip())
 
     def run(self) -> Path:
         spec, split = self.c.tasks, self.c.train_split
@@ -355,10 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(Path(__file__).parent / "config.yaml"),
                         help="the experiment's YAML (keys: the Experiment dataclass in this file)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write results_dir from what has finished so far (a partial table says "
+                             "which rows and sets are still missing)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     try:
-        results = Driver(Experiment.load(args.config)).run()
+        driver = Driver(Experiment.load(args.config))
+        if args.report_only:
+            from report import write_results
+
+            results = write_results(driver, *driver.finished())
+        else:
+            results = driver.run()
     except DriverError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -90,6 +90,14 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
         assert "[skip] train/score" in capsys.readouterr().err
         for file in (root / "evals" / "alpha0" / "humaneval").iterdir():
             file.unlink()
+        # --report-only runs nothing and writes what has finished, naming what has not.
+        assert driver.main(["--config", str(path), "--report-only"]) == 0
+        partial = (results / "results.md").read_text()
+        assert "**Partial: the run has not finished.** Not evaluated yet (row: sets): alpha0 (humaneval)." in partial
+        humaneval_table = partial.split("### humaneval (")[1].split("###")[0]
+        assert "| alpha0 |" not in humaneval_table and "| score |" in humaneval_table
+        assert "| alpha0 |" in partial.split("### train (")[1].split("## Runs")[0]
+        assert len(_steps(root)) == len(first) + len(second)  # nothing ran, nothing logged
         (root / "train" / "alpha0" / "DONE.json").unlink()  # as if killed after its last checkpoint
         metrics_before = (root / "train" / "alpha0" / "metrics.jsonl").read_text()
         assert driver.main(["--config", str(path)]) == 0
