@@ -3,7 +3,8 @@
     bash experiments/cpu_learning/run.sh                       # = python experiments/cpu_learning/run.py --config ...
 
 Steps, in order; each is skipped when its final output exists, so a killed run is continued by running the same
-command again (steps.jsonl under output_root logs every step: the command, ran / skipped, wall seconds):
+command again (steps.jsonl under output_root logs every step: the command, ran / skipped / killed,
+wall seconds; a killed step up to its last heartbeat, so a run's wall time counts every session it took):
 
  1. filter            `score-code filter`: k base-model episodes per candidate done: filter/summary.json
                       task at the training setting (recipe); resumes itself
@@ -42,7 +43,10 @@ import dataclasses
 import json
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,12 +114,22 @@ class Experiment:
 
 
 class Steps:
-    """Runs `score-code` commands in this process and logs each step to steps.jsonl (command, ran or skipped)."""
+    """Runs `score-code` commands in this process and logs each step to steps.jsonl (command, ran, skipped or
+    killed). While a step runs, running.json says which and since when, refreshed every HEARTBEAT_S: a session that
+    ends mid-step leaves it behind, and the next driver logs that step as killed with the seconds it had run."""
+
+    HEARTBEAT_S = 30.0
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "steps.jsonl"
+        self.running_path = root / "running.json"
+        if self.running_path.exists():
+            last = json.loads(self.running_path.read_text())
+            self._log(step=last["step"], status="killed", command=last["command"],
+                      seconds=last["alive"] - last["started"])
+            self.running_path.unlink()
 
     def _log(self, **entry: Any) -> None:
         with open(self.log_path, "a", encoding="utf-8") as f:
@@ -132,7 +146,8 @@ class Steps:
             return False
         print(f"[run] {name}: {command}", file=sys.stderr)
         start = time.perf_counter()
-        code = main(argv)
+        with self._heartbeat(name, command):
+            code = main(argv)
         seconds = time.perf_counter() - start
         if code != 0:
             self._log(step=name, status="failed", command=command, seconds=seconds)
@@ -140,12 +155,38 @@ class Steps:
         self._log(step=name, status="ran", command=command, seconds=seconds)
         return True
 
+    @contextmanager
+    def _heartbeat(self, name: str, command: str) -> Iterator[None]:
+        from benchmarks.jsonl import write_json_atomic
+
+        started = time.time()
+        stop = threading.Event()
+
+        def beat() -> None:
+            write_json_atomic(self.running_path, {"step": name, "command": command, "started": started,
+                                                  "alive": time.time()})
+
+        def beat_until_stopped() -> None:
+            while not stop.wait(self.HEARTBEAT_S):
+                beat()
+
+        beat()
+        thread = threading.Thread(target=beat_until_stopped, name="steps-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.running_path.unlink()
+
     def wall_seconds(self, name: str) -> float:
-        """Seconds the step ran, over every invocation that finished (time in a killed one is not counted)."""
+        """Seconds the step ran over all its invocations: finished ones, and killed ones up to their last
+        heartbeat."""
         if not self.log_path.is_file():
             return 0.0
         rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-        return sum(r.get("seconds", 0.0) for r in rows if r["step"] == name and r["status"] == "ran")
+        return sum(r.get("seconds", 0.0) for r in rows if r["step"] == name and r["status"] in ("ran", "killed"))
 
 
 def _quote(arg: str) -> str:

@@ -124,3 +124,26 @@ def test_the_committed_config_loads_and_names_files_that_exist():
     files = [e["dataset"] for e in config.evals if e["dataset"] not in ("humaneval", "mbpp")]
     assert files and all((REPO / f).is_file() for f in files)
     assert config.selection_set == "mbpp_validation"  # issue #16: the only set a choice may look at
+
+
+def test_a_step_killed_mid_way_is_logged_with_the_time_it_ran(tmp_path, monkeypatch):
+    """running.json is there while a step runs; a driver started after a kill logs the step as killed, with the
+    seconds up to its last heartbeat, and wall_seconds counts them with the finished invocations'."""
+    import score_code.cli
+
+    steps_class = _driver().Steps
+    steps = steps_class(tmp_path)
+    seen = []
+    monkeypatch.setattr(score_code.cli, "main", lambda argv: seen.append(
+        json.loads((tmp_path / "running.json").read_text())) or 0)
+    assert steps.run("train/score", tmp_path / "DONE", ["train", "score"])
+    assert seen[0]["step"] == "train/score" and seen[0]["command"] == "score-code train score"
+    assert not (tmp_path / "running.json").exists()
+    ran = steps.wall_seconds("train/score")
+
+    (tmp_path / "running.json").write_text(json.dumps({"step": "train/score", "command": "score-code train score",
+                                                        "started": 100.0, "alive": 160.0}))
+    steps_class(tmp_path)  # the next session's driver
+    assert not (tmp_path / "running.json").exists()
+    assert _steps(tmp_path)[-1]["status"] == "killed" and _steps(tmp_path)[-1]["seconds"] == 60.0
+    assert steps_class(tmp_path).wall_seconds("train/score") == ran + 60.0
