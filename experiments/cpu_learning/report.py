@@ -98,6 +98,9 @@ def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) 
          for r in rows])]
     lines += ["Comparison tables and bar charts from `score-code compare`: " + ", ".join(
         f"[{name}](compare/{name}/comparison.md)" for name in sets) + ".", ""]
+    lines += ["## Commands", "", "Every step as the driver ran it (`run.sh` runs them all; `runs/steps.jsonl` has "
+              "each invocation and its wall time):", "", "```bash",
+              *(f"{command}  # {step}" for step, command in driver.steps.commands().items()), "```", ""]
     path = out / RESULTS_FILE
     path.write_text("\n".join(lines))
     return path

@@ -116,17 +116,26 @@ class Experiment:
 class Steps:
     """Runs `score-code` commands in this process and logs each step to steps.jsonl (command, ran, skipped or
     killed). While a step runs, running.json says which and since when, refreshed every HEARTBEAT_S: a session that
-    ends mid-step leaves it behind, and the next driver logs that step as killed with the seconds it had run."""
+    ends mid-step leaves it behind, and the next driver logs that step as killed with the seconds it had run. A fresh
+    heartbeat means another driver is running: a second one is refused; a reader (`driving=False`, --report-only)
+    only reads."""
 
     HEARTBEAT_S = 30.0
+    STALE_S = 3 * HEARTBEAT_S  # a heartbeat this old is a killed driver's
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, driving: bool = True) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "steps.jsonl"
         self.running_path = root / "running.json"
+        if not driving:
+            return
+        root.mkdir(parents=True, exist_ok=True)
         if self.running_path.exists():
             last = json.loads(self.running_path.read_text())
+            if time.time() - last["alive"] < self.STALE_S:
+                raise DriverError(f"another driver is running step {last['step']} in {root} (heartbeat "
+                                  f"{time.time() - last['alive']:.0f} s ago, {self.running_path}); wait for it or "
+                                  "stop it first")
             self._log(step=last["step"], status="killed", command=last["command"],
                       seconds=last["alive"] - last["started"])
             self.running_path.unlink()
@@ -180,6 +189,17 @@ class Steps:
             thread.join()
             self.running_path.unlink()
 
+    def commands(self) -> dict[str, str]:
+        """Step -> the command it was first run with (a resumed training adds --resume), in the order they ran."""
+        if not self.log_path.is_file():
+            return {}
+        rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        commands: dict[str, str] = {}
+        for r in rows:
+            if r["status"] in ("ran", "killed"):
+                commands.setdefault(r["step"], r["command"])
+        return commands
+
     def wall_seconds(self, name: str) -> float:
         """Seconds the step ran over all its invocations: finished ones, and killed ones up to their last
         heartbeat."""
@@ -201,10 +221,10 @@ def _quote(arg: str) -> str:
 class Driver:
     rows = ROWS
 
-    def __init__(self, config: Experiment) -> None:
+    def __init__(self, config: Experiment, driving: bool = True) -> None:
         self.c = config
         self.root = Path(config.output_root)
-        self.steps = Steps(self.root)
+        self.steps = Steps(self.root, driving)
         self.score = self._score_config()
         self.selection_evals: dict[str, Path] = {}  # row -> its chosen checkpoint's eval on the selection set
 
@@ -436,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     try:
-        driver = Driver(Experiment.load(args.config))
+        driver = Driver(Experiment.load(args.config), driving=not args.report_only)
         if args.report_only:
             from report import write_results
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -131,7 +132,8 @@ def test_a_step_killed_mid_way_is_logged_with_the_time_it_ran(tmp_path, monkeypa
     seconds up to its last heartbeat, and wall_seconds counts them with the finished invocations'."""
     import score_code.cli
 
-    steps_class = _driver().Steps
+    driver = _driver()
+    steps_class = driver.Steps
     steps = steps_class(tmp_path)
     seen = []
     monkeypatch.setattr(score_code.cli, "main", lambda argv: seen.append(
@@ -141,9 +143,15 @@ def test_a_step_killed_mid_way_is_logged_with_the_time_it_ran(tmp_path, monkeypa
     assert not (tmp_path / "running.json").exists()
     ran = steps.wall_seconds("train/score")
 
-    (tmp_path / "running.json").write_text(json.dumps({"step": "train/score", "command": "score-code train score",
-                                                        "started": 100.0, "alive": 160.0}))
-    steps_class(tmp_path)  # the next session's driver
+    heartbeat = {"step": "train/score", "command": "score-code train score", "started": time.time() - 60}
+    (tmp_path / "running.json").write_text(json.dumps({**heartbeat, "alive": time.time()}))
+    with pytest.raises(driver.DriverError, match="another driver is running step train/score"):
+        steps_class(tmp_path)  # a live heartbeat: a second driver is refused
+    steps_class(tmp_path, driving=False)  # --report-only reads, and leaves the live driver's heartbeat alone
+    assert (tmp_path / "running.json").exists() and _steps(tmp_path)[-1]["status"] == "ran"
+
+    (tmp_path / "running.json").write_text(json.dumps({**heartbeat, "started": 100.0, "alive": 160.0}))
+    steps_class(tmp_path)  # the next session's driver, long after the last heartbeat
     assert not (tmp_path / "running.json").exists()
     assert _steps(tmp_path)[-1]["status"] == "killed" and _steps(tmp_path)[-1]["seconds"] == 60.0
     assert steps_class(tmp_path).wall_seconds("train/score") == ran + 60.0
