@@ -349,10 +349,10 @@ class Driver:
 
         out = self.root / "select" / row
         chosen_file = out / "selected.json"
-        candidates = list_checkpoints(run_dir)
-        if not candidates:
-            raise DriverError(f"{run_dir}: no checkpoint-N to select from")
         if not chosen_file.exists():
+            candidates = list_checkpoints(run_dir)
+            if not candidates:
+                raise DriverError(f"{run_dir}: no checkpoint-N to select from")
             spec = self._eval_spec(self.c.selection_set)
             scores = {}
             for ckpt in candidates:
@@ -370,6 +370,9 @@ class Driver:
         adapter = Path(self.c.adapters_dir) / row
         source = adapter / "SOURCE.json"
         if not source.exists() or json.loads(source.read_text())["checkpoint"] != str(chosen):
+            if not chosen.is_dir():
+                raise DriverError(f"{chosen_file} chose {chosen}, which is gone, and {adapter} does not hold its "
+                                  "copy: remove the row's select/ and train/ directories to retrain it")
             adapter.mkdir(parents=True, exist_ok=True)
             for name in ADAPTER_FILES:
                 shutil.copy2(chosen / name, adapter / name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -83,7 +84,10 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
         star_episodes = json.loads((root / "train" / "star" / "DONE.json").read_text())["episodes"]
         assert star_episodes == 4 * 1 + 4 * 1 == 8  # the filter's round (4 tasks x 1) + one round of k' = 1: B
 
-        # A rerun skips every step; a removed output is rebuilt, alone.
+        # A rerun skips every step, even where the checkpoints are gone (they are not committed: a later session's
+        # fresh checkout has the selected adapters and the outputs only); a removed output is rebuilt, alone.
+        for checkpoint in (root / "train" / "score").glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
         capsys.readouterr()
         assert driver.main(["--config", str(path)]) == 0
         second = _steps(root)[len(first):]
