@@ -18,11 +18,11 @@ wall seconds; a killed step up to its last heartbeat, so a run's wall time count
                       highest Acc@t2 wins, ties to the later checkpoint; the
                       adapter is copied to adapters_dir/ROW, and the chosen
                       checkpoint's eval is the row's eval on that set
- 5. eval            base and every row (its copied adapter), greedy, on     done: evals/ROW/SET/metrics.json
+ 5. eval              base and every row (its copied adapter), greedy, on     done: evals/ROW/SET/metrics.json
                       every set of `evals` plus the training tasks, set by    (a killed eval resumes itself)
                       set (every row on one set before the next: a session
                       that ends mid-way leaves whole sets to compare)
- 6. report           results_dir: results.md (the table with paired          rewritten each run (seconds)
+ 6. report            results_dir: results.md (the table with paired          rewritten each run (seconds)
                       bootstrap intervals), compare/SET/ (score-code
                       compare), curves/ROW.png (score-code plot)
 
@@ -189,13 +189,15 @@ class Steps:
             thread.join()
             self.running_path.unlink()
 
+    def _entries(self) -> list[dict[str, Any]]:
+        if not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
     def commands(self) -> dict[str, str]:
         """Step -> the command it was first run with (a resumed training adds --resume), in the order they ran."""
-        if not self.log_path.is_file():
-            return {}
-        rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
         commands: dict[str, str] = {}
-        for r in rows:
+        for r in self._entries():
             if r["status"] in ("ran", "killed"):
                 commands.setdefault(r["step"], r["command"])
         return commands
@@ -203,10 +205,8 @@ class Steps:
     def wall_seconds(self, name: str) -> float:
         """Seconds the step ran over all its invocations: finished ones, and killed ones up to their last
         heartbeat."""
-        if not self.log_path.is_file():
-            return 0.0
-        rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-        return sum(r.get("seconds", 0.0) for r in rows if r["step"] == name and r["status"] in ("ran", "killed"))
+        return sum(r.get("seconds", 0.0) for r in self._entries()
+                   if r["step"] == name and r["status"] in ("ran", "killed"))
 
 
 def _quote(arg: str) -> str:
@@ -386,6 +386,12 @@ class Driver:
         if (out / chosen.name / "metrics.json").exists():
             self.selection_evals[row] = out / chosen.name
 
+    def _eval_dir(self, row: str, name: str) -> Path:
+        """Where `row`'s eval on set `name` is: the chosen checkpoint's selection eval on the selection set."""
+        if name == self.c.selection_set and row in self.selection_evals:
+            return self.selection_evals[row]
+        return self.root / "evals" / row / name
+
     def set_names(self) -> list[str]:
         """The eval sets in evaluation order: the config's, then the training tasks."""
         return [e["name"] for e in self.c.evals] + [TRAIN_SET]
@@ -400,12 +406,10 @@ class Driver:
         dirs: dict[str, dict[str, Path]] = {row: {} for row in models}
         for spec in sets:
             for row, model in models.items():
-                if spec["name"] == self.c.selection_set and row in self.selection_evals:
-                    dirs[row][spec["name"]] = self.selection_evals[row]
-                    continue
-                out = self.root / "evals" / row / spec["name"]
-                self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json", self.eval_argv(spec, model, out))
-                dirs[row][spec["name"]] = out
+                out = dirs[row][spec["name"]] = self._eval_dir(row, spec["name"])
+                if out != self.selection_evals.get(row):  # the selection eval is done already
+                    self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json",
+                                   self.eval_argv(spec, model, out))
         return dirs
 
     # --- the whole run ---------------------------------------------------------------------------------------------
@@ -424,8 +428,7 @@ class Driver:
                         self.root / "select" / row / "selected.json").exists():
                     continue
                 self._note_selection_eval(row)
-            dirs = {name: self.selection_evals.get(row) if name == self.c.selection_set and row in
-                    self.selection_evals else self.root / "evals" / row / name for name in names}
+            dirs = {name: self._eval_dir(row, name) for name in names}
             evals[row] = {name: d for name, d in dirs.items() if (d / "metrics.json").exists()}
         return evals, sum(1 for line in task_file.read_text().splitlines() if line.strip())
 
