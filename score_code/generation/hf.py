@@ -5,7 +5,8 @@ stop string, max_new_tokens) leaves the batch at once and the next prompts take 
 together, left-padded, and their KV cache is merged into the running one. So a batch never waits for its longest
 member (measured on HumanEval with the default model: median completion 64 tokens, but 5 of 32 run to the 512
 limit, so a static batch of 32 spent most of its steps on 5 sequences). Prompts are admitted longest first, so
-peak memory comes early.
+peak memory comes early. The token prefix that all prompts of a call share (a system prompt, MBPP's three shots:
+about 600 of the 790 tokens of an MBPP prompt) is prefilled once; each group prefills only what follows it.
 
 Greedy when temperature is 0, else sampling with temperature/top_p; seeded sampling leaves the caller's global RNG
 state alone. With `params.seeds` every sequence draws from its own generator seeded by its seed, so its sample does
@@ -73,6 +74,23 @@ class _GrowingLayer(DynamicLayer):
         return buffer
 
 
+# Below this many shared tokens a separate prefix forward saves less than it costs.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt has in common, leaving each at least one token to prefill (its logits
+    pick the first new token); 0 for fewer than two prompts or below MIN_SHARED_PREFIX."""
+    if len(prompts) < 2:
+        return 0
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    length = 0
+    while length < limit and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 @dataclass
 class _Sequence:
     """One prompt being completed. `ids[-1]` is generated but not yet fed to the model."""
@@ -126,7 +144,8 @@ class HFGenerator:
 
 class _Decoder:
     """The continuous-batching loop of one generate call. Invariants between steps: the cache holds `width` positions
-    for every active sequence (left padding where `mask` is 0), and each sequence's last id is still to be fed."""
+    for every active sequence (padding where `mask` is 0: at the left, and after a shared prefix), and each sequence's
+    last id is still to be fed."""
 
     def __init__(self, owner: HFGenerator, prompts: list[list[int]], params: SamplingParams) -> None:
         self.model, self.tokenizer, self.params = owner.model, owner.tokenizer, params
@@ -137,6 +156,8 @@ class _Decoder:
         # transformers 5 renamed `past_key_values` to `cache` (the old name goes in 5.40)
         self.cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self.prompts = prompts
+        self.shared = shared_prefix_length(prompts)
+        self.shared_states: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # its keys/values, per layer
         self.stop = [s for s in params.stop if s]
         # A token decodes to at least one character, so the newest stop-string match lies in this many tokens.
         self.window = max((len(s) for s in self.stop), default=0) + 2
@@ -168,18 +189,25 @@ class _Decoder:
 
     # --- model calls ---------------------------------------------------------------------------------------------
     def _admit(self, indices: list[int]) -> None:
-        """Prefill these prompts together (left-padded) and merge their cache into the running one."""
-        width = max(len(self.prompts[i]) for i in indices)
+        """Prefill these prompts together and merge their cache into the running one. Each row is the shared prefix
+        (from its cached states, if any), left padding, then the rest of its prompt."""
+        skip = self.shared if self._shared_cached() else 0
+        width = max(len(self.prompts[i]) - skip for i in indices)
         ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
         for row, i in enumerate(indices):
-            prompt = self.prompts[i]
-            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt):] = 1
+            rest = self.prompts[i][skip:]
+            ids[row, width - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            mask[row, width - len(rest):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                         use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache})
+        if skip:
+            mask = torch.cat([mask.new_ones((len(indices), skip)), mask], dim=1)
+            cache = DynamicCache([(k.expand(len(indices), -1, -1, -1), v.expand(len(indices), -1, -1, -1))
+                                  for k, v in self.shared_states])
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, skip:]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **{self.cache_kwarg: cache})
         new = [_Sequence(i, self._sequence_rng(i)) for i in indices]
         self._append(new, self._pick(out.logits[:, -1], new))
         if self.cache is None:
@@ -189,6 +217,19 @@ class _Decoder:
         else:
             self._merge(cache, mask)
         self.active.extend(new)
+
+    def _shared_cached(self) -> bool:
+        """Prefill the shared prefix once, on first use; False when there is none or the model's cache is not plain
+        full attention (a sliding-window layer cannot be reused this way)."""
+        if self.shared and self.shared_states is None:
+            ids = torch.tensor([self.prompts[0][:self.shared]], dtype=torch.long, device=self.device)
+            cache = DynamicCache()
+            self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache})
+            if all(type(layer) is DynamicLayer for layer in cache.layers):
+                self.shared_states = [(layer.keys, layer.values) for layer in cache.layers]
+            else:
+                self.shared = 0
+        return bool(self.shared)
 
     def _step(self) -> None:
         """Feed every active sequence its last id; append the next one."""

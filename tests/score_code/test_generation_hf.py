@@ -352,3 +352,39 @@ def test_the_growing_cache_layer_holds_what_concatenation_would():
             layer.keys, layer.values = layer.keys[:, :, 3:], layer.values[:, :, 3:]
             keys, values = keys[:, :, 3:], values[:, :, 3:]
     assert len(buffers) < 10  # moved a few times (room doubles), not at every step
+
+
+def test_a_prefix_shared_by_all_prompts_is_prefilled_once_and_changes_no_output(peaky_model, tokenizer, monkeypatch):
+    """Prompts sharing a long prefix (MBPP's three shots): the prefix is one forward of its own and every later
+    prefill starts after it, and each completion equals the prompt's own call (where nothing is shared)."""
+    from score_code.generation import hf
+
+    preamble = "Here are some examples of tasks and their solutions, read them carefully before you answer. " * 3
+    dialogues = [_user(preamble + p) for p in [*PROMPTS, "Sort a list.", "x" * 40]]
+    params = SamplingParams(max_new_tokens=10)
+    alone = [HFGenerator(peaky_model, tokenizer).generate([d], params)[0] for d in dialogues]
+    prompts = [g.prompt_token_ids for g in alone]
+    shared = hf.shared_prefix_length(prompts)
+    assert shared > 60 and all(p[:shared] == prompts[0][:shared] for p in prompts)
+
+    widths = []
+    forward = peaky_model.forward
+    monkeypatch.setattr(peaky_model, "forward", lambda *a, **kw: (widths.append(kw["input_ids"].shape[1]),
+                                                                  forward(*a, **kw))[1])
+    for batch_size in (1, 2, 5):
+        widths.clear()
+        together = HFGenerator(peaky_model, tokenizer, batch_size=batch_size).generate(dialogues, params)
+        assert [g.token_ids for g in together] == [g.token_ids for g in alone], batch_size
+        assert [g.prompt_token_ids for g in together] == prompts
+        prefills = [w for w in widths if w > 1]
+        assert prefills[0] == shared and max(prefills[1:]) == max(len(p) for p in prompts) - shared
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token_and_ignores_short_overlaps():
+    from score_code.generation.hf import MIN_SHARED_PREFIX, shared_prefix_length
+
+    base = list(range(100, 100 + MIN_SHARED_PREFIX + 5))
+    assert shared_prefix_length([base + [1, 2], base + [1, 3]]) == len(base) + 1
+    assert shared_prefix_length([base, base + [7]]) == len(base) - 1  # the shorter one keeps its last token
+    assert shared_prefix_length([base]) == 0  # a single prompt: nothing to share
+    assert shared_prefix_length([base[:MIN_SHARED_PREFIX - 1] + [1], base[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
