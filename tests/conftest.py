@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -35,16 +36,21 @@ def timeout_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return root
 
 
+def docker_unavailable(exc: SandboxError) -> NoReturn:
+    """Docker or the sandbox image is missing: a failure under CI (never a silent skip), a skip elsewhere."""
+    reason = f"Docker sandbox unavailable: {exc}" + (f" (hint: {exc.hint})" if exc.hint else "")
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def docker_sandbox() -> Iterator[Sandbox]:
     """Sandbox(backend="docker", workers=2) for the whole session; Docker tests must not silently skip in CI."""
     try:
         sb = Sandbox(backend="docker", workers=2)
     except SandboxError as exc:
-        reason = f"Docker sandbox unavailable: {exc}" + (f" (hint: {exc.hint})" if exc.hint else "")
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        docker_unavailable(exc)
     with sb:
         yield sb
 

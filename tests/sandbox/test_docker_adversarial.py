@@ -18,7 +18,7 @@ import pytest
 
 from sandbox import Job, Result, Sandbox, Status
 from sandbox.docker_backend import list_containers
-from tests.sandbox.test_server import running_server
+from tests.sandbox.serving import running_server
 
 pytestmark = pytest.mark.docker
 TIMEOUT_S = 2.0

@@ -1,8 +1,7 @@
 """sandbox/fusion.py: SandboxFusion's /run_code request and response, mapped to and from script jobs.
 
-The payloads are the ones verl sends (verl/utils/reward_score/sandbox_fusion/utils.py, call_sandbox_api), and
-`verl_outcome` is verl's reading of a response in the same file (_process_single_case), so these tests pin what a
-verl run would score. The end-to-end cases run through the local executor (no Docker).
+The payloads are the ones verl sends and `verl_outcome` is verl's reading of a response (tests/sandbox/verl_client.py),
+so these tests pin what a verl run would score. The end-to-end cases run through the local executor (no Docker).
 """
 from __future__ import annotations
 
@@ -15,28 +14,7 @@ from sandbox import fusion
 from sandbox.fusion import RunCodeRequest, job_from_request, response_from_result
 from sandbox.verdict import Result, Status
 from tests.sandbox.conftest import FAST
-
-
-def verl_payload(code: str, stdin: str | None = None, timeout: int = 10) -> dict:
-    return {"compile_timeout": timeout, "run_timeout": timeout, "code": code, "stdin": stdin, "memory_limit_MB": 1024,
-            "language": "python", "files": {}, "fetch_files": []}
-
-
-def verl_outcome(response: dict, expected_output: str) -> object:
-    """verl's result for one test case: True/False (answer right or wrong), -1 sandbox error, -2 runtime error,
-    -3 timeout (python has no compile step, so never -4)."""
-    run = response.get("run_result")
-    if response["status"] == "SandboxError":
-        return -1
-    if response["status"] == "Failed":
-        if run["status"] == "TimeLimitExceeded":
-            return -3
-        if run["status"] == "Error" or (run["status"] == "Finished" and run.get("return_code") != 0):
-            return -2
-        return -1
-    if response["status"] == "Success" and run and run["status"] == "Finished":
-        return str(run["stdout"] or "").rstrip("\n") == expected_output.rstrip("\n")
-    return -1
+from tests.sandbox.verl_client import verl_outcome, verl_payload
 
 
 # --- request -> Job ----------------------------------------------------------------------------------------------

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,16 +27,11 @@ from sandbox.cli import main, read_token
 from sandbox.server import ResultOut, create_app, field_name
 from sandbox.server_settings import ServerSettings, is_loopback, require_token_off_loopback
 from tests.conftest import ADD_BAD, ADD_OK
+from tests.sandbox.serving import AUTH, SETTINGS, TOKEN, Server, errors_by_field, require_docker, running_server
 
-TOKEN = "test-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]
 HUMANEVAL_TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
 SLEEP_ADD = "import time\ntime.sleep({s})\n" + ADD_OK
-SETTINGS = ServerSettings(max_body_bytes=64 * 1024, max_jobs_per_request=4, max_program_bytes=1024,
-                          max_timeout_s=10.0, max_queue_jobs=8, token=TOKEN)
-
-
 def job(program: str = ADD_OK, **kw) -> dict:
     return {"program": program, "format": "mbpp", "tests": ADD_TESTS, **kw}
 
@@ -48,11 +39,6 @@ def job(program: str = ADD_OK, **kw) -> dict:
 @pytest.fixture(scope="module")
 def client(local_sandbox: Sandbox) -> TestClient:
     return TestClient(create_app(local_sandbox, SETTINGS))
-
-
-def errors_by_field(response: httpx.Response) -> dict[str, str]:
-    assert response.status_code == 422, response.text
-    return {error["field"]: error["msg"] for error in response.json()["detail"]}
 
 
 # --- the wire format -------------------------------------------------------------------------------------------------
@@ -281,38 +267,6 @@ def test_the_token_comes_from_the_file_or_the_environment(tmp_path: Path, monkey
 
 
 # --- real servers ----------------------------------------------------------------------------------------------------
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-
-@contextmanager
-def running_server(tmp_path: Path, *args: str) -> Iterator[Server]:
-    """`sandbox serve --port 0 ARGS` as a subprocess; stopped (SIGTERM, then SIGKILL) unless the test stopped it."""
-    log = tmp_path / f"server-{time.monotonic_ns()}.log"
-    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_TOKEN"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", "0", *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not (match := re.search(r"running on (http://127\.0\.0\.1:\d+)", log.read_text())):
-            assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()}"
-            time.sleep(0.05)
-        yield Server(proc, match.group(1), log)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A local-backend server with small caps: 2 workers, 4 jobs per request, 4 in the queue, 64 KiB bodies."""
@@ -383,19 +337,6 @@ def test_a_flood_past_the_queue_gets_429_with_retry_after_and_the_server_keeps_s
     assert_serving(server)
     metrics = httpx.get(f"{server.url}/metrics", headers=AUTH).text
     assert 'sandbox_requests_total{path="/v1/grade",code="429"} 12' in metrics
-
-
-def require_docker() -> None:
-    """Docker and the image: missing fails under CI (never a silent skip) and skips elsewhere."""
-    from sandbox import docker_backend
-
-    try:
-        docker_backend.require_image(None)
-    except SandboxError as exc:
-        reason = f"Docker sandbox unavailable: {exc}" + (f" (hint: {exc.hint})" if exc.hint else "")
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture

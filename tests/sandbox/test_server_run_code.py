@@ -1,7 +1,7 @@
 """`sandbox serve`'s POST /run_code (SandboxFusion's API, python): validation and mapping in-process over a local
 Sandbox, then a real `sandbox serve --backend docker` answering verl's requests as verl would score them.
 
-verl's payload and its reading of an answer (`verl_payload`, `verl_outcome`) are tests/sandbox/test_fusion.py's.
+verl's payload and its reading of an answer (`verl_payload`, `verl_outcome`) are in tests/sandbox/verl_client.py.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from sandbox import Job, Sandbox
 from sandbox.server import create_app
 from sandbox.server_settings import ServerSettings
-from tests.sandbox.test_fusion import verl_outcome, verl_payload
-from tests.sandbox.test_server import AUTH, SETTINGS, TOKEN, Server, errors_by_field, require_docker, running_server
+from tests.sandbox.serving import AUTH, SETTINGS, TOKEN, Server, errors_by_field, require_docker, running_server
+from tests.sandbox.verl_client import verl_outcome, verl_payload
 
 BIG = "import sys\nsys.stdout.write('x' * 200_000 + '\\n')\n"  # 200 KB: past the 8 KiB Limits keep
 
