@@ -14,8 +14,27 @@ from benchmarks.bootstrap import delta_interval, difference_intervals
 from benchmarks.report import markdown_table
 
 RESULTS_FILE = "results.md"
+LOG_WINDOW = 10  # training steps per row of the training-log table
+LOG_COLUMNS = {"attempt-1 reward": ("attempt1/reward", 3), "attempt-2 reward": ("attempt2/reward", 3),
+               "i→c": ("delta_i2c", 3), "c→i": ("delta_c2i", 3), "edit ratio": ("edit_ratio", 3),
+               "KL t1": ("kl/attempt1", 4), "KL t2": ("kl/attempt2", 4)}  # header: (log key, decimals)
 HEADER = ("row", "episodes", "Acc@t1", "Acc@t2", "Δ [95% CI]", "Δ i→c", "Δ c→i", "edit ratio",
           "Acc@t1 − base [95% CI]", "Acc@t2 − base [95% CI]", "Δ − base [95% CI]")
+
+
+def _eval_minutes(driver: Any, out: Path | None) -> str:
+    """Wall minutes of the step that wrote eval directory `out` (a selection eval for the selection set)."""
+    if out is None:
+        return "-"
+    step = "/".join(out.relative_to(driver.root).parts)  # evals/ROW/SET -> eval/ROW/SET; select/ROW/checkpoint-N
+    step = "eval" + step[len("evals"):] if step.startswith("evals/") else step
+    return f"{driver.steps.wall_seconds(step) / 60:.1f}"
+
+
+def _selection_minutes(driver: Any, row: str) -> float:
+    """Wall minutes of every checkpoint's evaluation on the selection set (none when there was one checkpoint)."""
+    return sum(driver.steps.wall_seconds(step) for step in driver.steps.commands()
+               if step.startswith(f"select/{row}/")) / 60
 
 
 def _pct(x: float) -> str:
@@ -44,6 +63,26 @@ def set_table(evals: dict[str, dict[str, Path]], name: str, episodes: dict[str, 
     n = json.loads((base / "metrics.json").read_text())["metrics"]["n_tasks"]
     return (f"### {name} ({n} problems: one problem = {100 / n:.2f} points)\n\n" + markdown_table(HEADER, rows)
             + "\n")
+
+
+def training_log_table(root: Path, rows: list[str]) -> str:
+    """Means of each RL row's training log (train/ROW/metrics.jsonl) over windows of LOG_WINDOW steps: what the
+    policy did on its own training samples as it learned. A resumed run logs the steps after its checkpoint again;
+    the last record of a step counts."""
+    table = []
+    for row in rows:
+        path = root / "train" / row / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        by_step = {r["step"]: r for r in records if "attempt2/reward" in r}  # the SFT baselines log no attempts
+        for start in range(1, max(by_step, default=0) + 1, LOG_WINDOW):
+            window = [by_step[s] for s in range(start, start + LOG_WINDOW) if s in by_step]
+            if not window:
+                continue
+            means = [f"{sum(r[key] for r in window) / len(window):.{places}f}" for key, places in LOG_COLUMNS.values()]
+            skipped = sum(r.get("rollout/groups_skipped", 0) for r in window)
+            groups = skipped + sum(r.get("rollout/groups_kept", 0) for r in window)
+            table.append([row, f"{window[0]['step']}-{window[-1]['step']}", *means, f"{skipped:.0f} of {groups:.0f}"])
+    return markdown_table(["row", "steps", *LOG_COLUMNS, "groups skipped"], table) if table else ""
 
 
 def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) -> Path:
@@ -90,14 +129,22 @@ def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) 
     for name in sets:
         lines.append(set_table(evals, name, episodes, c.bootstrap_resamples))
     lines += ["## Runs", "", markdown_table(
-        ["row", "training wall time", "selected checkpoint", "adapter (`score-code eval ... --model PATH`)",
-         "curves"],
-        [[r, f"{driver.steps.wall_seconds(f'train/{r}') / 60:.1f} min",
+        ["row", "training wall time", "selection wall time", "selected checkpoint",
+         "adapter (`score-code eval ... --model PATH`)", "curves"],
+        [[r, f"{driver.steps.wall_seconds(f'train/{r}') / 60:.1f} min", f"{_selection_minutes(driver, r):.1f} min",
           json.loads((driver.root / "select" / r / "selected.json").read_text())["checkpoint"],
           f"`{Path(c.adapters_dir) / r}`", f"![{r}](curves/{r}.png)" if curves[r] else "no training step"]
          for r in rows])]
-    lines += ["Comparison tables and bar charts from `score-code compare`: " + ", ".join(
-        f"[{name}](compare/{name}/comparison.md)" for name in sets) + ".", ""]
+    log = training_log_table(driver.root, rows)
+    if log:
+        lines += ["## Training logs", "", f"Means over {LOG_WINDOW} steps of each RL row's log, on its own training "
+                  "samples (train/ROW/metrics.jsonl; the curves plot every step):", "", log]
+    if sets:
+        lines += ["## Evaluation wall time (minutes)", "", markdown_table(
+            ["row", *sets], [[r, *(_eval_minutes(driver, evals[r].get(name)) for name in sets)] for r in evals])]
+    if sets:
+        lines += ["Comparison tables and bar charts from `score-code compare`: " + ", ".join(
+            f"[{name}](compare/{name}/comparison.md)" for name in sets) + ".", ""]
     lines += ["## Commands", "", "Every step as the driver ran it (`run.sh` runs them all; `runs/steps.jsonl` has "
               "each invocation and its wall time):", "", "```bash",
               *(f"{command}  # {step}" for step, command in driver.steps.commands().items()), "```", ""]

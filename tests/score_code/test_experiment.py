@@ -72,7 +72,15 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
             assert f"### {name} (" in table
             compared = (results / "compare" / name / "comparison.md").read_text()
             assert all(f"| {r} |" in compared for r in ("base", *ROWS))
-        assert all(table.count(f"| {r} |") == 4 for r in ROWS)  # three set tables and the runs table
+        sections = {h.split("\n")[0]: h for h in table.split("\n## ")[1:]}
+        assert all(sections["Runs"].count(f"| {r} |") == 1 for r in ROWS)
+        assert all(sections["Evaluation wall time (minutes)"].count(f"| {r} |") == 1 for r in ("base", *ROWS))
+        # the RL rows' logs, one window of their two steps; the SFT baselines log no attempts
+        log = sections["Training logs"]
+        assert all(f"| {r} | 1-2 |" in log for r in ("score", "stage2_only", "alpha0"))
+        assert "| star |" not in log and "| pair_sft |" not in log
+        for name in ("humaneval", "validation", "train"):
+            assert all(table.split(f"### {name} (")[1].split("\n#")[0].count(f"| {r} |") == 1 for r in ROWS)
         assert "| score | 8 | 0.0 | 0.0 | +0.0 [+0.0, +0.0] |" in table  # budget B = (1 + 1) steps x 2 tasks x 2
         assert "| pair_sft | 4 |" in table  # the filter's episodes: 4 tasks x 1
         for row in ("score", "stage2_only", "alpha0"):
