@@ -27,7 +27,9 @@ wall seconds; a killed step up to its last heartbeat, so a run's wall time count
                       compare), curves/ROW.png (score-code plot)
 
 `--report-only` runs nothing and writes step 6 from what has finished so far: results.md then opens by naming the
-rows and sets still missing.
+rows and sets still missing. `--rows base score ...` runs only those rows' steps (the filter first if needed), e.g.
+base's evaluations in the time left of a session that could not finish a training row; the rest are skipped as
+if absent, and a later full run skips what they wrote.
 
 Budget (sampled two-attempt episodes per row): B = (stage1_steps + stage2_steps) x prompts_per_step x
 samples_per_prompt of the recipe. score and alpha0 run that schedule; stage2_only runs stage1_steps + stage2_steps
@@ -432,18 +434,19 @@ class Driver:
             evals[row] = {name: d for name, d in dirs.items() if (d / "metrics.json").exists()}
         return evals, sum(1 for line in task_file.read_text().splitlines() if line.strip())
 
-    def run(self) -> Path:
+    def run(self, rows: tuple[str, ...] = ("base", *ROWS)) -> Path:
+        """Every step of `rows` (base: its evaluations only), then the report of all that has finished."""
         spec, split = self.c.tasks, self.c.train_split
         filter_dir = self.filter(spec, split)
         task_file, n_tasks = self.train_tasks(spec, split, filter_dir)
-        models = {"base": self.c.model}
-        for row in ROWS:
+        models = {"base": self.c.model} if "base" in rows else {}
+        for row in (r for r in ROWS if r in rows):
             run_dir = self.train(row, task_file, n_tasks, filter_dir)
             models[row] = str(self.select(row, run_dir))
-        evals = self.evaluate(models, task_file)
+        self.evaluate(models, task_file)
         from report import write_results  # experiments/cpu_learning/report.py, beside this file
 
-        return write_results(self, evals, n_tasks)
+        return write_results(self, *self.finished())
 
 
 def _flag(key: str, value: Any) -> list[str]:
@@ -459,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write results_dir from what has finished so far (a partial table says "
                              "which rows and sets are still missing)")
+    parser.add_argument("--rows", nargs="+", choices=("base", *ROWS), default=("base", *ROWS),
+                        help="run only these rows' steps (base: its evaluations), in the usual order; the report "
+                             "still covers every row that has finished (default: all)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     try:
@@ -468,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
             results = write_results(driver, *driver.finished())
         else:
-            results = driver.run()
+            results = driver.run(tuple(args.rows))
     except DriverError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

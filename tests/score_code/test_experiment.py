@@ -54,15 +54,22 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the local sandbox's "no isolation" warning, peft's notes
-        assert driver.main(["--config", str(path)]) == 0
-        first = _steps(root)
-        assert {s["status"] for s in first} == {"ran"}
-        ran = {s["step"] for s in first}
-        assert {"filter", *(f"train/{r}" for r in ROWS)} <= ran
-        assert {f"eval/{r}/{s}" for r in ("base", *ROWS) for s in ("humaneval", "train")} <= ran
+        # --rows base: the filter and base's evaluations only, and a report of those
+        assert driver.main(["--config", str(path), "--rows", "base"]) == 0
+        base_only = _steps(root)
+        assert [s["step"] for s in base_only] == ["filter", "eval/base/humaneval", "eval/base/validation",
+                                                  "eval/base/train"]
+        assert "| base |" in (results / "results.md").read_text() and not (root / "train").exists()
+
+        assert driver.main(["--config", str(path)]) == 0  # the rest; what --rows base ran is skipped
+        first = _steps(root)[len(base_only):]
+        assert {s["step"] for s in first if s["status"] == "skipped"} == {s["step"] for s in base_only}
+        ran = {s["step"] for s in first if s["status"] == "ran"}
+        assert not ran & {s["step"] for s in base_only}
+        assert {f"train/{r}" for r in ROWS} <= ran
+        assert {f"eval/{r}/{s}" for r in ROWS for s in ("humaneval", "train")} <= ran
         assert "select/score/checkpoint-1" in ran and "select/score/checkpoint-2" in ran  # two to choose from
         assert "eval/score/validation" not in ran  # the chosen checkpoint's selection eval stands for it
-        assert "eval/base/validation" in ran
         train_cmd = next(s["command"] for s in first if s["step"] == "train/star")
         assert "--first_round_episodes" in train_cmd and "--lora" in train_cmd
 
@@ -98,7 +105,7 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
             shutil.rmtree(checkpoint)
         capsys.readouterr()
         assert driver.main(["--config", str(path)]) == 0
-        second = _steps(root)[len(first):]
+        second = _steps(root)[len(base_only) + len(first):]
         assert {s["status"] for s in second} == {"skipped"}
         assert "[skip] train/score" in capsys.readouterr().err
         for file in (root / "evals" / "alpha0" / "humaneval").iterdir():
@@ -110,11 +117,11 @@ def test_the_experiment_runs_end_to_end_then_skips_and_rebuilds(tiny_model_dir, 
         humaneval_table = partial.split("### humaneval (")[1].split("###")[0]
         assert "| alpha0 |" not in humaneval_table and "| score |" in humaneval_table
         assert "| alpha0 |" in partial.split("### train (")[1].split("## Runs")[0]
-        assert len(_steps(root)) == len(first) + len(second)  # nothing ran, nothing logged
+        assert len(_steps(root)) == len(base_only) + len(first) + len(second)  # nothing ran, nothing logged
         (root / "train" / "alpha0" / "DONE.json").unlink()  # as if killed after its last checkpoint
         metrics_before = (root / "train" / "alpha0" / "metrics.jsonl").read_text()
         assert driver.main(["--config", str(path)]) == 0
-        third = _steps(root)[len(first) + len(second):]
+        third = _steps(root)[len(base_only) + len(first) + len(second):]
         assert sorted(s["step"] for s in third if s["status"] == "ran") == ["eval/alpha0/humaneval", "train/alpha0"]
         resumed = next(s["command"] for s in third if s["step"] == "train/alpha0")
         assert resumed.endswith("--resume --alpha 0")
