@@ -142,7 +142,6 @@ def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) 
     if sets:
         lines += ["## Evaluation wall time (minutes)", "", markdown_table(
             ["row", *sets], [[r, *(_eval_minutes(driver, evals[r].get(name)) for name in sets)] for r in evals])]
-    if sets:
         lines += ["Comparison tables and bar charts from `score-code compare`: " + ", ".join(
             f"[{name}](compare/{name}/comparison.md)" for name in sets) + ".", ""]
     lines += ["## Commands", "", "Every step as the driver ran it (`run.sh` runs them all; `runs/steps.jsonl` has "

@@ -401,18 +401,16 @@ class Driver:
     def _eval_spec(self, name: str) -> dict[str, Any]:
         return next(e for e in self.c.evals if e["name"] == name)
 
-    def evaluate(self, models: dict[str, str], task_file: Path) -> dict[str, dict[str, Path]]:
-        """Row -> set name -> eval directory (greedy, the harness's two attempts), every row on a set before the
+    def evaluate(self, models: dict[str, str], task_file: Path) -> None:
+        """Greedy evaluations (the harness's two attempts) of every row in `models`, every row on a set before the
         next set, in the order of `evals`, then the training tasks."""
         sets = [*self.c.evals, {"name": TRAIN_SET, "dataset": str(task_file), "split": "all"}]
-        dirs: dict[str, dict[str, Path]] = {row: {} for row in models}
         for spec in sets:
             for row, model in models.items():
-                out = dirs[row][spec["name"]] = self._eval_dir(row, spec["name"])
+                out = self._eval_dir(row, spec["name"])
                 if out != self.selection_evals.get(row):  # the selection eval is done already
                     self.steps.run(f"eval/{row}/{spec['name']}", out / "metrics.json",
                                    self.eval_argv(spec, model, out))
-        return dirs
 
     # --- the whole run ---------------------------------------------------------------------------------------------
 
