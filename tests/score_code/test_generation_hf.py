@@ -272,8 +272,8 @@ def test_finished_sequences_leave_the_batch_and_waiting_prompts_take_their_slots
                                                   *(free[i].token_ids[step] for i, step in ends.items())]
     widths = []
     merge = _Decoder._merge
-    monkeypatch.setattr(_Decoder, "_merge", lambda self, cache, mask: (
-        widths.append((self.mask.shape[1], mask.shape[1])), merge(self, cache, mask)))
+    monkeypatch.setattr(_Decoder, "_merge", lambda self, parts: (
+        self.cache is not None and widths.append((self.mask.shape[1], parts[0][1].shape[1])), merge(self, parts)))
     params = SamplingParams(max_new_tokens=10)
     single = HFGenerator(peaky_model, tokenizer, batch_size=1).generate(dialogues, params)
     assert not widths  # one slot: a prompt only ever starts in an empty batch
@@ -378,6 +378,36 @@ def test_a_prefix_shared_by_all_prompts_is_prefilled_once_and_changes_no_output(
         assert [g.prompt_token_ids for g in together] == prompts
         prefills = [w for w in widths if w > 1]
         assert prefills[0] == shared and max(prefills[1:]) == max(len(p) for p in prompts) - shared
+
+
+def test_a_group_is_prefilled_in_chunks_within_the_token_budget_and_changes_no_output(peaky_model, tokenizer,
+                                                                                     monkeypatch):
+    """prefill_tokens caps rows x padded width of each prefill forward (a longer prompt is a forward of its own);
+    the chunks' caches merge into one batch whose completions equal each prompt's own call."""
+    from score_code.generation import hf
+
+    dialogues = [_user(p) for p in [*PROMPTS, "Sort a list.", "x" * 40, "Add."]]
+    params = SamplingParams(max_new_tokens=10)
+    alone = [HFGenerator(peaky_model, tokenizer).generate([d], params)[0] for d in dialogues]
+    prompts = [g.prompt_token_ids for g in alone]
+    shared = hf.shared_prefix_length(prompts)  # the chat template's system turn: one forward of its own first
+    lengths = sorted((len(p) - shared for p in prompts), reverse=True)  # what each row prefills after it
+    budget = 2 * lengths[2]  # the two longest prompts alone, the rest two or more at a time
+
+    shapes = []
+    forward = peaky_model.forward
+    monkeypatch.setattr(peaky_model, "forward", lambda *a, **kw: (shapes.append(tuple(kw["input_ids"].shape)),
+                                                                  forward(*a, **kw))[1])
+    together = HFGenerator(peaky_model, tokenizer, batch_size=len(dialogues), prefill_tokens=budget).generate(
+        dialogues, params)
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+    prefills = [(rows, width) for rows, width in shapes if width > 1]
+    assert shared and prefills.pop(0) == (1, shared)
+    assert sum(rows for rows, _ in prefills) == len(dialogues) and len(prefills) >= 3
+    assert all(rows * width <= budget or rows == 1 for rows, width in prefills)
+    assert prefills[0] == (1, lengths[0])  # longest first, alone: it exceeds the budget with any other row
+    with pytest.raises(ValueError, match="prefill_tokens must be >= 1"):
+        HFGenerator(peaky_model, tokenizer, prefill_tokens=0)
 
 
 def test_shared_prefix_length_leaves_every_prompt_a_token_and_ignores_short_overlaps():
