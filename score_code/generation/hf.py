@@ -6,7 +6,9 @@ together, left-padded, and their KV cache is merged into the running one. So a b
 member (measured on HumanEval with the default model: median completion 64 tokens, but 5 of 32 run to the 512
 limit, so a static batch of 32 spent most of its steps on 5 sequences). Prompts are admitted longest first, so
 peak memory comes early. The token prefix that all prompts of a call share (a system prompt, MBPP's three shots:
-656 of the 788 tokens of an MBPP-validation prompt) is prefilled once; each group prefills only what follows it.
+656 of the 788 tokens of an MBPP-validation prompt) is prefilled and stored once; each group prefills only what
+follows it, and the cache holds only each row's own positions, which attention reads together with the one copy of
+the prefix (shared_prefix.py).
 A group is prefilled in chunks of rows of at most `prefill_tokens` padded tokens each: one forward over the whole
 group pads every row to its longest prompt and allocates activations for all of them at once (measured: 32
 MBPP-validation prompts, one of 1,510 tokens, took 115 s in one forward and 6 GB of page faults; a third of that in
@@ -33,6 +35,7 @@ from transformers.cache_utils import DynamicLayer
 
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.stopping import ends_in_loop, repeated_definition_end
+from score_code.generation import shared_prefix
 from score_code.generation.encoding import DialogueEncoder, eos_token_ids, finish
 
 
@@ -141,7 +144,7 @@ class HFGenerator:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; restored for the trainer afterwards
         try:
-            with torch.no_grad():
+            with torch.no_grad(), shared_prefix.enabled(self.model):
                 sequences = _Decoder(self, prompts, params).run()
         finally:
             self.model.train(was_training)
@@ -154,7 +157,7 @@ class HFGenerator:
 
 class _Decoder:
     """The continuous-batching loop of one generate call. Invariants between steps: the cache holds `width` positions
-    for every active sequence (padding where `mask` is 0: at the left, and after a shared prefix), and each sequence's
+    for every active sequence after the shared prefix (padding where `mask` is 0, at the left), and each sequence's
     last id is still to be fed."""
 
     def __init__(self, owner: HFGenerator, prompts: list[list[int]], params: SamplingParams) -> None:
@@ -228,8 +231,8 @@ class _Decoder:
         return chunks
 
     def _prefill(self, indices: list[int], skip: int) -> tuple[DynamicCache, torch.Tensor]:
-        """One forward over these prompts; their first new tokens join `self.active`. Each row is the shared prefix
-        (from its cached states, if any), left padding, then the rest of its prompt. Returns the cache and mask."""
+        """One forward over these prompts; their first new tokens join `self.active`. Each row is left padding, then
+        its prompt after the `skip` shared tokens (whose states the forward gets once). Returns the cache and mask."""
         width = max(len(self.prompts[i]) - skip for i in indices)
         ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
@@ -239,13 +242,9 @@ class _Decoder:
             mask[row, width - len(rest):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         cache = DynamicCache()
-        if skip:  # every row starts with a copy of the shared prefix's states
-            mask = torch.cat([mask.new_ones((len(indices), skip)), mask], dim=1)
-            for layer, (keys, values) in enumerate(self.shared_states):
-                cache.update(keys.expand(len(indices), -1, -1, -1), values.expand(len(indices), -1, -1, -1), layer)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, skip:]
+        positions = skip + (mask.cumsum(1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self.cache_kwarg: cache})
+                         logits_to_keep=1, **self._prefix_kwargs(skip), **{self.cache_kwarg: cache})
         new = [_Sequence(i, self._sequence_rng(i)) for i in indices]
         self._append(new, self._pick(out.logits[:, -1], new))
         self.active.extend(new)
@@ -268,11 +267,16 @@ class _Decoder:
         """Feed every active sequence its last id; append the next one."""
         last = torch.tensor([[seq.ids[-1]] for seq in self.active], dtype=torch.long, device=self.device)
         mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], dim=1)
-        position = self.mask.sum(dim=1, keepdim=True)  # real tokens before this one
+        skip = self.shared if self.shared_states is not None else 0
+        position = skip + self.mask.sum(dim=1, keepdim=True)  # real tokens before this one
         out = self.model(input_ids=last, attention_mask=mask, position_ids=position, use_cache=True,
-                         **{self.cache_kwarg: self.cache})
+                         **self._prefix_kwargs(skip), **{self.cache_kwarg: self.cache})
         self.mask = mask
         self._append(self.active, self._pick(out.logits[:, -1], self.active))
+
+    def _prefix_kwargs(self, skip: int) -> dict[str, Any]:
+        """The forward's extra argument that makes attention read the shared prefix (none when nothing is shared)."""
+        return {"shared_prefix": self.shared_states} if skip else {}
 
     def _sequence_rng(self, index: int) -> torch.Generator | None:
         if self.params.temperature == 0 or self.params.seeds is None:
