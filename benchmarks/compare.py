@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.errors import ScoreCodeError
+from benchmarks.evaluate import config_fields
 from benchmarks.report import PAPER_COLUMNS, markdown_table, paper_row
 from sandbox.atomic import write_text_atomic
 
@@ -25,7 +26,7 @@ TABLE_FILE, PLOT_FILE = "comparison.md", "comparison.png"
 REPAIR_COLUMN = "MBPP-R"
 # config.json fields that change what a run measures, besides the model being compared
 COMPARED_SETTINGS = ("dtype", "chat", "attempts", "samples", "temperature", "top_p", "max_new_tokens",
-                     "stop_repeats", "feedback", "prompts_version", "timeout_rule")
+                     "stop_repeats", "stop_rules_version", "feedback", "prompts_version", "timeout_rule")
 
 
 class CompareError(ScoreCodeError):
@@ -43,6 +44,12 @@ class Run:
     @property
     def metrics(self) -> dict:
         return self.payload["metrics"]
+
+    @property
+    def settings(self) -> dict:
+        """The run's recorded config (fields added since it was written: as they were then); {} if none."""
+        recorded = self.payload.get("config")
+        return config_fields(recorded) if recorded else {}
 
     @property
     def is_repair(self) -> bool:
@@ -102,7 +109,7 @@ def differences(runs: Sequence[Run]) -> list[str]:
             lines.append(f"dataset differs between the {kind} runs: "
                          + "; ".join(f"{r.label} ({r.path}): {r.dataset}" for r in group))
         for key in COMPARED_SETTINGS:
-            values = [(r, (r.payload.get("config") or {}).get(key, "?")) for r in group]
+            values = [(r, r.settings.get(key, "?")) for r in group]
             if len({repr(v) for _, v in values}) > 1:
                 lines.append(f"{key} differs between the {kind} runs: "
                              + "; ".join(f"{r.label} ({r.path}): {v}" for r, v in values))

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import prompts
+from benchmarks import prompts, stopping
 from benchmarks.errors import ScoreCodeError
 from benchmarks.extract import extract_program
 from benchmarks.generation import Dialogue, Generation, Generator, SamplingParams, sequence_seed
@@ -86,6 +86,7 @@ class EvalConfig:
     top_p: float = 1.0
     max_new_tokens: int = 512  # per attempt; stop strings usually end generation well before this
     stop_repeats: bool = True  # end a completion that loops (benchmarks.stopping)
+    stop_rules_version: str = stopping.STOP_RULES_VERSION  # which rules stop_repeats applies
     seed: int | None = 0  # run seed; each sequence's seed derives from it, the task, the sample and the attempt
     feedback: str | None = None  # None = intrinsic (the paper); "tests": show attempt t's first failure
     prompts_version: str = prompts.PROMPTS_VERSION
@@ -130,7 +131,15 @@ class EvalConfig:
 
 # Everything that changes what is generated or how it is graded; a resume must agree on all of them.
 RESULT_FIELDS = ("model", "dtype", "dataset", "dataset_hash", "chat", "attempts", "samples", "temperature", "top_p",
-                 "max_new_tokens", "stop_repeats", "seed", "feedback", "prompts_version", "timeout_s", "timeout_rule")
+                 "max_new_tokens", "stop_repeats", "stop_rules_version", "seed", "feedback", "prompts_version",
+                 "timeout_s", "timeout_rule")
+# The value a field had in runs written before it existed: a config.json without it means this.
+ADDED_FIELDS = {"stop_rules_version": "1"}
+
+
+def config_fields(recorded: dict) -> dict:
+    """A config.json's "config" object, with the fields it predates filled in as they were then."""
+    return {**ADDED_FIELDS, **recorded}
 
 
 @dataclass
@@ -159,7 +168,7 @@ def _refuse_other_settings(out: Path, config: EvalConfig) -> None:
     config_path = out / CONFIG_FILE
     if config_path.exists():
         try:
-            previous = json.loads(config_path.read_text(encoding="utf-8"))["config"]
+            previous = config_fields(json.loads(config_path.read_text(encoding="utf-8"))["config"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise EvalError(f"{config_path}: unreadable ({e}); use another output directory") from None
         current = config.to_dict()
@@ -198,7 +207,8 @@ def check_output_dir(output_dir: str | Path, config: EvalConfig, tasks: Sequence
 
 def read_config(output_dir: str | Path) -> EvalConfig:
     """The resolved config evaluate() wrote to `output_dir` (timeouts included), for callers writing own reports."""
-    return EvalConfig(**json.loads((Path(output_dir) / CONFIG_FILE).read_text(encoding="utf-8"))["config"])
+    recorded = json.loads((Path(output_dir) / CONFIG_FILE).read_text(encoding="utf-8"))["config"]
+    return EvalConfig(**config_fields(recorded))
 
 
 def _load_finished(out: Path, attempts: int) -> set[tuple[str, int]]:

@@ -24,8 +24,9 @@ from pathlib import Path
 from benchmarks.evaluate import RESULTS_FILE, SAMPLES_FILE, read_config
 from benchmarks.extract import _parses, extract_program
 from benchmarks.jsonl import read_jsonl
-from benchmarks.stopping import runaway_cut
+from benchmarks.stopping import STOP_RULES_VERSION, runaway_cut
 from benchmarks.tasks import load_tasks
+from score_code.generation.encoding import digit_ids
 
 
 def _read(run: Path, name: str) -> dict[tuple[str, int, int], dict]:
@@ -39,6 +40,7 @@ def offline(run: Path, tasks: dict, tokenizer) -> set[tuple[str, int, int]]:
     def decode(ids: list[int]) -> str:
         return tokenizer.decode(ids, skip_special_tokens=True)
 
+    digits = digit_ids(tokenizer)
     cut_units: set[tuple[str, int, int]] = set()
     print(f"the rules applied to the completions of {run} (offline):")
     print(f"{'attempt':>7} {'checked':>8} {'cut':>5} {'same program':>13} {'both unparsed':>14} {'differ':>7} "
@@ -54,7 +56,7 @@ def offline(run: Path, tasks: dict, tokenizer) -> set[tuple[str, int, int]]:
             ids = tokenizer(record["raw"], add_special_tokens=False)["input_ids"]
             count["checked"] += 1
             tokens += len(ids)
-            cut = runaway_cut(ids, decode)
+            cut = runaway_cut(ids, decode, digits)
             kept += len(ids) if cut is None else cut
             if cut is None:
                 count["same"] += 1
@@ -129,10 +131,14 @@ def main() -> int:
     if args.with_rules is not None:
         other = read_config(args.with_rules)
         mine, theirs = config.to_dict(), other.to_dict()
-        differing = sorted(k for k in mine if k not in ("stop_repeats", "task_timeouts_s") and mine[k] != theirs[k])
-        if differing or not other.stop_repeats:
-            parser.error(f"--with must be the same run with the rules on; it differs in "
-                         f"{', '.join(differing + ([] if other.stop_repeats else ['stop_repeats']))}")
+        ignored = ("stop_repeats", "stop_rules_version", "task_timeouts_s")  # the rules are off in RUN_WITHOUT_RULES
+        differing = sorted(k for k in mine if k not in ignored and mine[k] != theirs[k])
+        if not other.stop_repeats or other.stop_rules_version != STOP_RULES_VERSION:
+            differing.append(f"its rules (version {other.stop_rules_version if other.stop_repeats else 'off'}, "
+                             f"the offline count applies version {STOP_RULES_VERSION})")
+        if differing:
+            parser.error(f"--with must be the same run with the current rules on; it differs in "
+                         f"{', '.join(differing)}")
     model = config.model
     tokenizer = load_tokenizer(None if model == DEFAULT_MODEL_NAME else model)
     tasks = {task.task_id: task for task in load_tasks(args.tasks, args.split)}

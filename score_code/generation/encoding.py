@@ -3,7 +3,8 @@
 Both backends implement benchmarks.generation.Generator. What they share lives here and needs only a tokenizer:
 `DialogueEncoder` turns a Dialogue into prompt token ids, encoding only the messages after `encoded_messages`
 and appending them to the ids the dialogue already carries (earlier turns are never decoded and re-tokenized);
-`finish` cuts a raw completion at EOS or a stop string and builds the Generation.
+`finish` cuts a raw completion at EOS or a stop string and builds the Generation; `digit_ids` tells the runaway
+rules (benchmarks.stopping) which tokens are digits.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation
+from benchmarks.stopping import digit_token_ids
 
 # Stands in for the last encoded assistant message when rendering, so the text the template puts after it
 # (end-of-turn tokens, the new user turn, the generation prompt) can be cut out of the rendering.
@@ -33,6 +35,11 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def digit_ids(tokenizer: Any) -> frozenset[int]:
+    """The vocabulary's all-digit tokens, for the counting-loop rule (benchmarks.stopping.LoopWatch)."""
+    return digit_token_ids(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
 
 
 def resolve_chat(tokenizer: Any, chat: bool | None) -> bool:

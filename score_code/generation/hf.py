@@ -34,9 +34,9 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from benchmarks.generation import Dialogue, Generation, SamplingParams
-from benchmarks.stopping import ends_in_loop, repeated_definition_end
+from benchmarks.stopping import LoopWatch, repeated_definition_end
 from score_code.generation import shared_prefix
-from score_code.generation.encoding import DialogueEncoder, eos_token_ids, finish
+from score_code.generation.encoding import DialogueEncoder, digit_ids, eos_token_ids, finish
 
 
 class _GrowingLayer(DynamicLayer):
@@ -108,6 +108,7 @@ class _Sequence:
     index: int
     rng: torch.Generator | None = None  # its own random stream, when sampling with params.seeds
     ids: list[int] = field(default_factory=list)
+    loops: LoopWatch | None = None  # the token-loop rules, fed every id, with params.stop_repeats
     hit: bool = False  # ended by EOS or a stop string (else by max_new_tokens)
     done: bool = False
 
@@ -130,6 +131,7 @@ class HFGenerator:
         if not self.eos_ids:
             raise ValueError("neither the model's generation_config nor the tokenizer defines an EOS token id")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.digit_ids = digit_ids(tokenizer)
         self.encoder = DialogueEncoder(tokenizer, self.eos_ids, chat)
         self.chat = self.encoder.chat
 
@@ -163,7 +165,7 @@ class _Decoder:
     def __init__(self, owner: HFGenerator, prompts: list[list[int]], params: SamplingParams) -> None:
         self.model, self.tokenizer, self.params = owner.model, owner.tokenizer, params
         self.batch_size, self.pad_id, self.eos_ids = owner.batch_size, owner.pad_id, set(owner.eos_ids)
-        self.prefill_tokens = owner.prefill_tokens
+        self.prefill_tokens, self.digit_ids = owner.prefill_tokens, owner.digit_ids
         self.progress = owner.progress
         self.device = next(self.model.parameters()).device
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft
@@ -245,7 +247,8 @@ class _Decoder:
         positions = skip + (mask.cumsum(1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1, **self._prefix_kwargs(skip), **{self.cache_kwarg: cache})
-        new = [_Sequence(i, self._sequence_rng(i)) for i in indices]
+        watch = self.params.stop_repeats
+        new = [_Sequence(i, self._sequence_rng(i), loops=LoopWatch(self.digit_ids) if watch else None) for i in indices]
         self._append(new, self._pick(out.logits[:, -1], new))
         self.active.extend(new)
         return cache, mask
@@ -312,11 +315,10 @@ class _Decoder:
                 if any(s in text for s in self.stop):
                     seq.hit = seq.done = True
         if self.params.stop_repeats:  # benchmarks.stopping: a token loop, or a line that re-defines a name
-            pending = [seq for seq in sequences if not seq.hit]
-            for seq in pending:
-                if ends_in_loop(seq.ids):
+            for seq, token in zip(sequences, tokens, strict=True):
+                if seq.loops.add(token):
                     seq.hit = seq.done = True
-            pending = [seq for seq in pending if not seq.hit]
+            pending = [seq for seq in sequences if not seq.hit]
             pieces = self.tokenizer.batch_decode([seq.ids[-1:] for seq in pending], skip_special_tokens=True)
             pending = [seq for seq, piece in zip(pending, pieces, strict=True) if "\n" in piece]  # ends a line
             texts = self.tokenizer.batch_decode([seq.ids for seq in pending], skip_special_tokens=True)

@@ -21,7 +21,7 @@ from typing import Any
 from benchmarks.errors import ScoreCodeError
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.stopping import runaway_cut
-from score_code.generation.encoding import DialogueEncoder, eos_token_ids, finish
+from score_code.generation.encoding import DialogueEncoder, digit_ids, eos_token_ids, finish
 
 
 class VLLMUnavailable(ScoreCodeError):
@@ -159,6 +159,7 @@ class VLLMGenerator:
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.progress = progress
         self.eos_ids = eos_token_ids(None, self.tokenizer)
+        self.digit_ids = digit_ids(self.tokenizer)
         self.encoder = DialogueEncoder(self.tokenizer, self.eos_ids, chat)
         self.chat = self.encoder.chat
 
@@ -210,7 +211,7 @@ class VLLMGenerator:
             completion = request.outputs[0]
             token_ids, text, hit = list(completion.token_ids), completion.text, completion.finish_reason == "stop"
             logprobs = completion.logprobs
-            cut = runaway_cut(token_ids, self._decode) if params.stop_repeats else None
+            cut = runaway_cut(token_ids, self._decode, self.digit_ids) if params.stop_repeats else None
             if cut is not None:  # vLLM cannot stop on the rules: keep what the transformers backend would have made
                 token_ids, logprobs, hit = token_ids[:cut], logprobs and logprobs[:cut], True
                 text = self._decode(token_ids)

@@ -78,6 +78,10 @@ def test_runs_on_other_data_or_decoding_are_refused_unless_allowed_and_then_list
     flat = _variant(tmp_path, "flat", timeout_rule="flat 3 s")  # graded under other timeouts
     with pytest.raises(CompareError, match="timeout_rule differs between the two-attempt runs"):
         compare([BASE, flat], tmp_path / "out")
+    older = _variant(tmp_path, "older", stop_rules_version="1")  # the exact-repeat rules only
+    newer = _variant(tmp_path, "newer", stop_rules_version="2")
+    with pytest.raises(CompareError, match="stop_rules_version differs between the two-attempt runs: .*: 1; .*: 2"):
+        compare([older, newer], tmp_path / "out")
     text = compare([BASE, sanitized, sampled], tmp_path / "out", labels=["a", "b", "c"], allow_mismatch=True)
     assert "**Not like for like**" in text and "- dataset differs" in text and "- temperature differs" in text
     compare([BASE, BASE_REPAIR, STAR], tmp_path / "same")  # a repair run is checked against repair runs only

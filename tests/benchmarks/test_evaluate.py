@@ -17,9 +17,11 @@ from benchmarks.evaluate import (
     EvalSettingsError,
     check_output_dir,
     evaluate,
+    read_config,
 )
 from benchmarks.generation import Dialogue, Generation, SamplingParams
 from benchmarks.prompts import SELF_CORRECTION_INSTRUCTION
+from benchmarks.stopping import STOP_RULES_VERSION
 from benchmarks.tasks import Task, load_humaneval
 from benchmarks.timeouts import RULE
 from sandbox import Sandbox
@@ -192,6 +194,17 @@ def test_changed_config_is_refused(tmp_path: Path, change: dict, field: str) -> 
     with pytest.raises(ConfigMismatchError, match=rf"{field}: .* there, .* now"):
         evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(**change), progress=False)
     assert (tmp_path / "results.jsonl").read_text() == before
+
+
+def test_a_run_from_before_the_stop_rules_version_was_recorded_is_not_resumed_under_the_new_rules(tmp_path: Path):
+    evaluate(ScriptedGenerator(SCRIPT), make_tasks(2), FakeSandbox(), tmp_path, config(), progress=False)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["config"]["stop_rules_version"] == STOP_RULES_VERSION
+    del written["config"]["stop_rules_version"]  # as written before the counting-loop rule (version 2)
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    assert read_config(tmp_path).stop_rules_version == "1"
+    with pytest.raises(ConfigMismatchError, match=rf"stop_rules_version: '1' there, '{STOP_RULES_VERSION}' now"):
+        check_output_dir(tmp_path, config(), make_tasks(2))
 
 
 def test_changed_tasks_are_refused(tmp_path: Path) -> None:

@@ -4,10 +4,30 @@ from __future__ import annotations
 from benchmarks.stopping import (
     LOOP_MAX_PERIOD,
     LOOP_MIN_TOKENS,
+    NUMBER_LOOP_MIN_REPEATS,
+    NUMBER_LOOP_MIN_TOKENS,
+    LoopWatch,
+    digit_token_ids,
     ends_in_loop,
     repeated_definition_end,
     runaway_cut,
 )
+
+DIGITS = digit_token_ids([str(d) for d in range(10)] + ["x", " 1", "1x", "+", ","])  # ids 0-9 are the digits
+
+
+def _counting(first: int, count: int, line: list[int]) -> list[int]:
+    """`line` with the number k (its digits as tokens 0-9) in place of each None, for k = first .. first+count-1."""
+    ids: list[int] = []
+    for k in range(first, first + count):
+        for token in line:
+            ids += [int(d) for d in str(k)] if token is None else [token]
+    return ids
+
+
+def _first_fire(ids: list[int], digits: frozenset[int] = DIGITS) -> int | None:
+    watch = LoopWatch(digits)
+    return next((n for n, token in enumerate(ids, 1) if watch.add(token)), None)
 
 
 def test_a_chunk_repeated_back_to_back_is_a_loop_once_it_spans_the_minimum():
@@ -56,8 +76,37 @@ def test_runaway_cut_is_where_a_check_after_every_token_stops():
     def decode(prefix: list[int]) -> str:
         return "".join(words[i] for i in prefix)
 
-    assert runaway_cut(ids, decode) == 5  # through the token that completes the repeated line
-    assert runaway_cut(ids[:4], decode) is None
-    loop = [1, 2] + [3, 4] * 40
+    assert runaway_cut(ids, decode, DIGITS) == 5  # through the token that completes the repeated line
+    assert runaway_cut(ids[:4], decode, DIGITS) is None
+    loop = [1, 2] + [13, 14] * 40
     first = next(n for n in range(1, len(loop) + 1) if ends_in_loop(loop[:n]))
-    assert runaway_cut(loop, lambda prefix: "") == first
+    assert runaway_cut(loop, lambda prefix: "", DIGITS) == first
+    counting = _counting(10, 40, [20, 21, None, 22])  # "i+10,i+11,...": only the counting rule fires
+    assert not any(ends_in_loop(counting[:n]) for n in range(1, len(counting) + 1))
+    assert runaway_cut(counting, lambda prefix: "", DIGITS) == _first_fire(counting) is not None
+
+
+def test_only_all_digit_tokens_are_digits():
+    assert DIGITS == frozenset(range(10))
+
+
+def test_a_line_repeated_with_only_its_number_counting_up_is_a_loop_after_the_longer_span():
+    line = [30, 31, 32, 33, None, 34, 35, 36, 37, 38, None, 39, 40]  # "if n == K:\n    return K*c\n": 13 tokens
+    ids = [50, 51] + _counting(10, 30, line)  # two-digit numbers: 15 tokens, 13 with each number as one
+    fire = _first_fire(ids)
+    assert fire is not None and not any(ends_in_loop(ids[:n]) for n in range(1, len(ids) + 1))
+    # the first copy, then NUMBER_LOOP_MIN_TOKENS blanked tokens (96 = 7 lines and 5 tokens): inside the ninth line
+    assert NUMBER_LOOP_MIN_TOKENS > (NUMBER_LOOP_MIN_REPEATS - 1) * len(line)
+    assert (fire - 2) // 15 == 1 + NUMBER_LOOP_MIN_TOKENS // len(line)
+    assert _first_fire(ids, frozenset()) is None  # a tokenizer without digit tokens: the rule never fires
+
+
+def test_a_few_lines_with_other_numbers_and_numbers_that_change_length_are_not_cut_early():
+    line = [30, 31, 32, None, 33, None, 34]  # e.g. "if num % K == 0 and num > 1: ..." written for a few K
+    assert _first_fire(_counting(2, NUMBER_LOOP_MIN_REPEATS - 1, line)) is None
+    assert _first_fire(_counting(1, 32, [None, 41, 42])) is None  # "1, 2, ..., 32": a list this long is kept
+    assert _first_fire(_counting(1, 34, [None, 41, 42])) is not None
+    # 9 -> 10 adds a digit token; with each number as one token the loop goes on across it
+    ids = _counting(1, 60, [20, 21, None, 22])
+    fire = _first_fire(ids)
+    assert fire is not None and fire < len(_counting(1, 40, [20, 21, None, 22]))

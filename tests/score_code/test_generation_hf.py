@@ -12,7 +12,7 @@ from benchmarks import prompts
 from benchmarks.generation import Dialogue, Generator, SamplingParams
 from benchmarks.stopping import runaway_cut
 from benchmarks.tasks import load_humaneval, load_mbpp, mbpp_shots
-from score_code.generation.encoding import DialogueEncoder, DialogueEncodingError, cut_at_stop
+from score_code.generation.encoding import DialogueEncoder, DialogueEncodingError, cut_at_stop, digit_ids
 from score_code.generation.hf import HFGenerator
 
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp.jsonl"
@@ -312,7 +312,8 @@ def test_stop_repeats_ends_a_looping_sequence_where_the_rules_say_and_leaves_the
     dialogues = [_user(p) for p in PROMPTS]
     free = generator.generate(dialogues, SamplingParams(max_new_tokens=160))
     stopped = generator.generate(dialogues, SamplingParams(max_new_tokens=160, stop_repeats=True))
-    cuts = [runaway_cut(g.token_ids, lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) for g in free]
+    cuts = [runaway_cut(g.token_ids, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), digit_ids(tokenizer))
+            for g in free]
     assert any(cut is not None for cut in cuts)
     for before, after, cut in zip(free, stopped, cuts, strict=True):
         if cut is None:
