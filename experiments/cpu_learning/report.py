@@ -73,7 +73,7 @@ def training_log_table(root: Path, rows: list[str]) -> str:
     for row in rows:
         path = root / "train" / row / "metrics.jsonl"
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-        by_step = {r["step"]: r for r in records if "attempt2/reward" in r}  # the SFT baselines log no attempts
+        by_step = {r["step"]: r for r in records}
         for start in range(1, max(by_step, default=0) + 1, LOG_WINDOW):
             window = [by_step[s] for s in range(start, start + LOG_WINDOW) if s in by_step]
             if not window:
@@ -135,7 +135,7 @@ def write_results(driver: Any, evals: dict[str, dict[str, Path]], n_tasks: int) 
           json.loads((driver.root / "select" / r / "selected.json").read_text())["checkpoint"],
           f"`{Path(c.adapters_dir) / r}`", f"![{r}](curves/{r}.png)" if curves[r] else "no training step"]
          for r in rows])]
-    log = training_log_table(driver.root, rows)
+    log = training_log_table(driver.root, [r for r in rows if r in driver.rl_rows])
     if log:
         lines += ["## Training logs", "", f"Means over {LOG_WINDOW} steps of each RL row's log, on its own training "
                   "samples (train/ROW/metrics.jsonl; the curves plot every step):", "", log]

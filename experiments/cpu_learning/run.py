@@ -222,6 +222,7 @@ def _quote(arg: str) -> str:
 
 class Driver:
     rows = ROWS
+    rl_rows = RL_ROWS  # the rows with an RL training log (report.py's training-log table)
 
     def __init__(self, config: Experiment, driving: bool = True) -> None:
         self.c = config
