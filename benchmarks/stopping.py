@@ -14,8 +14,9 @@ its longest parsing head and keeps the first definition of a name. Three rules, 
   token, NUMBER), over at least NUMBER_LOOP_MIN_TOKENS tokens and NUMBER_LOOP_MIN_REPEATS copies. It ends the
   chains that count instead of compute: `if n == 27: return 27*c` for every n, `i+1,i+2,...`, `len(s) == 41 and
   len(s) == 42 and ...`, `def f_11(n): ...` (8-11 of 90 attempts in an MBPP-validation evaluation of the
-  experiment's checkpoints ran to the 512-token limit this way, a quarter of all tokens). Code legitimately repeats
-  a line with other numbers a few times, so this rule waits for twice the exact rule's span and copies.
+  experiment's checkpoints ran to the 512-token limit this way, a fifth of the attempt-1 tokens). Code
+  legitimately repeats a line with other numbers a few times, so this rule waits for twice the exact rule's span
+  and copies.
 - `repeated_definition_end(text)`: a top-level (column 0) `def` / `class` line re-defines, within the same code
   block, a name already defined there (a correction that quotes its old code in one block and writes the new one
   in the next is left alone: what was defined is forgotten at every fence).

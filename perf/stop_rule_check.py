@@ -2,7 +2,9 @@
 
     python perf/stop_rule_check.py RUN_WITHOUT_RULES [--with RUN_WITH_RULES] [--tasks humaneval] [--split test]
 
-RUN_WITHOUT_RULES is an output directory of `score-code eval ... --no-stop-repeats`. Each of its completions is
+RUN_WITHOUT_RULES is an output directory of `score-code eval ... --no-stop-repeats`, or of a run under an older
+version of the rules (config.json's stop_rules_version): then the count is what the newer rules add. Each of its
+completions is
 tokenized again, cut where the rules would have stopped it (benchmarks.stopping.runaway_cut, what the generator
 does token by token), and its program extracted again: the count of graded programs that stay the same, that
 differ only as two programs that do not parse (a syntax_error either way), and that really differ. This isolates
@@ -57,6 +59,7 @@ def offline(run: Path, tasks: dict, tokenizer) -> set[tuple[str, int, int]]:
             count["checked"] += 1
             tokens += len(ids)
             cut = runaway_cut(ids, decode, digits)
+            cut = None if cut is not None and cut >= len(ids) else cut  # where an older rule stopped it already
             kept += len(ids) if cut is None else cut
             if cut is None:
                 count["same"] += 1
@@ -126,8 +129,11 @@ def main() -> int:
     from score_code.models import DEFAULT_MODEL_NAME, load_tokenizer
 
     config = read_config(args.without)
+    if config.stop_repeats and config.stop_rules_version == STOP_RULES_VERSION:
+        parser.error(f"{args.without} was made with the current rules on; rerun it with --no-stop-repeats")
     if config.stop_repeats:
-        parser.error(f"{args.without} was made with the rules on; rerun it with --no-stop-repeats")
+        print(f"{args.without} ran under stop rules version {config.stop_rules_version}: the count is what version "
+              f"{STOP_RULES_VERSION} adds")
     if args.with_rules is not None:
         other = read_config(args.with_rules)
         mine, theirs = config.to_dict(), other.to_dict()
