@@ -4,12 +4,11 @@
 
 RUN_WITHOUT_RULES is an output directory of `score-code eval ... --no-stop-repeats`, or of a run under an older
 version of the rules (config.json's stop_rules_version): then the count is what the newer rules add. Each of its
-completions is
-tokenized again, cut where the rules would have stopped it (benchmarks.stopping.runaway_cut, what the generator
-does token by token), and its program extracted again: the count of graded programs that stay the same, that
-differ only as two programs that do not parse (a syntax_error either way), and that really differ. This isolates
-the rules: the completions are the same ones, so nothing else moves. Attempt t > 1 is conditioned on attempt t-1's
-text, so it is checked only where the rules left attempt 1 alone.
+completions is tokenized again, cut where the rules would have stopped it (benchmarks.stopping.runaway_cut, what the
+generator does token by token), and its program extracted again: the count of graded programs that stay the same,
+that differ only as two programs that do not parse (a syntax_error either way), and that really differ. This
+isolates the rules: the completions are the same ones, so nothing else moves. Attempt t > 1 is conditioned on
+attempt t-1's text, so it is checked only where the rules left attempt 1 alone.
 
 With --with RUN_WITH_RULES (the same settings, the rules on), it also compares the two runs end to end: accuracy per
 attempt and every verdict that changed, with whether a rule cut that unit. In bf16, greedy decoding also depends on

@@ -27,6 +27,7 @@ import inspect
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -131,12 +132,16 @@ class HFGenerator:
         if not self.eos_ids:
             raise ValueError("neither the model's generation_config nor the tokenizer defines an EOS token id")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self.digit_ids = digit_ids(tokenizer)
         self.encoder = DialogueEncoder(tokenizer, self.eos_ids, chat)
         self.chat = self.encoder.chat
 
     def encode(self, dialogue: Dialogue) -> list[int]:
         return self.encoder.encode(dialogue)
+
+    @cached_property
+    def digit_ids(self) -> frozenset[int]:
+        """For the counting-loop rule; decoded once, on the first call with params.stop_repeats (not in training)."""
+        return digit_ids(self.tokenizer)
 
     def generate(self, dialogues: list[Dialogue], params: SamplingParams) -> list[Generation]:
         if params.seeds is not None and len(params.seeds) != len(dialogues):
@@ -165,7 +170,8 @@ class _Decoder:
     def __init__(self, owner: HFGenerator, prompts: list[list[int]], params: SamplingParams) -> None:
         self.model, self.tokenizer, self.params = owner.model, owner.tokenizer, params
         self.batch_size, self.pad_id, self.eos_ids = owner.batch_size, owner.pad_id, set(owner.eos_ids)
-        self.prefill_tokens, self.digit_ids = owner.prefill_tokens, owner.digit_ids
+        self.prefill_tokens = owner.prefill_tokens
+        self.digit_ids = owner.digit_ids if params.stop_repeats else frozenset()
         self.progress = owner.progress
         self.device = next(self.model.parameters()).device
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from benchmarks.errors import ScoreCodeError
@@ -159,12 +160,16 @@ class VLLMGenerator:
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.progress = progress
         self.eos_ids = eos_token_ids(None, self.tokenizer)
-        self.digit_ids = digit_ids(self.tokenizer)
         self.encoder = DialogueEncoder(self.tokenizer, self.eos_ids, chat)
         self.chat = self.encoder.chat
 
     def encode(self, dialogue: Dialogue) -> list[int]:
         return self.encoder.encode(dialogue)
+
+    @cached_property
+    def digit_ids(self) -> frozenset[int]:
+        """For the counting-loop rule; decoded once, on the first call with params.stop_repeats (not in training)."""
+        return digit_ids(self.tokenizer)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
